@@ -1,0 +1,1 @@
+"""Protocol detectors: one module per P2P protocol, each an ``IDetector``."""

@@ -1,0 +1,1 @@
+"""Console tools: rule generation, the control client, the server-list tracker."""
