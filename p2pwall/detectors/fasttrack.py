@@ -1,0 +1,163 @@
+"""FastTrack (Kazaa, KazaaLite, iMesh, Grokster): the UDP hello, its pongs, probes and the
+clear-text HTTP download start, and what ftwall does on seeing each of them.
+
+Wire facts: ../shared/reference/protocols.md sections 1, 2 and 7.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from zope.interface import implementer
+
+from ..interfaces import IDetector
+from ..packet import TCP, UDP, Hook, Packet, Verdict, addr_text
+from ..tables import ANY_CLIENT, ANY_PORT
+
+HELLO = 0x27
+PONG = 0x28
+PONG2 = 0x29
+
+KNOWN_NETWORKS = frozenset((b"KaZaA", b"fileshare", b"Grokster", b"MusicCity", b"iMesh"))
+
+_MAX_HELLO = 7 + 32
+_NAME_CHARS = bytes(range(0x21, 0x7F))
+_HTTP_PEEK = 4096
+
+
+@dataclass(frozen=True)
+class Hello:
+    """A 0x27 node ping: ``27 | min_enc(4) | 80 | name | 00``."""
+
+    enc: bytes
+    name: bytes
+
+
+def parse_hello(payload: memoryview | bytes) -> Hello | None:
+    """The hello in a UDP payload, or ``None``; cheap rejects first (this runs per UDP packet)."""
+    size = len(payload)
+    if size < 8 or size > _MAX_HELLO or payload[0] != HELLO or payload[5] != 0x80:
+        return None
+    if payload[1] or payload[2] or payload[3] or payload[size - 1]:
+        return None
+    name = bytes(payload[6 : size - 1])
+    if name.translate(None, _NAME_CHARS):
+        return None
+    return Hello(bytes(payload[1:5]), name)
+
+
+def is_pong(payload: memoryview | bytes) -> bool:
+    """A 0x28 or 0x29 reply: how a live client answers a probe."""
+    return (
+        len(payload) >= 5
+        and payload[0] in (PONG, PONG2)
+        and not (payload[1] or payload[2] or payload[3])
+    )
+
+
+def build_pong(hello: Hello, load: int = 40) -> bytes:
+    """A 0x28 supernode pong echoing the hello: 17 bytes for KaZaA; it invites the client to
+    try TCP to that peer, which keeps it in its noisy, easily blocked first phase."""
+    return bytes((PONG,)) + hello.enc + bytes((0, 1, 0, 0, load & 0xFF, 0)) + hello.name + b"\0"
+
+
+@dataclass(frozen=True)
+class Download:
+    """The start of a FastTrack HTTP transfer and the addresses its headers name."""
+
+    request: str
+    headers: dict[str, str] = field(default_factory=dict)
+    named: tuple[tuple[bytes, int, str], ...] = ()
+
+
+_KAZAA_HEADER = re.compile(rb"^(x-kazaa[\w-]*|user-agent|useragent):[ \t]*(.*)$", re.I | re.M)
+_GIVE = re.compile(rb"^GIVE [0-9]{1,12}\r?\n")
+_ADDRESS_HEADERS = ("x-kazaa-supernodeip", "x-kazaa-ip")
+
+
+def parse_download(payload: memoryview | bytes) -> Download | None:
+    """A FastTrack download start (``GET /.hash=``, ``GET /`` + X-Kazaa headers, ``GIVE n``)."""
+    head = bytes(payload[:_HTTP_PEEK])
+    if head.startswith(b"GIVE "):
+        match = _GIVE.match(head)
+        return Download(match.group().decode().strip()) if match else None
+    if not head.startswith(b"GET /"):
+        return None
+    request = head.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+    headers = {
+        name.decode("latin-1").lower(): value.rstrip(b"\r").decode("latin-1").strip()
+        for name, value in _KAZAA_HEADER.findall(head)
+    }
+    kazaa = {k: v for k, v in headers.items() if k.startswith("x-kazaa")}
+    agent = headers.get("user-agent", "") + headers.get("useragent", "")
+    if not (kazaa or head.startswith(b"GET /.hash=") or agent.startswith("PeerEnabler/")):
+        return None
+    named = tuple(addr for name in _ADDRESS_HEADERS if (addr := _endpoint(kazaa.get(name), name)))
+    return Download(request, kazaa, named)
+
+
+def _endpoint(value: str | None, header: str) -> tuple[bytes, int, str] | None:
+    """``a.b.c.d:port`` (or a bare address) from a header, as (packed, port, header)."""
+    if not value:
+        return None
+    host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return addr.packed, int(port) if port.isdigit() and int(port) < 65536 else 0, header
+
+
+@implementer(IDetector)
+class FastTrackDetector:
+    """ftwall's FastTrack rules: hellos, probe replies and the HTTP safety net."""
+
+    name = "fasttrack"
+
+    def inspect(self, packet: Packet, hook: int, engine) -> Verdict | None:
+        if packet.proto == UDP:
+            if hook == Hook.INPUT:
+                return self._probe_reply(packet, engine)
+            return self._hello(packet, engine)
+        if packet.proto == TCP and hook == Hook.FORWARD and len(packet.payload) >= 5:
+            return self._download(packet, engine)
+        return None
+
+    def _hello(self, packet: Packet, engine) -> Verdict | None:
+        hello = parse_hello(packet.payload)
+        if hello is None or packet.src not in engine.green:
+            return None
+        engine.learn(packet.dst, packet.dport, ANY_CLIENT, "udp", packet.src)
+        client = engine.lock(packet.src, "FastTrack hello", packet)
+        if client is not None:
+            engine.clients.note_hello(
+                client, bytes(packet.payload), packet.sport, packet.dst, packet.dport
+            )
+        if engine.no_udp_block:
+            return Verdict.ACCEPT
+        engine.spoof(packet.dst, packet.dport, packet.src, packet.sport, build_pong(hello))
+        return Verdict.DROP
+
+    def _probe_reply(self, packet: Packet, engine) -> Verdict | None:
+        if is_pong(packet.payload) and engine.probe_answered(packet.src):
+            return Verdict.DROP
+        return None
+
+    def _download(self, packet: Packet, engine) -> Verdict | None:
+        download = parse_download(packet.payload)
+        if download is None or packet.src not in engine.green:
+            return None
+        engine.events.debug(
+            "h",
+            "FastTrack HTTP from {client}: {request} {headers}",
+            client=addr_text(packet.src),
+            request=download.request,
+            headers=download.headers,
+        )
+        engine.learn(packet.dst, ANY_PORT, ANY_CLIENT, "http", packet.src)
+        for addr, _port, header in download.named:
+            engine.learn(addr, ANY_PORT, ANY_CLIENT, "http", packet.src, name=header)
+        engine.lock(packet.src, "FastTrack HTTP download", packet)
+        return Verdict.DROP

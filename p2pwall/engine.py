@@ -1,0 +1,193 @@
+"""The policy: one decoded packet in, one verdict out, plus the actions it implies.
+
+Pure: the clock is injected and every effect goes through a collaborator (spoofer, event sink,
+client observers), so the whole of ftwall's behaviour runs under ``task.Clock`` in tests.
+
+For each packet, detectors are asked in order (FastTrack hellos and downloads, DNS answers,
+...); the first verdict wins. Then the generic rules apply to forwarded traffic:
+UDP or a TCP SYN to a blocked peer is dropped and (re)starts the sender's time lock, and every
+TCP SYN from a locked client is dropped. Everything else is accepted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from twisted.internet.interfaces import IReactorTime
+
+from .interfaces import IClientObserver, IDetector, IEventSink, ISpoofer
+from .networks import GreenNetworks
+from .packet import UDP, Hook, Packet, Verdict, addr_text, endpoint_text, mac_text
+from .tables import ANY_CLIENT, BlockTable, Client, LockTable
+
+
+class Engine:
+    """ftwall's rules over the block and lock tables."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        blocks: BlockTable,
+        clients: LockTable,
+        green: GreenNetworks,
+        detectors: Sequence[IDetector],
+        spoofer: ISpoofer,
+        events: IEventSink,
+        no_udp_block: bool = False,
+        accept_all: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.blocks = blocks
+        self.clients = clients
+        self.green = green
+        self.detectors = tuple(detectors)
+        self.spoofer = spoofer
+        self.events = events
+        self.no_udp_block = no_udp_block
+        self.accept_all = accept_all
+        self.observers: list[IClientObserver] = []
+        self.stats: Counter[str] = Counter()
+        clients.on_evict = self._evicted
+
+    def verdict(self, packet: Packet, hook: int) -> Verdict:
+        """Decide one packet's fate; the hot path."""
+        stats = self.stats
+        stats["packets"] += 1
+        if self.accept_all:
+            stats["accept_all"] += 1
+            return Verdict.ACCEPT
+        for detector in self.detectors:
+            verdict = detector.inspect(packet, hook, self)
+            if verdict is not None:
+                return self._count(packet, verdict, detector.name)
+        if hook != Hook.FORWARD:
+            return self._count(packet, Verdict.ACCEPT, "")
+        is_udp = packet.proto == UDP
+        if is_udp or packet.is_syn:
+            now = self.clock.seconds()
+            block = self.blocks.match(packet.dst, packet.dport, packet.src, now)
+            if block is not None:
+                self.lock(packet.src, "tried a blocked peer", packet)
+                if is_udp and self.no_udp_block:
+                    return self._count(packet, Verdict.ACCEPT, "blocked peer, -n")
+                return self._count(packet, Verdict.DROP, f"blocked peer ({block.origin})")
+            if not is_udp and self.clients.is_locked(packet.src, now):
+                return self._count(packet, Verdict.DROP, "time lock")
+        return self._count(packet, Verdict.ACCEPT, "")
+
+    def _count(self, packet: Packet, verdict: Verdict, reason: str) -> Verdict:
+        udp = packet.proto == UDP
+        if verdict == Verdict.DROP:
+            cls = "u" if udp else "t"
+            self.stats["drop_udp" if udp else "drop_tcp"] += 1
+            self.events.packet(cls, packet, reason)
+        else:
+            cls = "U" if udp else "T"
+            self.stats["accept_udp" if udp else "accept_tcp"] += 1
+            if self.events.wants(cls):
+                self.events.packet(cls, packet, reason or "no rule")
+        return verdict
+
+    # Actions: what detectors and the control port use to change state.
+
+    def learn(
+        self,
+        peer: bytes,
+        port: int,
+        client: bytes,
+        origin: str,
+        seen_from: bytes | None = None,
+        name: str | None = None,
+    ) -> bool:
+        """Block a peer learned from traffic; green addresses are never blocked."""
+        if peer in self.green:
+            return False
+        new = self.blocks.add(peer, port, client, origin, self.clock.seconds(), name)
+        if new:
+            self.stats["peers_learned"] += 1
+            self.events.event(
+                "p",
+                "peer {peer} learned ({origin}{name}){client}",
+                peer=endpoint_text(peer, port),
+                origin=origin,
+                name=f": {name}" if name else "",
+                client=f" from client {addr_text(seen_from)}" if seen_from else "",
+            )
+        return new
+
+    def block(self, peer: bytes, port: int = 0, client: bytes = ANY_CLIENT) -> bool:
+        """An admin's block: kept until unblocked, never evicted or aged out."""
+        return self.blocks.add(peer, port, client, "manual", self.clock.seconds())
+
+    def unblock(self, peer: bytes, port: int = 0, client: bytes = ANY_CLIENT) -> bool:
+        return self.blocks.remove(peer, port, client)
+
+    def lock(self, addr: bytes, reason: str, packet: Packet | None = None) -> Client | None:
+        """(Re)start a client's time lock; the first lock identifies it as a P2P client."""
+        client, new = self.clients.lock(addr, self.clock.seconds())
+        if new and client is not None:
+            self.stats["clients_locked"] += 1
+            mac = packet.mac if packet is not None else None
+            self.events.event(
+                "c",
+                "client {client} identified: {reason}{mac}",
+                client=addr_text(addr),
+                reason=reason,
+                mac=f" mac={mac_text(mac)}" if mac and self.events.wants("m") else "",
+            )
+            self.events.debug(
+                "t",
+                "time lock on {client} for {seconds}s",
+                client=addr_text(addr),
+                seconds=self.clients.seconds,
+            )
+            for observer in self.observers:
+                observer.client_locked(addr)
+        return client
+
+    def probe_answered(self, addr: bytes) -> bool:
+        """A probed client replied: FastTrack still runs there, so its lock starts again."""
+        client = self.clients.get(addr)
+        if client is None or client.last_probe is None:
+            return False
+        client.probes_answered += 1
+        self.stats["probes_answered"] += 1
+        self.lock(addr, "answered a probe")
+        self.events.debug("p", "probe answered by {client}", client=addr_text(addr))
+        return True
+
+    def spoof(self, src: bytes | None, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
+        self.stats["spoofs"] += 1
+        self.spoofer.send_udp(src, sport, dst, dport, payload)
+
+    def tick(self) -> None:
+        """Send due probes and release expired locks; driven by a ``LoopingCall``."""
+        for due in self.clients.due(self.clock.seconds()):
+            client = due.client
+            if due.action == "probe":
+                self.stats["probes_sent"] += 1
+                self.events.debug(
+                    "p",
+                    "probe sent to {client}",
+                    client=endpoint_text(client.addr, client.hello_port),
+                )
+                self.spoofer.send_udp(
+                    None, client.peer_port, client.addr, client.hello_port, client.hello
+                )
+            else:
+                self.release(client, "time lock expired")
+
+    def release(self, client: Client, reason: str) -> None:
+        """Forget a client's lock; tell the observers (client directory)."""
+        self.clients.release(client.addr)
+        self._evicted(client, reason)
+
+    def _evicted(self, client: Client, reason: str = "evicted, client table full") -> None:
+        self.stats["clients_released"] += 1
+        self.events.event(
+            "c", "client {client} cleared: {reason}", client=addr_text(client.addr), reason=reason
+        )
+        self.events.debug("t", "time lock on {client} ended", client=addr_text(client.addr))
+        for observer in self.observers:
+            observer.client_released(client.addr)

@@ -1,0 +1,104 @@
+"""``twistd p2pwall`` options: every ftwall option with a long name, plus the new ones."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.python import usage
+
+from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
+from .networks import DEFAULT_GREEN
+
+DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
+
+
+def _classes_help(known: dict[str, str]) -> str:
+    return "; ".join(f"{letter}={meaning}" for letter, meaning in known.items())
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Block FastTrack (Kazaa, KazaaLite, iMesh, Grokster), WinMX and OpenNAP clients on the "
+        "green network from reaching peers outside. Packets come from NFQUEUE rules; print them "
+        "with p2pwall-rules. Run in the foreground with 'twistd -n p2pwall'."
+    )
+
+    optFlags = [
+        ["no-udp-block", "n", "Do not drop FastTrack UDP (testing only, as ftwall -n)."],
+        ["accept-all", None, "Start in accept-all mode: every packet is accepted."],
+    ]
+
+    optParameters = [
+        ["debug", "d", "", "Debug classes: " + _classes_help(DEBUG_CLASSES)],
+        ["probe-source", "a", None, "Address probes come from (default: the gateway's own "
+         "address towards each client)."],
+        ["buffer", "b", 4 * 1024 * 1024, "Netlink socket buffer in bytes (capped by the kernel's "
+         "rmem_max).", int],
+        ["store-file", "f", None, "File keeping learned peers across restarts."],
+        ["dns-patterns", "D", None, "DNS training file: regex patterns and .wsx paths."],
+        ["time-lock", "t", 120.0, "Seconds a client stays locked after trying a known peer; "
+         "0 disables.", float],
+        ["client-dir", "c", None, "Directory with an empty file per locked P2P client."],
+        ["syslog-events", "l", "", "Event classes to syslog: " + _classes_help(EVENT_CLASSES)],
+        ["stderr-events", "L", "", "Event classes to stderr (same letters as -l)."],
+        ["queue", "q", 0, "NFQUEUE number to read.", int],
+        ["max-queue-len", None, 4096, "Kernel queue length (packets held for a verdict).", int],
+        ["failure-verdict", None, "accept", "Verdict when deciding a packet fails: accept|drop."],
+        ["control", None, DEFAULT_CONTROL, "Control port endpoint (tcp:..., unix:...)."],
+        ["max-peers", None, 1_000_000, "Most blocked peers kept; the oldest go first.", int],
+        ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go first.",
+         int],
+        ["store-interval", None, 60.0, "Seconds between store-file writes.", float],
+        ["store-max-age", None, 7 * 86400.0, "Learned peers not seen for this long are dropped.",
+         float],
+    ]
+
+    compData = usage.Completions(
+        optActions={
+            "store-file": usage.CompleteFiles(),
+            "dns-patterns": usage.CompleteFiles(),
+            "client-dir": usage.CompleteDirs(),
+            "failure-verdict": usage.CompleteList(["accept", "drop"]),
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["green"] = []
+
+    def opt_green(self, cidr: str) -> None:
+        """Green (home) network, CIDR; repeat for several (default: the private ranges)."""
+        try:
+            self["green"].append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError as error:
+            raise usage.UsageError(f"--green: {error}") from None
+
+    def postOptions(self) -> None:
+        if not self["green"]:
+            self["green"] = [ipaddress.ip_network(n) for n in DEFAULT_GREEN]
+        try:
+            self["debug-classes"] = parse_classes(self["debug"], DEBUG_CLASSES, "debug")
+            self["syslog-classes"] = parse_classes(self["syslog-events"], EVENT_CLASSES, "event")
+            self["stderr-classes"] = parse_classes(self["stderr-events"], EVENT_CLASSES, "event")
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+        if self["probe-source"] is not None:
+            try:
+                self["probe-source"] = ipaddress.ip_address(self["probe-source"])
+            except ValueError as error:
+                raise usage.UsageError(f"--probe-source: {error}") from None
+        if self["failure-verdict"] not in ("accept", "drop"):
+            raise usage.UsageError("--failure-verdict must be 'accept' or 'drop'")
+        self._check_range("time-lock", 0, 86400 * 365)
+        self._check_range("queue", 0, 65535)
+        self._check_range("buffer", 4096, 1 << 30)
+        self._check_range("max-queue-len", 1, 1 << 20)
+        self._check_range("max-peers", 10, 1 << 26)
+        self._check_range("max-clients", 10, 1 << 24)
+        self._check_range("store-interval", 1, 86400)
+        self._check_range("store-max-age", 1, 86400 * 3650)
+
+    def _check_range(self, name: str, low: float, high: float) -> None:
+        if not low <= self[name] <= high:
+            raise usage.UsageError(f"--{name} must be between {low} and {high}, got {self[name]}")

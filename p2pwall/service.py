@@ -1,0 +1,169 @@
+"""Wiring: ``makeService`` turns options into the running daemon.
+
+Read top to bottom to follow a packet: the kernel queue (``QueueReader``) decodes it and asks the
+``Engine`` for a verdict; the engine asks its detectors, consults the block and lock tables and
+acts through the spoofer and the event log. Timers send probes and expire locks, and flush the
+store file. Services start in the order they are added and stop in reverse, so the queue is
+bound last (after the store is loaded) and released first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.logger import Logger
+
+from .detectors.fasttrack import FastTrackDetector
+from .engine import Engine
+from .events import EventLog
+from .interfaces import IPacketSource, ISpoofer
+from .networks import GreenNetworks
+from .nfqueue import QueueReader
+from .options import Options
+from .packet import Verdict
+from .spoof import RawSpoofer
+from .store import ClientDirectory, StoreFile
+from .tables import BlockTable, LockTable
+
+log = Logger()
+
+
+def makeService(
+    options: Options,
+    reactor: IReactorTime | None = None,
+    packet_source: Callable[[], IPacketSource] | None = None,
+    spoofer: ISpoofer | None = None,
+) -> MultiService:
+    """Build the daemon; tests pass a fake reactor, packet source and spoofer."""
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+
+    events = EventLog(
+        syslog=options["syslog-classes"],
+        stderr=options["stderr-classes"],
+        debug=options["debug-classes"],
+    )
+    probe_source = options["probe-source"]
+    engine = Engine(
+        clock=reactor,
+        blocks=BlockTable(options["max-peers"]),
+        clients=LockTable(options["time-lock"], options["max-clients"]),
+        green=GreenNetworks(options["green"]),
+        detectors=[FastTrackDetector()],
+        spoofer=spoofer or RawSpoofer(probe_source.packed if probe_source else None),
+        events=events,
+        no_udp_block=options["no-udp-block"],
+        accept_all=options["accept-all"],
+    )
+
+    top = MultiService()
+    top.engine = engine  # type: ignore[attr-defined]
+    if options["store-file"]:
+        StoreService(StoreFile(options["store-file"], options["store-max-age"]), engine,
+                     options["store-interval"], reactor).setServiceParent(top)
+    if options["client-dir"]:
+        directory = ClientDirectory(options["client-dir"])
+        engine.observers.append(directory)
+        ClientDirectoryService(directory).setServiceParent(top)
+
+    ticker = TimerService(tick_interval(options["time-lock"]), engine.tick)
+    ticker.clock = reactor
+    ticker.setServiceParent(top)
+
+    QueueService(
+        lambda: QueueReader(
+            options["queue"],
+            engine.verdict,
+            reactor,
+            source=packet_source() if packet_source else None,
+            max_len=options["max-queue-len"],
+            sock_len=options["buffer"],
+            failure_verdict=Verdict[options["failure-verdict"].upper()],
+            want_mac=events.wants_mac,
+        ),
+        options["queue"],
+    ).setServiceParent(top)
+    return top
+
+
+def tick_interval(time_lock: float) -> float:
+    """How often locks and probes are checked: a tenth of the lock, between 50 ms and 1 s."""
+    return min(1.0, max(0.05, time_lock / 10)) if time_lock else 1.0
+
+
+class QueueService(Service):
+    """Binds the kernel queue while privileged and reads it while running."""
+
+    def __init__(self, make_reader: Callable[[], QueueReader], queue_num: int) -> None:
+        self._make_reader = make_reader
+        self._queue_num = queue_num
+        self.reader: QueueReader | None = None
+
+    def privilegedStartService(self) -> None:
+        try:
+            self.reader = self._make_reader()
+        except OSError as error:
+            raise SystemExit(
+                f"p2pwall: cannot bind NFQUEUE {self._queue_num}: {error}. It needs root "
+                "(CAP_NET_ADMIN), the nfnetlink_queue module, and no other program on that queue."
+            ) from None
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if self.reader is None:
+            self.privilegedStartService()
+        super().startService()
+        assert self.reader is not None
+        self.reader.startReading()
+        log.info("reading NFQUEUE {queue}", queue=self._queue_num)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self.reader is not None:
+            self.reader.close()
+            log.info("released NFQUEUE {queue}", queue=self._queue_num)
+
+
+class StoreService(Service):
+    """Loads learned peers at start, writes them on a timer and at shutdown."""
+
+    def __init__(self, store: StoreFile, engine: Engine, interval: float, clock: IReactorTime) -> None:
+        self.store = store
+        self.engine = engine
+        self._timer = TimerService(interval, self.save)
+        self._timer.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        loaded = self.store.load(self.engine.blocks, self.engine.clock.seconds())
+        log.info("loaded {count} blocks from {path}", count=loaded, path=self.store.path)
+        self._timer.startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._timer.stopService()
+        self.save()
+
+    def save(self) -> None:
+        try:
+            self.store.save(self.engine.blocks, self.engine.clock.seconds())
+        except OSError as error:
+            log.error("writing {path} failed: {error}", path=self.store.path, error=error)
+
+
+class ClientDirectoryService(Service):
+    """Starts the client directory empty and leaves it empty: no lock outlives the daemon."""
+
+    def __init__(self, directory: ClientDirectory) -> None:
+        self.directory = directory
+
+    def startService(self) -> None:
+        super().startService()
+        self.directory.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.directory.clear()

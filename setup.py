@@ -1,0 +1,27 @@
+"""p2pwall: a Twisted daemon that keeps P2P clients on the green network from reaching peers."""
+
+from setuptools import setup
+
+setup(
+    name="p2pwall",
+    version="0.1.0",
+    description="ftwall re-created: block FastTrack, WinMX and OpenNAP clients via NFQUEUE",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="GPL-2.0-or-later",
+    python_requires=">=3.11",
+    packages=["p2pwall", "p2pwall.detectors", "p2pwall.tools", "twisted.plugins"],
+    package_data={"twisted": ["plugins/p2pwall_plugin.py"]},
+    install_requires=[
+        "twisted>=24.3,<27",
+        "zope.interface>=6,<9",
+        "scapy>=2.5,<2.9",
+        "NetfilterQueue>=1.1,<2",
+    ],
+    extras_require={"dev": ["ruff>=0.6"]},
+    entry_points={
+        "console_scripts": [
+            "p2pwall-rules = p2pwall.tools.rules:main",
+        ],
+    },
+)
