@@ -68,7 +68,9 @@ class QueueReader(abstract.FileDescriptor):
             self._source.run(False)
         except OSError as error:
             self.errors += 1
-            self.log.error("reading queue {queue} failed: {error}", queue=self.queue_num, error=error)
+            self.log.error(
+                "reading queue {queue} failed: {error}", queue=self.queue_num, error=error
+            )
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
@@ -86,7 +88,9 @@ class QueueReader(abstract.FileDescriptor):
             verdict = self._verdict(queued)
         except Exception:
             self.errors += 1
-            self.log.failure("deciding a packet failed; it gets {verdict}", verdict=self.failure_verdict.name)
+            self.log.failure(
+                "deciding a packet failed; it gets {verdict}", verdict=self.failure_verdict.name
+            )
             verdict = self.failure_verdict
         try:
             if verdict == Verdict.ACCEPT:

@@ -31,14 +31,28 @@ class Options(usage.Options):
 
     optParameters = [
         ["debug", "d", "", "Debug classes: " + _classes_help(DEBUG_CLASSES)],
-        ["probe-source", "a", None, "Address probes come from (default: the gateway's own "
-         "address towards each client)."],
-        ["buffer", "b", 4 * 1024 * 1024, "Netlink socket buffer in bytes (capped by the kernel's "
-         "rmem_max).", int],
+        [
+            "probe-source",
+            "a",
+            None,
+            "Address probes come from (default: the gateway's own address towards each client).",
+        ],
+        [
+            "buffer",
+            "b",
+            4 * 1024 * 1024,
+            "Netlink socket buffer in bytes (capped by the kernel's rmem_max).",
+            int,
+        ],
         ["store-file", "f", None, "File keeping learned peers across restarts."],
         ["dns-patterns", "D", None, "DNS training file: regex patterns and .wsx paths."],
-        ["time-lock", "t", 120.0, "Seconds a client stays locked after trying a known peer; "
-         "0 disables.", float],
+        [
+            "time-lock",
+            "t",
+            120.0,
+            "Seconds a client stays locked after trying a known peer; 0 disables.",
+            float,
+        ],
         ["client-dir", "c", None, "Directory with an empty file per locked P2P client."],
         ["syslog-events", "l", "", "Event classes to syslog: " + _classes_help(EVENT_CLASSES)],
         ["stderr-events", "L", "", "Event classes to stderr (same letters as -l)."],
@@ -47,11 +61,21 @@ class Options(usage.Options):
         ["failure-verdict", None, "accept", "Verdict when deciding a packet fails: accept|drop."],
         ["control", None, DEFAULT_CONTROL, "Control port endpoint (tcp:..., unix:...)."],
         ["max-peers", None, 1_000_000, "Most blocked peers kept; the oldest go first.", int],
-        ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go first.",
-         int],
+        [
+            "max-clients",
+            None,
+            65_536,
+            "Most P2P clients tracked; the soonest to expire go first.",
+            int,
+        ],
         ["store-interval", None, 60.0, "Seconds between store-file writes.", float],
-        ["store-max-age", None, 7 * 86400.0, "Learned peers not seen for this long are dropped.",
-         float],
+        [
+            "store-max-age",
+            None,
+            7 * 86400.0,
+            "Learned peers not seen for this long are dropped.",
+            float,
+        ],
     ]
 
     compData = usage.Completions(

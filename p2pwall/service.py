@@ -62,8 +62,12 @@ def makeService(
     top = MultiService()
     top.engine = engine  # type: ignore[attr-defined]
     if options["store-file"]:
-        StoreService(StoreFile(options["store-file"], options["store-max-age"]), engine,
-                     options["store-interval"], reactor).setServiceParent(top)
+        StoreService(
+            StoreFile(options["store-file"], options["store-max-age"]),
+            engine,
+            options["store-interval"],
+            reactor,
+        ).setServiceParent(top)
     if options["client-dir"]:
         directory = ClientDirectory(options["client-dir"])
         engine.observers.append(directory)
@@ -130,7 +134,9 @@ class QueueService(Service):
 class StoreService(Service):
     """Loads learned peers at start, writes them on a timer and at shutdown."""
 
-    def __init__(self, store: StoreFile, engine: Engine, interval: float, clock: IReactorTime) -> None:
+    def __init__(
+        self, store: StoreFile, engine: Engine, interval: float, clock: IReactorTime
+    ) -> None:
         self.store = store
         self.engine = engine
         self._timer = TimerService(interval, self.save)

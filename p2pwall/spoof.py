@@ -23,7 +23,9 @@ def build_udp(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) ->
     from scapy.layers.inet6 import IPv6
 
     layer = IP if len(src) == 4 else IPv6
-    return bytes(layer(src=addr_text(src), dst=addr_text(dst)) / UDP(sport=sport, dport=dport) / payload)
+    return bytes(
+        layer(src=addr_text(src), dst=addr_text(dst)) / UDP(sport=sport, dport=dport) / payload
+    )
 
 
 def local_address(dst: bytes) -> bytes:
@@ -54,7 +56,9 @@ class RawSpoofer:
         try:
             if src is None:
                 src = self._source_for(dst)
-            self._socket(len(dst)).sendto(build_udp(src, sport, dst, dport, payload), (addr_text(dst), 0))
+            self._socket(len(dst)).sendto(
+                build_udp(src, sport, dst, dport, payload), (addr_text(dst), 0)
+            )
             self.sent += 1
         except OSError as error:
             self.failed += 1

@@ -120,7 +120,9 @@ class StoreFile:
                 log.warn("{path}:{line}: {error}", path=self.path, line=number, error=error)
                 continue
             if entry.seen >= cutoff or entry.origin == "manual":
-                blocks.add(entry.peer, entry.port, entry.client, entry.origin, entry.seen, entry.name)
+                blocks.add(
+                    entry.peer, entry.port, entry.client, entry.origin, entry.seen, entry.name
+                )
                 loaded += 1
         return loaded
 
