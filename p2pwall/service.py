@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from .detectors.fasttrack import FastTrackDetector
