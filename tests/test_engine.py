@@ -1,0 +1,240 @@
+"""ftwall's behaviour, packet by packet, under a fake clock."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from p2pwall.detectors.fasttrack import build_pong, parse_hello
+from p2pwall.interfaces import IClientObserver
+from p2pwall.packet import Hook, Verdict, decode
+from p2pwall.tables import ANY_CLIENT, ANY_PORT
+from p2pwall.testing import make_engine, packed, tcp, udp
+
+ROGUE, USER = "198.18.1.10", "198.18.1.20"
+PEER, PEER2, WEB = "198.19.1.1", "198.19.1.2", "198.19.0.80"
+HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
+PONG = build_pong(parse_hello(HELLO))
+DROP, ACCEPT = Verdict.DROP, Verdict.ACCEPT
+
+
+@implementer(IClientObserver)
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bytes]] = []
+
+    def client_locked(self, addr: bytes) -> None:
+        self.calls.append(("locked", addr))
+
+    def client_released(self, addr: bytes) -> None:
+        self.calls.append(("released", addr))
+
+
+class EngineTestCase(SynchronousTestCase):
+    time_lock = 120.0
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.engine = make_engine(self.clock, time_lock=self.time_lock)
+        self.observer = Recorder()
+        self.engine.observers.append(self.observer)
+
+    def send(self, data: bytes, hook: Hook = Hook.FORWARD, mac: bytes | None = None) -> Verdict:
+        packet = decode(data)
+        assert packet is not None
+        packet.mac = mac
+        return self.engine.verdict(packet, hook)
+
+    def hello(self, src: str = ROGUE, dst: str = PEER, sport: int = 1214, dport: int = 2000):
+        return self.send(udp(src, dst, sport, dport, HELLO))
+
+    def syn(self, src: str, dst: str, dport: int = 80) -> Verdict:
+        return self.send(tcp(src, dst, 40000, dport))
+
+    def wait(self, seconds: float, step: float = 1.0) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+            self.engine.tick()
+
+
+class HelloTests(EngineTestCase):
+    def test_hello_is_dropped_peer_learned_pong_spoofed_client_locked(self) -> None:
+        self.assertEqual(self.hello(), DROP)
+        self.assertIn((packed(PEER), 2000, ANY_CLIENT), self.engine.blocks)
+        self.assertEqual(
+            self.engine.spoofer.sent, [(packed(PEER), 2000, packed(ROGUE), 1214, PONG)]
+        )
+        self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
+        self.assertEqual(self.observer.calls, [("locked", packed(ROGUE))])
+        events = self.engine.events
+        self.assertEqual(events.of("p"), [f"peer {PEER}:2000 learned (udp) from client {ROGUE}"])
+        self.assertEqual(events.of("c"), [f"client {ROGUE} identified: FastTrack hello"])
+        self.assertEqual(len(events.of("u")), 1)
+
+    def test_no_udp_block_accepts_hellos_without_spoofing(self) -> None:
+        self.engine.no_udp_block = True
+        self.assertEqual(self.hello(), ACCEPT)
+        self.assertEqual(self.send(udp(ROGUE, PEER, 1214, 2000, b"\x2a1234")), ACCEPT)
+        self.assertEqual(self.engine.spoofer.sent, [])
+        self.assertIn((packed(PEER), 2000, ANY_CLIENT), self.engine.blocks)
+        self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
+
+    def test_hello_from_outside_is_not_a_client(self) -> None:
+        self.assertEqual(self.hello(src=PEER2, dst=ROGUE), ACCEPT)
+        self.assertEqual(len(self.engine.blocks), 0)
+        self.assertEqual(self.engine.spoofer.sent, [])
+
+    def test_ipv6_hello(self) -> None:
+        self.assertEqual(self.hello(src="fd00::10", dst="2001:db8::1"), DROP)
+        self.assertIn((packed("2001:db8::1"), 2000, ANY_CLIENT), self.engine.blocks)
+        self.assertEqual(self.engine.spoofer.sent[0][2], packed("fd00::10"))
+
+
+class KnownPeerTests(EngineTestCase):
+    def test_udp_and_syn_to_known_peers_are_dropped_for_any_client(self) -> None:
+        self.hello()
+        self.assertEqual(self.send(udp(ROGUE, PEER, 1214, 2000, b"\x2a\x00\x00\x00\x01")), DROP)
+        self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
+        self.assertEqual(self.syn(USER, PEER, 2000), DROP)
+        self.assertTrue(self.engine.clients.is_locked(packed(USER), self.clock.seconds()))
+
+    def test_known_peer_on_another_port_is_not_a_udp_learned_block(self) -> None:
+        self.hello()
+        self.assertEqual(self.syn(USER, PEER, 443), ACCEPT)
+
+    def test_each_try_restarts_the_lock(self) -> None:
+        self.hello()
+        self.wait(100)
+        self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
+        self.wait(100)
+        self.assertEqual(self.syn(ROGUE, WEB), DROP)
+        self.wait(21)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+
+
+class TimeLockTests(EngineTestCase):
+    def test_locked_client_loses_new_tcp_only(self) -> None:
+        self.hello()
+        self.assertEqual(self.syn(ROGUE, WEB), DROP)
+        self.assertEqual(self.send(tcp(ROGUE, WEB, 40000, 80, "A")), ACCEPT)
+        self.assertEqual(self.send(udp(ROGUE, "198.19.0.53", 5353, 53, b"\x12\x34\x01\x00")), ACCEPT)
+        self.assertEqual(self.syn(USER, WEB), ACCEPT)
+
+    def test_expiry_frees_the_client(self) -> None:
+        self.hello()
+        self.wait(119)
+        self.assertEqual(self.syn(ROGUE, WEB), DROP)
+        self.wait(2)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+        self.assertEqual(self.observer.calls[-1], ("released", packed(ROGUE)))
+        self.assertIn(f"client {ROGUE} cleared: time lock expired", self.engine.events.of("c"))
+
+    def test_inbound_traffic_is_not_subject_to_locks(self) -> None:
+        self.hello()
+        self.assertEqual(self.send(tcp(ROGUE, "198.18.1.1", 40000, 22), Hook.INPUT), ACCEPT)
+
+
+class DisabledLockTests(EngineTestCase):
+    time_lock = 0.0
+
+    def test_zero_disables_the_lock_but_not_peer_blocking(self) -> None:
+        self.assertEqual(self.hello(), DROP)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+        self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
+        self.assertEqual(len(self.engine.clients), 0)
+        self.assertEqual(self.observer.calls, [])
+
+
+class ProbeTests(EngineTestCase):
+    def probe_reply(self, src: str = ROGUE, payload: bytes = PONG) -> Verdict:
+        return self.send(udp(src, "198.18.1.1", 1214, 2000, payload), Hook.INPUT)
+
+    def test_probe_is_a_copy_of_the_hello_sent_at_half_lock(self) -> None:
+        self.hello()
+        self.wait(59)
+        self.assertEqual(len(self.engine.spoofer.sent), 1)
+        self.wait(1)
+        self.assertEqual(self.engine.spoofer.sent[1], (None, 2000, packed(ROGUE), 1214, HELLO))
+        self.assertEqual(self.engine.stats["probes_sent"], 1)
+
+    def test_answered_probes_keep_a_quiet_client_locked(self) -> None:
+        self.hello()
+        for _ in range(10):
+            self.wait(60)
+            self.assertEqual(self.probe_reply(), DROP)
+        self.assertEqual(self.syn(ROGUE, WEB), DROP)
+        self.assertEqual(self.engine.stats["probes_answered"], 10)
+
+    def test_unanswered_probe_lets_the_lock_expire(self) -> None:
+        self.hello()
+        self.wait(121)
+        self.assertEqual(self.engine.stats["probes_sent"], 1)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+
+    def test_late_reply_after_expiry_is_just_accepted(self) -> None:
+        self.hello()
+        self.wait(121)
+        self.assertEqual(self.probe_reply(), ACCEPT)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+
+    def test_other_input_udp_is_accepted(self) -> None:
+        self.hello()
+        self.wait(60)
+        self.assertEqual(self.probe_reply(src=USER), ACCEPT)
+        self.assertEqual(self.probe_reply(payload=b"\x00\x01dns"), ACCEPT)
+
+
+class HttpSafetyNetTests(EngineTestCase):
+    GET = (
+        b"GET /.hash=0123456789abcdef0123456789abcdef01234567 HTTP/1.1\r\n"
+        b"X-Kazaa-Username: rogue\r\nX-Kazaa-Network: KaZaA\r\n"
+        b"X-Kazaa-IP: 198.18.1.10:1214\r\nX-Kazaa-SupernodeIP: 198.19.7.7:3531\r\n\r\n"
+    )
+
+    def test_download_start_blocks_target_and_supernode_and_locks(self) -> None:
+        data = tcp(ROGUE, PEER2, 40000, 1214, "PA", self.GET)
+        self.assertEqual(self.send(data), DROP)
+        blocks = self.engine.blocks
+        self.assertIn((packed(PEER2), ANY_PORT, ANY_CLIENT), blocks)
+        self.assertIn((packed("198.19.7.7"), ANY_PORT, ANY_CLIENT), blocks)
+        self.assertNotIn((packed(ROGUE), ANY_PORT, ANY_CLIENT), blocks)
+        self.assertEqual(len(blocks), 2)
+        self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
+        self.assertEqual(self.syn(USER, "198.19.7.7", 9999), DROP)
+        (header_line,) = self.engine.events.of("h", debug=True)
+        self.assertIn("x-kazaa-supernodeip", header_line)
+
+    def test_ordinary_web_request_passes(self) -> None:
+        data = tcp(USER, WEB, 40000, 80, "PA", b"GET / HTTP/1.1\r\nHost: w\r\n\r\n")
+        self.assertEqual(self.send(data), ACCEPT)
+        self.assertEqual(len(self.engine.blocks), 0)
+
+
+class ModeAndEventTests(EngineTestCase):
+    def test_accept_all_accepts_and_learns_nothing(self) -> None:
+        self.engine.accept_all = True
+        self.assertEqual(self.hello(), ACCEPT)
+        self.assertEqual(len(self.engine.blocks), 0)
+        self.assertEqual(self.engine.stats["accept_all"], 1)
+
+    def test_verdict_events_with_mac(self) -> None:
+        self.send(udp(USER, WEB, 5000, 5001, b"x"), mac=b"\x02\x00\x00\x00\x00\x01")
+        self.hello()
+        (accepted,) = self.engine.events.of("U")
+        self.assertEqual(
+            accepted, f"accepted UDP {USER}:5000 -> {WEB}:5001 (no rule) mac=02:00:00:00:00:01"
+        )
+        self.assertEqual(self.engine.events.of("u"), [f"dropped UDP {ROGUE}:1214 -> {PEER}:2000 (fasttrack)"])
+
+    def test_manual_block_and_unblock(self) -> None:
+        self.assertTrue(self.engine.block(packed(WEB), 80, packed(USER)))
+        self.assertEqual(self.syn(USER, WEB), DROP)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+        self.assertTrue(self.engine.unblock(packed(WEB), 80, packed(USER)))
+        self.clock.advance(200)
+        self.engine.tick()
+        self.assertEqual(self.syn(USER, WEB), ACCEPT)
+
+    def test_learning_never_blocks_green_addresses(self) -> None:
+        self.assertFalse(self.engine.learn(packed(USER), 0, ANY_CLIENT, "http"))
+        self.assertEqual(len(self.engine.blocks), 0)
