@@ -1,0 +1,231 @@
+"""Read WinMX ``.wsx`` server lists: host names for DNS training, literal IPs to block.
+
+WinMX reaches OpenNAP servers through ``.wsx`` files, so ftwall blocks those servers by
+learning the addresses of their names from DNS answers and by blocking the raw IPs listed.
+The format has no official spec (protocols.md §3.3), so the parser is tolerant: it keeps
+what it can use and reports the rest as ``"file:line: reason"`` problems, never raising.
+
+Rules: lines ``K: value`` with K one of N, P, T, A (any case, optional space after ``:``);
+a blank line ends an entry; ``P:`` gives the entry's port (default 8888, the last ``P:``
+wins); ``T:`` (NORMAL, META, USE_100_COMMAND) is kept as the server's ``kind``; ``A:`` must
+be a host name or IP address, optionally ``:port``; ``N:`` counts only when it parses the
+same way, since it is otherwise a display name. A port written in the value beats ``P:``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeAlias
+
+IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_PORT = 8888
+DEFAULT_KIND = "NORMAL"
+
+_FIELD = re.compile(r"([A-Za-z]+)\s*:(.*)")
+_KEYS = frozenset("NPTA")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_PORT = re.compile(r"[0-9]{1,5}")
+_BRACKETED = re.compile(r"\[([^\]]+)\](?::(.*))?")
+
+
+def normalize_name(name: str) -> str:
+    """Lowercase a DNS name and drop one trailing dot, so equal names compare equal."""
+    return name.lower().removesuffix(".")
+
+
+def parse_port(text: str) -> int | None:
+    """Return ``text`` as a TCP port (1-65535, ASCII digits only), else ``None``."""
+    if not _PORT.fullmatch(text):
+        return None
+    port = int(text)
+    return port if 0 < port < 65536 else None
+
+
+def _ip(text: str) -> IPAddress | None:
+    # Scoped IPv6 ("fe80::1%eth0") names a local link, never a remote server.
+    if "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _host_name(text: str) -> str | None:
+    """Return ``text`` as a normalized DNS host name with at least two labels, else None.
+
+    The last label must hold a letter, so a mistyped IP ("10.1.2.300") is not a name.
+    """
+    name = normalize_name(text)
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < 2 or not re.search("[a-z]", labels[-1]):
+        return None
+    if all(_LABEL.fullmatch(label) for label in labels):
+        return name
+    return None
+
+
+def parse_endpoint(text: str) -> tuple[str | IPAddress, int | None] | None:
+    """Parse ``host``, ``ip``, ``host:port``, ``ipv4:port`` or ``[ipv6]:port``.
+
+    Returns ``(normalized host name or IP address, port or None)``, or ``None`` when the
+    text is neither, e.g. a display name like ``My Network``.
+    """
+    text = text.strip()
+    address = _ip(text)
+    if address is not None:
+        return address, None
+    bracketed = _BRACKETED.fullmatch(text)
+    if bracketed:
+        address = _ip(bracketed[1])
+        port = None if bracketed[2] is None else parse_port(bracketed[2])
+        if address is None or address.version != 6 or (bracketed[2] is not None and port is None):
+            return None
+        return address, port
+    host, colon, port_text = text.rpartition(":")
+    port = None
+    if colon:
+        port = parse_port(port_text)
+        if port is None:
+            return None
+        text = host
+    address = _ip(text)
+    if address is not None:
+        return (address, port) if address.version == 4 else None
+    name = _host_name(text)
+    return None if name is None else (name, port)
+
+
+@dataclass(frozen=True)
+class WsxServer:
+    """One server address: a host name or literal IP (canonical text); ``kind`` is ``T:``."""
+
+    host: str
+    port: int
+    kind: str = DEFAULT_KIND
+
+
+@dataclass(frozen=True)
+class WsxList:
+    """Servers from one or more lists, split into DNS names and literal IPs.
+
+    ``ips`` holds ``(address, port)`` pairs, because literal IPs go straight to the block
+    list; ``names`` holds normalized host names for DNS training; ``sources`` the files read.
+    """
+
+    servers: tuple[WsxServer, ...] = ()
+    problems: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    ips: frozenset[tuple[IPAddress, int]] = field(init=False, repr=False, compare=False)
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ips = set()
+        names = set()
+        for server in self.servers:
+            address = _ip(server.host)
+            if address is None:
+                names.add(server.host)
+            else:
+                ips.add((address, server.port))
+        object.__setattr__(self, "ips", frozenset(ips))
+        object.__setattr__(self, "names", frozenset(names))
+
+    @classmethod
+    def merge(cls, lists: Iterable[WsxList]) -> WsxList:
+        """Combine lists in order, dropping repeated servers (a server is in many files)."""
+        servers: dict[WsxServer, None] = {}
+        problems: list[str] = []
+        sources: list[str] = []
+        for wsx in lists:
+            servers.update(dict.fromkeys(wsx.servers))
+            problems.extend(wsx.problems)
+            sources.extend(wsx.sources)
+        return cls(tuple(servers), tuple(problems), tuple(sources))
+
+
+class _Entry:
+    """The lines of one blank-line-separated entry, resolved when the entry ends."""
+
+    def __init__(self) -> None:
+        self.candidates: list[tuple[str, str, int]] = []
+        self.port = DEFAULT_PORT
+        self.kind = DEFAULT_KIND
+
+    def servers(self, source: str, problems: list[str]) -> list[WsxServer]:
+        found = []
+        for key, value, number in self.candidates:
+            endpoint = parse_endpoint(value)
+            if endpoint is None:
+                if key == "A":
+                    problems.append(f"{source}:{number}: A: {value!r} is not a host or IP address")
+                continue
+            host, port = endpoint
+            found.append(WsxServer(str(host), self.port if port is None else port, self.kind))
+        return found
+
+
+def parse_wsx(text: str, source: str = "<wsx>") -> WsxList:
+    """Parse the text of one ``.wsx`` file; ``source`` names it in problem messages."""
+    servers: dict[WsxServer, None] = {}
+    problems: list[str] = []
+    entry = _Entry()
+    # Split on "\n" only: str.splitlines() would also split on latin-1 0x85 and 0x1c-0x1e.
+    for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
+        line = raw.strip()
+        if not line:
+            servers.update(dict.fromkeys(entry.servers(source, problems)))
+            entry = _Entry()
+            continue
+        match = _FIELD.fullmatch(line)
+        key = match[1].upper() if match else ""
+        if key not in _KEYS:
+            problems.append(f"{source}:{number}: not a N:/P:/T:/A: line: {line[:60]!r}")
+            continue
+        value = match[2].strip()
+        if key == "P":
+            port = parse_port(value)
+            if port is None:
+                problems.append(f"{source}:{number}: bad port {value!r}, using {entry.port}")
+            else:
+                entry.port = port
+        elif key == "T":
+            entry.kind = value.upper() or DEFAULT_KIND
+        else:
+            entry.candidates.append((key, value, number))
+    servers.update(dict.fromkeys(entry.servers(source, problems)))
+    return WsxList(tuple(servers), tuple(problems))
+
+
+def _load_file(path: Path) -> WsxList:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return WsxList(problems=(f"{path}: cannot read: {error.strerror or error}",))
+    # Notepad may save UTF-8 with a BOM; as latin-1 it would garble the first field.
+    data = data.removeprefix(codecs.BOM_UTF8)
+    return replace(parse_wsx(data.decode("latin-1"), str(path)), sources=(str(path),))
+
+
+def load_wsx(path: str | os.PathLike[str]) -> WsxList:
+    """Load a ``.wsx`` file, or every ``*.wsx`` file (any case) in a directory, sorted.
+
+    Read errors become problems, so one bad file never stops the daemon's start.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return _load_file(path)
+    try:
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".wsx")
+    except OSError as error:
+        return WsxList(problems=(f"{path}: cannot list: {error.strerror or error}",))
+    if not files:
+        return WsxList(problems=(f"{path}: no .wsx files",))
+    return WsxList.merge(_load_file(p) for p in files)
