@@ -12,6 +12,19 @@ from .networks import DEFAULT_GREEN
 DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
 
 
+def _number(kind: type, name: str):
+    """A coercer whose error names the option, unlike usage's generic message."""
+
+    def coerce(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise ValueError(f"--{name} takes {noun}, got {text!r}") from None
+
+    return coerce
+
+
 def _classes_help(known: dict[str, str]) -> str:
     return "; ".join(f"{letter}={meaning}" for letter, meaning in known.items())
 
@@ -31,52 +44,31 @@ class Options(usage.Options):
 
     optParameters = [
         ["debug", "d", "", "Debug classes: " + _classes_help(DEBUG_CLASSES)],
-        [
-            "probe-source",
-            "a",
-            None,
-            "Address probes come from (default: the gateway's own address towards each client).",
-        ],
-        [
-            "buffer",
-            "b",
-            4 * 1024 * 1024,
-            "Netlink socket buffer in bytes (capped by the kernel's rmem_max).",
-            int,
-        ],
+        ["probe-source", "a", None, "Address probes come from (default: the gateway's own "
+         "address towards each client)."],
+        ["buffer", "b", 4 * 1024 * 1024, "Netlink socket buffer in bytes (capped by the "
+         "kernel's rmem_max).", _number(int, "buffer")],
         ["store-file", "f", None, "File keeping learned peers across restarts."],
         ["dns-patterns", "D", None, "DNS training file: regex patterns and .wsx paths."],
-        [
-            "time-lock",
-            "t",
-            120.0,
-            "Seconds a client stays locked after trying a known peer; 0 disables.",
-            float,
-        ],
+        ["time-lock", "t", 120.0, "Seconds a client stays locked after trying a known peer; "
+         "0 disables.", _number(float, "time-lock")],
         ["client-dir", "c", None, "Directory with an empty file per locked P2P client."],
         ["syslog-events", "l", "", "Event classes to syslog: " + _classes_help(EVENT_CLASSES)],
         ["stderr-events", "L", "", "Event classes to stderr (same letters as -l)."],
-        ["queue", "q", 0, "NFQUEUE number to read.", int],
-        ["max-queue-len", None, 4096, "Kernel queue length (packets held for a verdict).", int],
+        ["queue", "q", 0, "NFQUEUE number to read.", _number(int, "queue")],
+        ["max-queue-len", None, 4096, "Kernel queue length (packets held for a verdict).",
+         _number(int, "max-queue-len")],
         ["failure-verdict", None, "accept", "Verdict when deciding a packet fails: accept|drop."],
         ["control", None, DEFAULT_CONTROL, "Control port endpoint (tcp:..., unix:...)."],
-        ["max-peers", None, 1_000_000, "Most blocked peers kept; the oldest go first.", int],
-        [
-            "max-clients",
-            None,
-            65_536,
-            "Most P2P clients tracked; the soonest to expire go first.",
-            int,
-        ],
-        ["store-interval", None, 60.0, "Seconds between store-file writes.", float],
-        [
-            "store-max-age",
-            None,
-            7 * 86400.0,
-            "Learned peers not seen for this long are dropped.",
-            float,
-        ],
-    ]
+        ["max-peers", None, 1_000_000, "Most blocked peers kept; the oldest go first.",
+         _number(int, "max-peers")],
+        ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go "
+         "first.", _number(int, "max-clients")],
+        ["store-interval", None, 60.0, "Seconds between store-file writes.",
+         _number(float, "store-interval")],
+        ["store-max-age", None, 7 * 86400.0, "Learned peers not seen for this long are "
+         "dropped.", _number(float, "store-max-age")],
+    ]  # fmt: skip
 
     compData = usage.Completions(
         optActions={

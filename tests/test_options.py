@@ -1,0 +1,80 @@
+"""Option parsing: every ftwall option, long names, and usage errors instead of tracebacks."""
+
+import ipaddress
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pwall.options import Options
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        options = parse()
+        self.assertEqual(options["time-lock"], 120)
+        self.assertEqual(options["queue"], 0)
+        self.assertFalse(options["no-udp-block"])
+        self.assertIsNone(options["probe-source"])
+        self.assertIn(ipaddress.ip_network("192.168.0.0/16"), options["green"])
+        self.assertEqual(options["control"], "tcp:4120:interface=127.0.0.1")
+
+    def test_ftwall_short_options(self) -> None:
+        options = parse(
+            "-d", "A", "-n", "-a", "198.18.1.1", "-b", "65536", "-f", "/tmp/store",
+            "-D", "/etc/p.conf", "-t", "30", "-c", "/run/clients", "-l", "pc", "-L", "uUm",
+        )
+        self.assertEqual(options["debug-classes"], frozenset("daDthpl"))
+        self.assertTrue(options["no-udp-block"])
+        self.assertEqual(options["probe-source"], ipaddress.ip_address("198.18.1.1"))
+        self.assertEqual((options["buffer"], options["time-lock"]), (65536, 30.0))
+        self.assertEqual(options["syslog-classes"], frozenset("pc"))
+        self.assertEqual(options["stderr-classes"], frozenset("uUm"))
+        self.assertEqual(
+            (options["store-file"], options["dns-patterns"], options["client-dir"]),
+            ("/tmp/store", "/etc/p.conf", "/run/clients"),
+        )
+
+    def test_long_options_and_green(self) -> None:
+        options = parse(
+            "--time-lock=0", "--queue=7", "--green", "198.18.1.0/24", "--green", "fd00::/8",
+            "--failure-verdict", "drop", "--max-peers", "5000",
+        )
+        self.assertEqual(
+            options["green"],
+            [ipaddress.ip_network("198.18.1.0/24"), ipaddress.ip_network("fd00::/8")],
+        )
+        self.assertEqual((options["queue"], options["max-peers"]), (7, 5000))
+
+    def test_debug_dash_means_nothing(self) -> None:
+        self.assertEqual(parse("-d", "-")["debug-classes"], frozenset())
+
+    def test_bad_values_are_usage_errors(self) -> None:
+        for argv, fragment in (
+            (["-t", "soon"], "--time-lock takes a number"),
+            (["-t", "-5"], "--time-lock must be"),
+            (["-q", "70000"], "--queue must be"),
+            (["-l", "pz"], "unknown event class(es) 'z'"),
+            (["-d", "Q"], "unknown debug class(es) 'Q'"),
+            (["-a", "gateway"], "--probe-source"),
+            (["--green", "300.0.0.0/8"], "--green"),
+            (["--failure-verdict", "maybe"], "accept' or 'drop"),
+            (["--bogus"], "bogus"),
+        ):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*argv)
+            self.assertIn(fragment, str(caught.exception))
+
+    def test_help_lists_every_option(self) -> None:
+        text = str(Options())
+        for name in (
+            "--debug", "--no-udp-block", "--probe-source", "--buffer", "--store-file",
+            "--dns-patterns", "--time-lock", "--client-dir", "--syslog-events", "--stderr-events",
+            "--queue", "--control", "--green", "--max-peers", "--max-clients",
+        ):
+            self.assertIn(name, text)
