@@ -117,7 +117,9 @@ class TimeLockTests(EngineTestCase):
         self.hello()
         self.assertEqual(self.syn(ROGUE, WEB), DROP)
         self.assertEqual(self.send(tcp(ROGUE, WEB, 40000, 80, "A")), ACCEPT)
-        self.assertEqual(self.send(udp(ROGUE, "198.19.0.53", 5353, 53, b"\x12\x34\x01\x00")), ACCEPT)
+        self.assertEqual(
+            self.send(udp(ROGUE, "198.19.0.53", 5353, 53, b"\x12\x34\x01\x00")), ACCEPT
+        )
         self.assertEqual(self.syn(USER, WEB), ACCEPT)
 
     def test_expiry_frees_the_client(self) -> None:
@@ -224,7 +226,9 @@ class ModeAndEventTests(EngineTestCase):
         self.assertEqual(
             accepted, f"accepted UDP {USER}:5000 -> {WEB}:5001 (no rule) mac=02:00:00:00:00:01"
         )
-        self.assertEqual(self.engine.events.of("u"), [f"dropped UDP {ROGUE}:1214 -> {PEER}:2000 (fasttrack)"])
+        self.assertEqual(
+            self.engine.events.of("u"), [f"dropped UDP {ROGUE}:1214 -> {PEER}:2000 (fasttrack)"]
+        )
 
     def test_manual_block_and_unblock(self) -> None:
         self.assertTrue(self.engine.block(packed(WEB), 80, packed(USER)))

@@ -67,7 +67,9 @@ class QueueReaderTests(SynchronousTestCase):
         for want in (False, True):
             self.seen.clear()
             reader = self.reader(want_mac=want)
-            self.source.queue(FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 6), hw=b"\x02" * 6))
+            self.source.queue(
+                FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 6), hw=b"\x02" * 6)
+            )
             reader.doRead()
             self.assertEqual(self.seen[0][0].mac, b"\x02" * 6 if want else None)
 

@@ -26,8 +26,25 @@ class OptionsTests(SynchronousTestCase):
 
     def test_ftwall_short_options(self) -> None:
         options = parse(
-            "-d", "A", "-n", "-a", "198.18.1.1", "-b", "65536", "-f", "/tmp/store",
-            "-D", "/etc/p.conf", "-t", "30", "-c", "/run/clients", "-l", "pc", "-L", "uUm",
+            "-d",
+            "A",
+            "-n",
+            "-a",
+            "198.18.1.1",
+            "-b",
+            "65536",
+            "-f",
+            "/tmp/store",
+            "-D",
+            "/etc/p.conf",
+            "-t",
+            "30",
+            "-c",
+            "/run/clients",
+            "-l",
+            "pc",
+            "-L",
+            "uUm",
         )
         self.assertEqual(options["debug-classes"], frozenset("daDthpl"))
         self.assertTrue(options["no-udp-block"])
@@ -42,8 +59,16 @@ class OptionsTests(SynchronousTestCase):
 
     def test_long_options_and_green(self) -> None:
         options = parse(
-            "--time-lock=0", "--queue=7", "--green", "198.18.1.0/24", "--green", "fd00::/8",
-            "--failure-verdict", "drop", "--max-peers", "5000",
+            "--time-lock=0",
+            "--queue=7",
+            "--green",
+            "198.18.1.0/24",
+            "--green",
+            "fd00::/8",
+            "--failure-verdict",
+            "drop",
+            "--max-peers",
+            "5000",
         )
         self.assertEqual(
             options["green"],
@@ -73,8 +98,20 @@ class OptionsTests(SynchronousTestCase):
     def test_help_lists_every_option(self) -> None:
         text = str(Options())
         for name in (
-            "--debug", "--no-udp-block", "--probe-source", "--buffer", "--store-file",
-            "--dns-patterns", "--time-lock", "--client-dir", "--syslog-events", "--stderr-events",
-            "--queue", "--control", "--green", "--max-peers", "--max-clients",
+            "--debug",
+            "--no-udp-block",
+            "--probe-source",
+            "--buffer",
+            "--store-file",
+            "--dns-patterns",
+            "--time-lock",
+            "--client-dir",
+            "--syslog-events",
+            "--stderr-events",
+            "--queue",
+            "--control",
+            "--green",
+            "--max-peers",
+            "--max-clients",
         ):
             self.assertIn(name, text)

@@ -1,4 +1,4 @@
-"""Header decoding: whole UDP/TCP over IPv4/IPv6 decode; anything else is unknown, never an error."""
+"""Header decoding: whole UDP/TCP over IPv4/IPv6 decodes; anything else is unknown, not an error."""
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
@@ -37,8 +37,12 @@ class DecodeTests(SynchronousTestCase):
     def test_ipv6_udp_and_extension_header(self) -> None:
         plain = decode(udp("fd00::10", "2001:db8::1", 1214, 2000, b"x"))
         ext = decode(
-            bytes(IPv6(src="fd00::10", dst="2001:db8::1") / IPv6ExtHdrDestOpt()
-                  / UDP(sport=5, dport=6) / b"yz")
+            bytes(
+                IPv6(src="fd00::10", dst="2001:db8::1")
+                / IPv6ExtHdrDestOpt()
+                / UDP(sport=5, dport=6)
+                / b"yz"
+            )
         )
         assert plain is not None and ext is not None
         self.assertEqual((plain.version, plain.sport, bytes(plain.payload)), (6, 1214, b"x"))
@@ -63,8 +67,9 @@ class DecodeTests(SynchronousTestCase):
             "icmp": bytes(IP(src="198.18.1.10", dst="198.19.1.1", proto=1) / (b"\0" * 8)),
             "tcp offset past end": tcp("198.18.1.10", "198.19.1.1", 1, 2)[:20]
             + bytes(TCP(dataofs=15))[:20],
-            "ipv6 fragment": bytes(IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment()
-                                   / UDP() / b"x"),
+            "ipv6 fragment": bytes(
+                IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment() / UDP() / b"x"
+            ),
             "ipv6 short": bytes(IPv6(src="fd00::1", dst="fd00::2"))[:30],
             "udp length below header": whole[:24] + b"\x00\x04" + whole[26:],
         }

@@ -69,7 +69,9 @@ class DownloadTests(SynchronousTestCase):
     def test_hash_request_with_headers(self) -> None:
         download = parse_download(memoryview(GET))
         assert download is not None
-        self.assertEqual(download.request, "GET /.hash=0123456789abcdef0123456789abcdef01234567 HTTP/1.1")
+        self.assertEqual(
+            download.request, "GET /.hash=0123456789abcdef0123456789abcdef01234567 HTTP/1.1"
+        )
         self.assertEqual(download.headers["x-kazaa-network"], "KaZaA")
         self.assertEqual(
             download.named,
@@ -81,7 +83,9 @@ class DownloadTests(SynchronousTestCase):
 
     def test_other_download_starts(self) -> None:
         self.assertIsNotNone(parse_download(b"GET /.hash=abcd HTTP/1.0\r\n\r\n"))
-        self.assertIsNotNone(parse_download(b"GET /1234/song.mp3 HTTP/1.1\r\nx-kazaa-username: a\r\n"))
+        self.assertIsNotNone(
+            parse_download(b"GET /1234/song.mp3 HTTP/1.1\r\nx-kazaa-username: a\r\n")
+        )
         self.assertIsNotNone(parse_download(b"GET / HTTP/1.1\r\nUser-Agent: PeerEnabler/2.0\r\n"))
         give = parse_download(b"GIVE 1234567\r\n")
         assert give is not None

@@ -1,0 +1,111 @@
+"""makeService wires the real parts: a packet through the fake queue reaches the engine, timers
+run locks and the store, the plugin is found by twistd."""
+
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pwall.options import Options
+from p2pwall.packet import Hook
+from p2pwall.service import makeService, tick_interval
+from p2pwall.testing import (
+    FakePacketSource,
+    FakeQueuedPacket,
+    RecordingSpoofer,
+    packed,
+    tcp,
+    udp,
+)
+
+HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
+
+
+class ServiceTests(SynchronousTestCase):
+    def build(self, *argv: str):
+        options = Options()
+        options.parseOptions(
+            ["--green", "198.18.1.0/24", "--control", "tcp:0:interface=127.0.0.1", *argv]
+        )
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_000_000)
+        self.source = FakePacketSource()
+        self.spoofer = RecordingSpoofer()
+        service = makeService(options, self.reactor, lambda: self.source, self.spoofer)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def read(self) -> None:
+        """What the reactor does when the queue's fd is readable."""
+        (reader,) = [r for r in self.reactor.getReaders() if r.fileno() == FakePacketSource.fd]
+        reader.doRead()
+
+    def test_queue_to_engine_to_verdict(self) -> None:
+        service = self.build("-t", "10")
+        hello = FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
+        web = FakeQueuedPacket(tcp("198.18.1.10", "198.19.0.80", 4000, 80))
+        self.source.queue(hello, web)
+        self.read()
+        self.assertEqual((hello.verdict, web.verdict), ("drop", "drop"))
+        self.assertEqual(len(self.spoofer.sent), 1)
+        self.reactor.pump([0.5] * 22)
+        web_again = FakeQueuedPacket(tcp("198.18.1.10", "198.19.0.80", 4001, 80))
+        self.source.queue(web_again)
+        self.read()
+        self.assertEqual(web_again.verdict, "accept")
+        self.assertEqual(service.engine.stats["probes_sent"], 1)
+
+    def test_stop_releases_the_queue(self) -> None:
+        service = self.build()
+        service.stopService()
+        self.assertTrue(self.source.unbound)
+
+    def test_store_file_loaded_at_start_and_written_at_stop(self) -> None:
+        store = Path(self.mktemp())
+        store.write_text("198.19.1.1 1214 * udp 999990\n")
+        service = self.build("-f", str(store))
+        self.assertIn((packed("198.19.1.1"), 1214, b""), service.engine.blocks)
+        service.engine.learn(packed("198.19.1.2"), 3000, b"", "udp")
+        service.stopService()
+        lines = store.read_text().splitlines()
+        self.assertEqual(lines[0][0], "#")
+        self.assertEqual(
+            sorted(line.split()[0] for line in lines[1:]), ["198.19.1.1", "198.19.1.2"]
+        )
+
+    def test_store_written_on_its_timer(self) -> None:
+        store = Path(self.mktemp())
+        service = self.build("-f", str(store), "--store-interval", "5")
+        service.engine.learn(packed("198.19.1.3"), 0, b"", "http")
+        self.assertFalse(store.exists() and "198.19.1.3" in store.read_text())
+        self.reactor.advance(5)
+        self.assertIn("198.19.1.3 * * http", store.read_text())
+
+    def test_client_directory(self) -> None:
+        directory = Path(self.mktemp())
+        service = self.build("-c", str(directory), "-t", "5")
+        packet = FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO), Hook.FORWARD)
+        self.source.queue(packet)
+        self.read()
+        self.assertEqual([p.name for p in directory.iterdir()], ["198.18.1.10"])
+        self.reactor.pump([0.5] * 12)
+        self.assertEqual(list(directory.iterdir()), [])
+        self.assertEqual(service.engine.stats["clients_released"], 1)
+
+    def test_tick_interval(self) -> None:
+        self.assertEqual(tick_interval(120), 1.0)
+        self.assertEqual(tick_interval(4), 0.4)
+        self.assertEqual(tick_interval(0.1), 0.05)
+        self.assertEqual(tick_interval(0), 1.0)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_twistd_finds_the_plugin(self) -> None:
+        from twisted.application.service import IServiceMaker
+        from twisted.plugin import getPlugins
+
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("p2pwall", makers)
+        self.assertIs(makers["p2pwall"].options, Options)
