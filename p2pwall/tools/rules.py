@@ -1,0 +1,175 @@
+"""``p2pwall-rules``: print the iptables or nftables rules that feed the daemon.
+
+Queue only what the daemon needs, from the green interface: UDP (hellos, follow-ups), TCP SYNs
+(known peers, time locks), the first data packets of TCP connections that look like a FastTrack
+download (iptables: string match; nft: payload starting ``GET ``/``GIVE ``), DNS answers on
+their way to green hosts or to the gateway, and UDP from green to the gateway (probe replies).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from twisted.python import usage
+
+CHAIN_FORWARD = "p2pwall-fwd"
+CHAIN_INPUT = "p2pwall-in"
+NFT_TABLE = "p2pwall"
+DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ")
+EARLY_PACKETS = "0:4"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    green_if: str
+    queue: int = 0
+    bypass: bool = True
+    dns: bool = True
+    http: bool = True
+    probes: bool = True
+
+    def _target(self) -> list[str]:
+        target = ["-j", "NFQUEUE", "--queue-num", str(self.queue)]
+        return target + ["--queue-bypass"] if self.bypass else target
+
+    def iptables(self, command: str = "iptables") -> list[list[str]]:
+        """argv lists that create the chains, fill them and hook them in (idempotent after
+        ``iptables_delete``)."""
+        green, target = self.green_if, self._target()
+        forward = [
+            ["-i", green, "-p", "udp", *target],
+            ["-i", green, "-p", "tcp", "--syn", *target],
+        ]
+        if self.http:
+            early = ["-m", "connbytes", "--connbytes", EARLY_PACKETS, "--connbytes-dir",
+                     "original", "--connbytes-mode", "packets"]  # fmt: skip
+            forward += [
+                ["-i", green, "-p", "tcp", "!", "--syn", *early, "-m", "string", "--algo", "bm",
+                 "--string", marker, *target]
+                for marker in DOWNLOAD_MARKERS
+            ]  # fmt: skip
+        if self.dns:
+            forward.append(["-o", green, "-p", "udp", "--sport", "53", *target])
+            forward.append(["-o", green, "-p", "tcp", "--sport", "53", "!", "--syn", *target])
+        inbound = []
+        if self.probes:
+            inbound.append(["-i", green, "-p", "udp", *target])
+        if self.dns:
+            inbound.append(["!", "-i", green, "-p", "udp", "--sport", "53", *target])
+        argv = [[command, "-N", CHAIN_FORWARD], [command, "-N", CHAIN_INPUT]]
+        argv += [[command, "-A", CHAIN_FORWARD, *rule] for rule in forward]
+        argv += [[command, "-A", CHAIN_INPUT, *rule] for rule in inbound]
+        argv += [
+            [command, "-I", "FORWARD", "1", "-j", CHAIN_FORWARD],
+            [command, "-I", "INPUT", "1", "-j", CHAIN_INPUT],
+        ]
+        return argv
+
+    @staticmethod
+    def iptables_delete(command: str = "iptables") -> list[list[str]]:
+        return [
+            [command, "-D", "FORWARD", "-j", CHAIN_FORWARD],
+            [command, "-D", "INPUT", "-j", CHAIN_INPUT],
+            [command, "-F", CHAIN_FORWARD],
+            [command, "-X", CHAIN_FORWARD],
+            [command, "-F", CHAIN_INPUT],
+            [command, "-X", CHAIN_INPUT],
+        ]
+
+    def nft(self) -> str:
+        """An ``nft -f`` script for one ``inet`` table (IPv4 and IPv6 together)."""
+        green = f'iifname "{self.green_if}"'
+        queue = f"queue num {self.queue}" + (" bypass" if self.bypass else "")
+        forward = [
+            f"{green} meta l4proto udp {queue}",
+            f"{green} tcp flags & (syn | ack) == syn {queue}",
+        ]
+        if self.http:
+            early = "ct original packets < 5"
+            forward += [
+                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,32 0x47455420 {queue}",
+                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,40 0x4749564520 {queue}",
+            ]
+        if self.dns:
+            forward += [
+                f'oifname "{self.green_if}" udp sport 53 {queue}',
+                f'oifname "{self.green_if}" tcp sport 53 tcp flags & syn == 0 {queue}',
+            ]
+        inbound = []
+        if self.probes:
+            inbound.append(f"{green} meta l4proto udp {queue}")
+        if self.dns:
+            inbound.append(f'iifname != "{self.green_if}" udp sport 53 {queue}')
+        lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}",
+                 f"table inet {NFT_TABLE} {{"]  # fmt: skip
+        for name, hook, rules in (("forward", "forward", forward), ("input", "input", inbound)):
+            lines.append(f"  chain {name} {{")
+            lines.append(f"    type filter hook {hook} priority filter; policy accept;")
+            lines += [f"    {rule}" for rule in rules]
+            lines.append("  }")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def nft_delete() -> str:
+        return f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
+
+
+class Options(usage.Options):
+    synopsis = "--green-if IFACE [options]"
+    longdesc = "Print the firewall rules that queue packets to p2pwall (as shell commands)."
+    optParameters = [
+        ["green-if", "i", None, "The green (home) network interface."],
+        ["queue", "q", 0, "NFQUEUE number (the daemon's --queue).", int],
+        ["format", "F", "iptables", "iptables (iptables + ip6tables commands) or nft."],
+    ]
+    optFlags = [
+        ["no-bypass", None, "Drop instead of forwarding while no daemon reads the queue."],
+        ["no-dns", None, "Do not queue DNS answers (no DNS auto-training)."],
+        ["no-http", None, "Do not queue FastTrack download starts (no HTTP safety net)."],
+        ["no-probes", None, "Do not queue UDP to the gateway (no probe replies)."],
+        ["delete", None, "Print the commands that remove the rules instead."],
+    ]
+
+    def postOptions(self) -> None:
+        if not self["green-if"]:
+            raise usage.UsageError("--green-if is required")
+        if self["format"] not in ("iptables", "nft"):
+            raise usage.UsageError("--format must be 'iptables' or 'nft'")
+        if not 0 <= self["queue"] <= 65535:
+            raise usage.UsageError("--queue must be between 0 and 65535")
+
+
+def render(options: Options) -> str:
+    rules = RuleSet(
+        options["green-if"],
+        options["queue"],
+        bypass=not options["no-bypass"],
+        dns=not options["no-dns"],
+        http=not options["no-http"],
+        probes=not options["no-probes"],
+    )
+    if options["format"] == "nft":
+        script = rules.nft_delete() if options["delete"] else rules.nft()
+        return f"nft -f - <<'EOF'\n{script}EOF\n"
+    lines = []
+    for command in ("iptables", "ip6tables"):
+        argv = rules.iptables_delete(command) if options["delete"] else rules.iptables(command)
+        lines += [" ".join(_quote(word) for word in words) for words in argv]
+    return "\n".join(lines) + "\n"
+
+
+def _quote(word: str) -> str:
+    return f"'{word}'" if any(c in word for c in " /=!*") and word != "!" else word
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = Options()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except usage.UsageError as error:
+        print(f"p2pwall-rules: {error}\n{options}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(options))
+    return 0
