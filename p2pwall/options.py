@@ -60,6 +60,8 @@ class Options(usage.Options):
          _number(int, "max-queue-len")],
         ["failure-verdict", None, "accept", "Verdict when deciding a packet fails: accept|drop."],
         ["control", None, DEFAULT_CONTROL, "Control port endpoint (tcp:..., unix:...)."],
+        ["dump-dir", None, None, "Directory where 'dump-blocks FILE' and 'dump-dns-names FILE' "
+         "write (off by default)."],
         ["max-peers", None, 1_000_000, "Most blocked peers kept; the oldest go first.",
          _number(int, "max-peers")],
         ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go "
@@ -75,6 +77,7 @@ class Options(usage.Options):
             "store-file": usage.CompleteFiles(),
             "dns-patterns": usage.CompleteFiles(),
             "client-dir": usage.CompleteDirs(),
+            "dump-dir": usage.CompleteDirs(),
             "failure-verdict": usage.CompleteList(["accept", "drop"]),
         }
     )

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from .control import ControlFactory, read_queue_stats
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .events import EventLog
@@ -76,6 +78,16 @@ def makeService(
     ticker = TimerService(tick_interval(options["time-lock"]), engine.tick)
     ticker.clock = reactor
     ticker.setServiceParent(top)
+
+    if options["control"]:
+        # names: a plain set until the DNS detector provides its own; reload: none yet.
+        control = ControlFactory(
+            engine,
+            names=set(),
+            queue_stats=lambda: read_queue_stats(options["queue"]),
+            dump_dir=options["dump-dir"],
+        )
+        strports.service(options["control"], control, reactor=reactor).setServiceParent(top)
 
     QueueService(
         lambda: QueueReader(

@@ -1,0 +1,400 @@
+"""The control port: ftwall's external commands, and more, as a text line protocol.
+
+Why lines: admins use ``nc``, ``socat``, ``telnet`` or ``p2pwall-ctl``, and scripts need to
+know where a reply ends without knowing the command, so every reply ends with exactly one
+``OK ...`` or ``ERR <reason>`` line and data lines never start with either word. One table,
+``COMMANDS``, drives dispatch, arity checks and ``help``. Commands change state only through
+the engine's public methods, as packets do. The grammar is documented in ``docs/control.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
+
+from .detectors.wsx import parse_endpoint
+from .engine import Engine
+from .packet import addr_text, endpoint_text
+from .store import HEADER, format_block, table_entries, write_atomically
+from .tables import ANY_CLIENT, ANY_PORT
+
+PROC_QUEUE = "/proc/net/netfilter/nfnetlink_queue"
+
+# Counters always shown by ``stats``, even at zero; detectors may add more to engine.stats.
+STAT_COUNTERS = (
+    "packets",
+    "accept_tcp",
+    "accept_udp",
+    "drop_tcp",
+    "drop_udp",
+    "accept_all",
+    "spoofs",
+    "probes_sent",
+    "probes_answered",
+    "peers_learned",
+    "clients_locked",
+    "clients_released",
+)
+QUEUE_FIELDS = ("queue_total", "queue_dropped", "queue_user_dropped")
+
+
+class NameSet(Protocol):
+    """Banned DNS names as the DNS detector keeps them; a plain ``set`` fits."""
+
+    def __contains__(self, name: object) -> bool: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def add(self, name: str) -> object: ...
+    def discard(self, name: str) -> object: ...
+
+
+class CommandError(Exception):
+    """A command cannot be done; the message becomes the ``ERR`` line."""
+
+
+@dataclass
+class Reply:
+    """Data lines, then one final ``OK``/``ERR`` line; ``close`` ends the connection."""
+
+    final: str
+    lines: list[str] = field(default_factory=list)
+    close: bool = False
+
+    @classmethod
+    def ok(cls, text: str, lines: Iterable[str] = (), close: bool = False) -> Reply:
+        return cls(f"OK {text}", list(lines), close)
+
+    @classmethod
+    def error(cls, reason: str) -> Reply:
+        return cls(f"ERR {reason}")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One row of the command table; ``args`` is the usage, ``[X]`` marking optional words."""
+
+    name: str
+    args: str
+    help: str
+    run: Callable[[Controller, list[str]], Reply]
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name} {self.args}".rstrip()
+
+    @property
+    def arity(self) -> tuple[int, int]:
+        words = self.args.split()
+        return sum(not word.startswith("[") for word in words), len(words)
+
+
+def parse_queue_stats(text: str, queue: int) -> dict[str, int] | None:
+    """Our queue's row of /proc/net/netfilter/nfnetlink_queue, or None if it is absent.
+
+    Row: queue, peer portid, queue_total, copy mode, copy range, queue_dropped (queue full),
+    queue_user_dropped (netlink socket buffer full), id sequence, 1.
+    """
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 7 and fields[0] == str(queue):
+            try:
+                values = [int(fields[i]) for i in (2, 5, 6)]
+            except ValueError:
+                return None
+            return dict(zip(QUEUE_FIELDS, values, strict=True))
+    return None
+
+
+def read_queue_stats(queue: int, path: str = PROC_QUEUE) -> dict[str, int] | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return parse_queue_stats(handle.read(), queue)
+    except OSError:
+        return None
+
+
+def _address(text: str, what: str) -> tuple[bytes, int | None]:
+    """An IP address with an optional port (``ip``, ``ipv4:port``, ``[ipv6]:port``)."""
+    endpoint = parse_endpoint(text)
+    if endpoint is None or isinstance(endpoint[0], str):
+        raise CommandError(
+            f"bad {what} {text[:80]!r}: expected IP, IPv4:PORT or [IPv6]:PORT, PORT 1-65535"
+        )
+    return endpoint[0].packed, endpoint[1]
+
+
+def _name(text: str) -> str:
+    endpoint = parse_endpoint(text)
+    if endpoint is None or not isinstance(endpoint[0], str) or endpoint[1] is not None:
+        raise CommandError(f"bad DNS name {text[:80]!r}: expected a host name like a.example.com")
+    return endpoint[0]
+
+
+def _describe(peer: bytes, port: int, client: bytes) -> str:
+    target = endpoint_text(peer, port)
+    return f"{target} for client {addr_text(client)}" if client else target
+
+
+class Controller:
+    """Runs command lines against the engine; knows nothing of connections."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        names: NameSet | None = None,
+        reload: Callable[[], list[str] | None] | None = None,
+        queue_stats: Callable[[], Mapping[str, int] | None] | None = None,
+        dump_dir: str | Path | None = None,
+    ) -> None:
+        self.engine = engine
+        self.names = names
+        self.reload_patterns = reload
+        self.queue_stats = queue_stats
+        self.dump_dir = Path(dump_dir) if dump_dir else None
+
+    def execute(self, line: str) -> Reply:
+        """Run one command line; every failure becomes an ``ERR`` reply, never an exception."""
+        word, *args = line.split()
+        command = COMMANDS_BY_NAME.get(word.lower())
+        if command is None:
+            return Reply.error(f"unknown command {word[:40]!r}, try help")
+        low, high = command.arity
+        if not low <= len(args) <= high:
+            return Reply.error(f"usage: {command.usage}")
+        try:
+            return command.run(self, args)
+        except CommandError as error:
+            return Reply.error(str(error))
+
+    # Blocks
+
+    def _target(self, args: list[str]) -> tuple[bytes, int, bytes]:
+        peer, port = _address(args[0], "peer")
+        client = ANY_CLIENT
+        if len(args) > 1:
+            client, client_port = _address(args[1], "client")
+            if client_port is not None:
+                raise CommandError(f"bad client {args[1][:80]!r}: an address, without a port")
+            if len(client) != len(peer):
+                raise CommandError("peer and client must both be IPv4 or both IPv6")
+        return peer, port or ANY_PORT, client
+
+    def block(self, args: list[str]) -> Reply:
+        key = self._target(args)
+        if self.engine.block(*key):
+            return Reply.ok(f"blocked {_describe(*key)}")
+        if key in self.engine.blocks:
+            return Reply.ok(f"already blocked {_describe(*key)}")
+        raise CommandError(f"block table full ({self.engine.blocks.cap} manual blocks)")
+
+    def unblock(self, args: list[str]) -> Reply:
+        key = self._target(args)
+        if not self.engine.unblock(*key):
+            raise CommandError(f"not blocked: {_describe(*key)}")
+        return Reply.ok(f"unblocked {_describe(*key)}")
+
+    def dump_blocks(self, args: list[str]) -> Reply:
+        lines = [format_block(entry) for entry in table_entries(self.engine.blocks)]
+        if args:
+            return self._dump(args[0], lines, "blocks", HEADER)
+        return Reply.ok(f"{len(lines)} blocks", lines)
+
+    # DNS names
+
+    def _name_set(self) -> NameSet:
+        if self.names is None:
+            raise CommandError("DNS name banning is not available")
+        return self.names
+
+    def ban_dns_name(self, args: list[str]) -> Reply:
+        names, name = self._name_set(), _name(args[0])
+        if name in names:
+            return Reply.ok(f"already banned {name}")
+        names.add(name)
+        return Reply.ok(f"banned {name}")
+
+    def unban_dns_name(self, args: list[str]) -> Reply:
+        names, name = self._name_set(), _name(args[0])
+        if name not in names:
+            raise CommandError(f"not banned: {name}")
+        names.discard(name)
+        return Reply.ok(f"unbanned {name}")
+
+    def dump_dns_names(self, args: list[str]) -> Reply:
+        lines = sorted(self._name_set())
+        if args:
+            return self._dump(args[0], lines, "names")
+        return Reply.ok(f"{len(lines)} names", lines)
+
+    def _dump(self, name: str, lines: list[str], what: str, header: str = "") -> Reply:
+        """Write into the dump directory only: a plain name, replaced atomically by rename,
+        which replaces a symlink planted there instead of following it."""
+        if self.dump_dir is None:
+            raise CommandError("no dump directory configured (--dump-dir)")
+        if "/" in name or ".." in name or name.startswith("."):
+            raise CommandError(f"bad file name {name[:80]!r}: a plain name, no '/' or '..'")
+        path = self.dump_dir / name
+        try:
+            write_atomically(path, header + "".join(line + "\n" for line in lines))
+        except OSError as error:
+            raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
+        return Reply.ok(f"{len(lines)} {what} written to {path}")
+
+    # Modes and state
+
+    def accept_all(self, args: list[str]) -> Reply:
+        if args:
+            if args[0] not in ("0", "1"):
+                raise CommandError("accept-all takes 0 or 1")
+            self.engine.accept_all = args[0] == "1"
+        return Reply.ok(f"accept-all {int(self.engine.accept_all)}")
+
+    def clients(self, args: list[str]) -> Reply:
+        now = self.engine.clock.seconds()
+        lines = []
+        for client in sorted(self.engine.clients, key=lambda c: (len(c.addr), c.addr)):
+            last_probe = "-" if client.last_probe is None else f"{client.last_probe:.0f}"
+            lines.append(
+                f"{addr_text(client.addr)} {'locked' if client.until > now else 'expired'}"
+                f" left={max(0.0, client.until - now):.0f} since={client.since:.0f}"
+                f" last-probe={last_probe} probes-sent={client.probes_sent}"
+                f" probes-answered={client.probes_answered}"
+            )
+        return Reply.ok(f"{len(lines)} clients", lines)
+
+    def stats(self, args: list[str]) -> Reply:
+        engine = self.engine
+        counters = dict.fromkeys(STAT_COUNTERS, 0)
+        counters.update(sorted(engine.stats.items()))
+        counters.update(
+            accept_all_mode=int(engine.accept_all),
+            blocks=len(engine.blocks),
+            blocks_cap=engine.blocks.cap,
+            blocks_evicted=engine.blocks.evicted,
+            clients=len(engine.clients),
+            clients_cap=engine.clients.cap,
+            clients_evicted=engine.clients.evicted,
+        )
+        queue = self.queue_stats() if self.queue_stats else None
+        lines = [f"{key} {value}" for key, value in counters.items()]
+        lines += [f"{key} {queue[key] if queue else '-'}" for key in QUEUE_FIELDS]
+        return Reply.ok("stats", lines)
+
+    def reload(self, args: list[str]) -> Reply:
+        problems = self.reload_patterns() if self.reload_patterns else None
+        if problems is None:
+            raise CommandError("no patterns file configured")
+        lines = ["problem " + " ".join(problem.split()) for problem in problems]
+        return Reply.ok(f"reloaded, {len(lines)} problems", lines)
+
+    # The session
+
+    def help(self, args: list[str]) -> Reply:
+        rows = COMMANDS
+        if args:
+            command = COMMANDS_BY_NAME.get(args[0].lower())
+            if command is None:
+                raise CommandError(f"unknown command {args[0][:40]!r}")
+            rows = (command,)
+        return Reply.ok(f"{len(rows)} commands", (f"{c.usage:<30} {c.help}" for c in rows))
+
+    def ping(self, args: list[str]) -> Reply:
+        return Reply.ok("pong")
+
+    def quit(self, args: list[str]) -> Reply:
+        return Reply.ok("bye", close=True)
+
+
+COMMANDS = (
+    Command("block", "PEER[:PORT] [CLIENT]", "block a peer (for one client)", Controller.block),
+    Command("unblock", "PEER[:PORT] [CLIENT]", "remove exactly that block", Controller.unblock),
+    Command("dump-blocks", "[FILE]", "list blocks, or write them to FILE", Controller.dump_blocks),
+    Command(
+        "ban-dns-name", "NAME", "learn the addresses DNS gives for NAME", Controller.ban_dns_name
+    ),
+    Command("unban-dns-name", "NAME", "stop learning NAME's addresses", Controller.unban_dns_name),
+    Command(
+        "dump-dns-names", "[FILE]", "list banned names, or write to FILE", Controller.dump_dns_names
+    ),
+    Command("accept-all", "[0|1]", "show or set accept-everything mode", Controller.accept_all),
+    Command("clients", "", "list P2P clients and their time locks", Controller.clients),
+    Command("stats", "", "counters, table sizes and kernel queue drops", Controller.stats),
+    Command("reload", "", "re-read the DNS patterns and .wsx files", Controller.reload),
+    Command("help", "[COMMAND]", "list commands", Controller.help),
+    Command("ping", "", "check the daemon answers", Controller.ping),
+    Command("quit", "", "close this connection", Controller.quit),
+)
+COMMANDS_BY_NAME = {command.name: command for command in COMMANDS}
+
+
+def peer_text(address: object) -> str:
+    """A connection's remote end for the log: ``host:port``, ``[v6]:port`` or ``unix``."""
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    return "unix"
+
+
+class ControlProtocol(LineReceiver):
+    """One control connection: ``\\n``-terminated lines (a trailing ``\\r`` is dropped)."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1024
+    factory: ControlFactory
+
+    def connectionMade(self) -> None:
+        self.peer = peer_text(self.transport.getPeer())
+
+    def lineReceived(self, line: bytes) -> None:
+        line = line.removesuffix(b"\r")
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            text = None
+        if text is None or not text.replace("\t", " ").isprintable():
+            self._answer(f"<{len(line)} bytes, not text>", Reply.error("not a text line"))
+        elif text.strip():
+            self._answer(text, self.factory.controller.execute(text))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        reply = Reply.error(f"line too long (max {self.MAX_LENGTH} bytes)")
+        reply.close = True
+        self._answer(f"<{len(line)} bytes, too long>", reply)
+
+    def _answer(self, command: str, reply: Reply) -> None:
+        self.transport.writeSequence(
+            line.encode("utf-8", "replace") + b"\n" for line in [*reply.lines, reply.final]
+        )
+        self.factory.controller.engine.events.event(
+            "x",
+            "control {peer}: {command} -> {reply}",
+            peer=self.peer,
+            command=command,
+            reply=reply.final,
+        )
+        if reply.close:
+            self.transport.loseConnection()
+
+
+class ControlFactory(Factory):
+    """Serves the control port; ``names``, ``reload``, ``queue_stats`` and ``dump_dir`` are
+    optional features (see ``Controller``): without one its commands answer ``ERR``."""
+
+    protocol = ControlProtocol
+    noisy = False
+
+    def __init__(
+        self,
+        engine: Engine,
+        names: NameSet | None = None,
+        reload: Callable[[], list[str] | None] | None = None,
+        queue_stats: Callable[[], Mapping[str, int] | None] | None = None,
+        dump_dir: str | Path | None = None,
+    ) -> None:
+        self.controller = Controller(engine, names, reload, queue_stats, dump_dir)
