@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what p2pwall needs on a fresh Debian/Ubuntu machine: system packages (only the missing
+# ones) and a virtualenv in .venv with p2pwall installed. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for pkg in libnetfilter-queue-dev iptables nftables iproute2 dnsmasq-base curl netcat-openbsd \
+           dnsutils gcc make python3-venv python3-dev; do
+  have_pkg "$pkg" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "p2pwall: missing system packages (${need[*]}); run as root to install them" >&2
+    exit 1
+  fi
+  echo "p2pwall: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
+# twistd finds plugins by scanning twisted/plugins; regenerate the cache once, as root owns it.
+.venv/bin/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+.venv/bin/twistd --help | grep -q '^ *p2pwall ' || { echo "p2pwall: twistd does not list the plugin" >&2; exit 1; }
