@@ -368,8 +368,8 @@ class ControlProtocol(LineReceiver):
         self._answer(f"<{len(line)} bytes, too long>", reply)
 
     def _answer(self, command: str, reply: Reply) -> None:
-        self.transport.writeSequence(
-            line.encode("utf-8", "replace") + b"\n" for line in [*reply.lines, reply.final]
+        self.transport.write(
+            "".join(line + "\n" for line in [*reply.lines, reply.final]).encode("utf-8", "replace")
         )
         self.factory.controller.engine.events.event(
             "x",

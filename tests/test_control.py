@@ -1,0 +1,641 @@
+"""The control port: every command and every kind of bad input over ``StringTransport``, then
+the real listening port (TCP and unix) and the wiring in ``makeService``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.internet import defer, reactor
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from p2pwall.control import (
+    COMMANDS,
+    ControlFactory,
+    parse_queue_stats,
+    peer_text,
+    read_queue_stats,
+)
+from p2pwall.options import Options
+from p2pwall.packet import Hook, decode
+from p2pwall.service import makeService
+from p2pwall.store import HEADER, StoreFile
+from p2pwall.tables import BlockTable
+from p2pwall.testing import FakePacketSource, RecordingSpoofer, make_engine, packed, tcp, udp
+
+NOW = 1_700_000_000
+FIXTURES = Path(__file__).parent / "tools" / "fixtures"
+QUEUE_TEXT = (FIXTURES / "nfnetlink_queue").read_text()
+PEER = packed("203.0.113.5")
+CLIENT = packed("10.0.0.5")
+
+
+class Session:
+    """One control connection over a ``StringTransport``."""
+
+    def __init__(self, factory: ControlFactory, port: int = 40000) -> None:
+        address = IPv4Address("TCP", "127.0.0.1", port)
+        self.protocol = factory.buildProtocol(address)
+        self.transport = StringTransport(peerAddress=address)
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> list[str]:
+        """Feed raw bytes; return the reply lines they caused."""
+        self.transport.clear()
+        self.protocol.dataReceived(data)
+        return self.transport.value().decode().split("\n")[:-1]
+
+    def command(self, line: str) -> list[str]:
+        return self.send(line.encode() + b"\n")
+
+
+class ControlTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.engine = make_engine(self.clock)
+        self.names: set[str] = set()
+        self.reloads: list[list[str] | None] = []
+        self.dump_dir = Path(self.mktemp())
+        self.dump_dir.mkdir()
+        self.factory = ControlFactory(
+            self.engine,
+            names=self.names,
+            reload=self.reload,
+            queue_stats=lambda: parse_queue_stats(QUEUE_TEXT, 3),
+            dump_dir=self.dump_dir,
+        )
+        self.session = Session(self.factory)
+
+    def reload(self) -> list[str] | None:
+        return self.reloads.pop(0)
+
+    def command(self, line: str) -> list[str]:
+        return self.session.command(line)
+
+    def snapshot(self) -> tuple:
+        """Everything a command could change."""
+        return (
+            [
+                (key, block.origin, block.seen, block.name)
+                for key, block in self.engine.blocks.items()
+            ],
+            sorted(self.names),
+            self.engine.accept_all,
+            [(c.addr, c.until) for c in self.engine.clients],
+            sorted(os.listdir(self.dump_dir)),
+        )
+
+
+class BlockTests(ControlTestCase):
+    def test_block_peer(self) -> None:
+        self.assertEqual(self.command("block 203.0.113.5"), ["OK blocked 203.0.113.5"])
+        self.assertEqual(self.engine.blocks.match(PEER, 1214, CLIENT, NOW).origin, "manual")
+        self.assertIn((PEER, 0, b""), self.engine.blocks)
+
+    def test_block_forms(self) -> None:
+        cases = [
+            ("block 203.0.113.5:1214", "OK blocked 203.0.113.5:1214", (PEER, 1214, b"")),
+            (
+                "block 203.0.113.5:1214 10.0.0.5",
+                "OK blocked 203.0.113.5:1214 for client 10.0.0.5",
+                (PEER, 1214, CLIENT),
+            ),
+            (
+                "block 203.0.113.5 10.0.0.5",
+                "OK blocked 203.0.113.5 for client 10.0.0.5",
+                (PEER, 0, CLIENT),
+            ),
+            ("block 2001:db8::5", "OK blocked 2001:db8::5", (packed("2001:db8::5"), 0, b"")),
+            ("block [2001:db8::6]", "OK blocked 2001:db8::6", (packed("2001:db8::6"), 0, b"")),
+            (
+                "block [2001:DB8::5]:65535 fd00::5",
+                "OK blocked [2001:db8::5]:65535 for client fd00::5",
+                (packed("2001:db8::5"), 65535, packed("fd00::5")),
+            ),
+            ("BLOCK 203.0.113.9:1", "OK blocked 203.0.113.9:1", (packed("203.0.113.9"), 1, b"")),
+        ]
+        for line, reply, key in cases:
+            with self.subTest(line=line):
+                self.assertEqual(self.command(line), [reply])
+                self.assertIn(key, self.engine.blocks)
+        self.assertEqual(len(self.engine.blocks), len(cases))
+
+    def test_block_again_makes_a_learned_block_manual(self) -> None:
+        self.engine.learn(PEER, 1214, b"", "udp")
+        self.clock.advance(5)
+        self.assertEqual(
+            self.command("block 203.0.113.5:1214"), ["OK already blocked 203.0.113.5:1214"]
+        )
+        ((_key, block),) = self.engine.blocks.items()
+        self.assertEqual((block.origin, block.seen), ("manual", NOW + 5))
+
+    def test_block_table_full_of_manual_blocks(self) -> None:
+        self.engine.blocks = BlockTable(10)
+        for n in range(10):
+            self.engine.block(packed(f"198.51.100.{n}"))
+        before = self.snapshot()
+        self.assertEqual(
+            self.command("block 203.0.113.5"), ["ERR block table full (10 manual blocks)"]
+        )
+        self.assertEqual(self.snapshot(), before)
+
+    def test_unblock(self) -> None:
+        self.engine.block(PEER, 1214, CLIENT)
+        self.engine.block(PEER, 1214)
+        self.assertEqual(
+            self.command("unblock 203.0.113.5:1214 10.0.0.5"),
+            ["OK unblocked 203.0.113.5:1214 for client 10.0.0.5"],
+        )
+        self.assertEqual([key for key, _ in self.engine.blocks.items()], [(PEER, 1214, b"")])
+
+    def test_unblock_missing_says_so(self) -> None:
+        self.engine.block(PEER, 1214)
+        before = self.snapshot()
+        self.assertEqual(
+            self.command("unblock 203.0.113.5:1215"), ["ERR not blocked: 203.0.113.5:1215"]
+        )
+        self.assertEqual(self.command("unblock 203.0.113.5"), ["ERR not blocked: 203.0.113.5"])
+        self.assertEqual(self.snapshot(), before)
+
+    def test_dump_blocks(self) -> None:
+        self.assertEqual(self.command("dump-blocks"), ["OK 0 blocks"])
+        self.engine.learn(PEER, 1214, b"", "dns", name="cache1.example.net")
+        self.clock.advance(10)
+        self.engine.block(packed("2001:db8::5"), 80, packed("fd00::5"))
+        self.assertEqual(
+            self.command("dump-blocks"),
+            [
+                f"203.0.113.5 1214 * dns {NOW} cache1.example.net",
+                f"2001:db8::5 80 fd00::5 manual {NOW + 10}",
+                "OK 2 blocks",
+            ],
+        )
+
+
+class DumpFileTests(ControlTestCase):
+    def test_dump_blocks_to_file_is_a_store_file(self) -> None:
+        self.engine.block(PEER, 1214)
+        path = self.dump_dir / "blocks"
+        self.assertEqual(self.command("dump-blocks blocks"), [f"OK 1 blocks written to {path}"])
+        self.assertEqual(path.read_text(), f"{HEADER}203.0.113.5 1214 * manual {NOW}\n")
+        restored = BlockTable(10)
+        self.assertEqual(StoreFile(path, 60).load(restored, NOW), 1)
+        self.assertIn((PEER, 1214, b""), restored)
+
+    def test_dump_dns_names_to_file(self) -> None:
+        self.names.update({"b.example.net", "a.example.net"})
+        path = self.dump_dir / "names.txt"
+        self.assertEqual(
+            self.command("dump-dns-names names.txt"), [f"OK 2 names written to {path}"]
+        )
+        self.assertEqual(path.read_text(), "a.example.net\nb.example.net\n")
+
+    def test_bad_file_names_are_refused(self) -> None:
+        self.engine.block(PEER)
+        before = self.snapshot()
+        for name in ("../escape", "sub/file", "/etc/passwd", "..", ".", ".hidden", "a..b"):
+            with self.subTest(name=name):
+                self.assertEqual(
+                    self.command(f"dump-blocks {name}"),
+                    [f"ERR bad file name {name!r}: a plain name, no '/' or '..'"],
+                )
+        self.assertEqual(self.snapshot(), before)
+        self.assertFalse(Path(self.dump_dir.parent, "escape").exists())
+
+    def test_symlink_is_replaced_not_followed(self) -> None:
+        victim = Path(self.mktemp())
+        victim.write_text("precious\n")
+        (self.dump_dir / "blocks").symlink_to(victim.resolve())
+        self.engine.block(PEER)
+        self.assertEqual(
+            self.command("dump-blocks blocks"),
+            [f"OK 1 blocks written to {self.dump_dir / 'blocks'}"],
+        )
+        self.assertEqual(victim.read_text(), "precious\n")
+        self.assertFalse((self.dump_dir / "blocks").is_symlink())
+        self.assertIn(f"203.0.113.5 * * manual {NOW}", (self.dump_dir / "blocks").read_text())
+
+    def test_no_dump_dir_configured(self) -> None:
+        session = Session(ControlFactory(self.engine, names=self.names))
+        self.assertEqual(
+            session.command("dump-blocks x"), ["ERR no dump directory configured (--dump-dir)"]
+        )
+        self.assertEqual(
+            session.command("dump-dns-names x"),
+            ["ERR no dump directory configured (--dump-dir)"],
+        )
+
+    def test_write_failure_is_an_error(self) -> None:
+        missing = self.dump_dir / "gone"
+        session = Session(ControlFactory(self.engine, dump_dir=missing))
+        self.assertEqual(
+            session.command("dump-blocks x"),
+            [f"ERR cannot write {missing / 'x'}: No such file or directory"],
+        )
+
+
+class DnsNameTests(ControlTestCase):
+    def test_ban_normalizes(self) -> None:
+        self.assertEqual(
+            self.command("ban-dns-name Cache1.Example.NET."), ["OK banned cache1.example.net"]
+        )
+        self.assertEqual(self.names, {"cache1.example.net"})
+        self.assertEqual(
+            self.command("ban-dns-name cache1.example.net"),
+            ["OK already banned cache1.example.net"],
+        )
+        self.assertEqual(self.names, {"cache1.example.net"})
+
+    def test_unban(self) -> None:
+        self.names.update({"a.example.net", "b.example.net"})
+        self.assertEqual(
+            self.command("unban-dns-name A.example.net"), ["OK unbanned a.example.net"]
+        )
+        self.assertEqual(self.names, {"b.example.net"})
+        self.assertEqual(
+            self.command("unban-dns-name a.example.net"), ["ERR not banned: a.example.net"]
+        )
+        self.assertEqual(self.names, {"b.example.net"})
+
+    def test_dump_dns_names(self) -> None:
+        self.assertEqual(self.command("dump-dns-names"), ["OK 0 names"])
+        self.names.update({"z.example.net", "a.example.org"})
+        self.assertEqual(
+            self.command("dump-dns-names"), ["a.example.org", "z.example.net", "OK 2 names"]
+        )
+
+    def test_bad_names(self) -> None:
+        self.names.add("a.example.net")
+        before = self.snapshot()
+        for name in ("203.0.113.5", "localhost", "a.example.net:80", "-x.example.net", "a..b.net"):
+            with self.subTest(name=name):
+                self.assertEqual(
+                    self.command(f"ban-dns-name {name}"),
+                    [f"ERR bad DNS name {name!r}: expected a host name like a.example.com"],
+                )
+        self.assertEqual(self.snapshot(), before)
+
+    def test_without_a_name_set(self) -> None:
+        session = Session(ControlFactory(self.engine))
+        for line in (
+            "ban-dns-name a.example.net",
+            "unban-dns-name a.example.net",
+            "dump-dns-names",
+        ):
+            with self.subTest(line=line):
+                self.assertEqual(session.command(line), ["ERR DNS name banning is not available"])
+
+
+class ModeAndStateTests(ControlTestCase):
+    def test_accept_all(self) -> None:
+        self.assertEqual(self.command("accept-all"), ["OK accept-all 0"])
+        self.assertEqual(self.command("accept-all 1"), ["OK accept-all 1"])
+        self.assertTrue(self.engine.accept_all)
+        self.assertEqual(self.command("accept-all"), ["OK accept-all 1"])
+        self.assertEqual(self.command("accept-all 0"), ["OK accept-all 0"])
+        self.assertFalse(self.engine.accept_all)
+
+    def test_clients(self) -> None:
+        self.assertEqual(self.command("clients"), ["OK 0 clients"])
+        client = self.engine.lock(CLIENT, "test")
+        self.engine.clients.note_hello(client, b"\x27hello", 1214, PEER, 3000)
+        self.engine.lock(packed("fd00::7"), "test")
+        self.clock.advance(60)
+        self.engine.tick()  # half the 120 s lock has passed: the hello is replayed as a probe
+        self.engine.probe_answered(CLIENT)
+        self.clock.advance(20)
+        self.assertEqual(
+            self.command("clients"),
+            [
+                f"10.0.0.5 locked left=100 since={NOW} last-probe={NOW + 60} probes-sent=1"
+                " probes-answered=1",
+                f"fd00::7 locked left=40 since={NOW} last-probe=- probes-sent=0 probes-answered=0",
+                "OK 2 clients",
+            ],
+        )
+
+    def test_stats(self) -> None:
+        self.engine.block(PEER)
+        self.engine.verdict(decode(tcp("10.0.0.5", "203.0.113.5", 4000, 1214)), Hook.FORWARD)
+        self.engine.verdict(decode(udp("10.0.0.5", "198.51.100.1", 53, 53)), Hook.FORWARD)
+        self.engine.stats["zz_detector"] = 3
+        self.assertEqual(
+            self.command("stats"),
+            [
+                "packets 2",
+                "accept_tcp 0",
+                "accept_udp 1",
+                "drop_tcp 1",
+                "drop_udp 0",
+                "accept_all 0",
+                "spoofs 0",
+                "probes_sent 0",
+                "probes_answered 0",
+                "peers_learned 0",
+                "clients_locked 1",
+                "clients_released 0",
+                "zz_detector 3",
+                "accept_all_mode 0",
+                "blocks 1",
+                "blocks_cap 1000",
+                "blocks_evicted 0",
+                "clients 1",
+                "clients_cap 100",
+                "clients_evicted 0",
+                "queue_total 17",
+                "queue_dropped 412",
+                "queue_user_dropped 9",
+                "OK stats",
+            ],
+        )
+
+    def test_stats_without_queue(self) -> None:
+        lines = Session(ControlFactory(self.engine)).command("stats")
+        self.assertEqual(
+            lines[-4:], ["queue_total -", "queue_dropped -", "queue_user_dropped -", "OK stats"]
+        )
+
+    def test_reload(self) -> None:
+        self.reloads += [[], ["dns.conf:3: bad regex 'x('", "OK\nERR trick"]]
+        self.assertEqual(self.command("reload"), ["OK reloaded, 0 problems"])
+        self.assertEqual(
+            self.command("reload"),
+            [
+                "problem dns.conf:3: bad regex 'x('",
+                "problem OK ERR trick",
+                "OK reloaded, 2 problems",
+            ],
+        )
+        self.assertEqual(self.reloads, [])
+
+    def test_reload_without_patterns_file(self) -> None:
+        self.reloads.append(None)
+        self.assertEqual(self.command("reload"), ["ERR no patterns file configured"])
+        session = Session(ControlFactory(self.engine))
+        self.assertEqual(session.command("reload"), ["ERR no patterns file configured"])
+
+
+class QueueStatsTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        self.assertEqual(
+            parse_queue_stats(QUEUE_TEXT, 3),
+            {"queue_total": 17, "queue_dropped": 412, "queue_user_dropped": 9},
+        )
+        self.assertEqual(parse_queue_stats(QUEUE_TEXT, 12)["queue_dropped"], 5)
+        self.assertIsNone(parse_queue_stats(QUEUE_TEXT, 1))
+        self.assertIsNone(parse_queue_stats("3 1 x 2 65531 0 0 1 1\n", 3))
+        self.assertIsNone(parse_queue_stats("", 0))
+
+    def test_read(self) -> None:
+        self.assertEqual(read_queue_stats(0, str(FIXTURES / "nfnetlink_queue"))["queue_total"], 2)
+        self.assertIsNone(read_queue_stats(0, str(FIXTURES / "missing")))
+
+
+class SessionTests(ControlTestCase):
+    def test_help_is_the_command_table(self) -> None:
+        lines = self.command("help")
+        self.assertEqual(lines[-1], f"OK {len(COMMANDS)} commands")
+        self.assertEqual([line.split()[0] for line in lines[:-1]], [c.name for c in COMMANDS])
+        self.assertIn("dump-blocks [FILE]", lines[2])
+        self.assertEqual(
+            self.command("help block"),
+            [f"{'block PEER[:PORT] [CLIENT]':<30} block a peer (for one client)", "OK 1 commands"],
+        )
+        self.assertEqual(self.command("help nosuch"), ["ERR unknown command 'nosuch'"])
+
+    def test_ping(self) -> None:
+        self.assertEqual(self.command("ping"), ["OK pong"])
+        self.assertFalse(self.session.transport.disconnecting)
+
+    def test_quit_closes(self) -> None:
+        self.assertEqual(self.session.send(b"quit\nping\n"), ["OK bye"])
+        self.assertTrue(self.session.transport.disconnecting)
+
+    def test_crlf_blank_lines_and_split_chunks(self) -> None:
+        self.assertEqual(self.session.send(b"ping\r\n\n  \r\n\tping\n"), ["OK pong", "OK pong"])
+        self.assertEqual(self.session.send(b"blo"), [])
+        self.assertEqual(self.session.send(b"ck 203.0.113.5\r\nping"), ["OK blocked 203.0.113.5"])
+        self.assertEqual(self.session.send(b"\n"), ["OK pong"])
+
+    def test_connections_do_not_mix(self) -> None:
+        other = Session(self.factory, port=40001)
+        self.assertEqual(self.session.send(b"block 203.0."), [])
+        self.assertEqual(other.send(b"ping\n"), ["OK pong"])
+        self.assertEqual(self.session.send(b"113.5\n"), ["OK blocked 203.0.113.5"])
+
+    def test_every_command_is_logged_with_the_peer(self) -> None:
+        self.command("block 203.0.113.5")
+        self.session.send(b"\xff\xfe\n")
+        self.command("nonsense")
+        self.assertEqual(
+            self.engine.events.of("x"),
+            [
+                "control 127.0.0.1:40000: block 203.0.113.5 -> OK blocked 203.0.113.5",
+                "control 127.0.0.1:40000: <2 bytes, not text> -> ERR not a text line",
+                "control 127.0.0.1:40000: nonsense -> ERR unknown command 'nonsense', try help",
+            ],
+        )
+
+    def test_peer_text(self) -> None:
+        self.assertEqual(peer_text(IPv6Address("TCP", "::1", 5000)), "[::1]:5000")
+        self.assertEqual(peer_text(IPv4Address("TCP", "127.0.0.1", 5000)), "127.0.0.1:5000")
+        self.assertEqual(peer_text(UNIXAddress(None)), "unix")
+
+
+BAD_PEER = "expected IP, IPv4:PORT or [IPv6]:PORT, PORT 1-65535"
+BAD_INPUT = [
+    (b"\x00\x01\xff\xfe", "ERR not a text line"),
+    (b"bl\xc3\xb6ck 203.0.113.7", "ERR not a text line"),
+    (b"block 203.0.113.7\x1b[2J", "ERR not a text line"),
+    (b"ping\x00", "ERR not a text line"),
+    (b"frobnicate 1 2", "ERR unknown command 'frobnicate', try help"),
+    (b"block", "ERR usage: block PEER[:PORT] [CLIENT]"),
+    (b"block 203.0.113.7 10.0.0.5 extra", "ERR usage: block PEER[:PORT] [CLIENT]"),
+    (b"unblock", "ERR usage: unblock PEER[:PORT] [CLIENT]"),
+    (b"ping now", "ERR usage: ping"),
+    (b"quit now", "ERR usage: quit"),
+    (b"dump-blocks a b", "ERR usage: dump-blocks [FILE]"),
+    (b"ban-dns-name", "ERR usage: ban-dns-name NAME"),
+    (b"accept-all 0 1", "ERR usage: accept-all [0|1]"),
+    (b"accept-all 2", "ERR accept-all takes 0 or 1"),
+    (b"accept-all yes", "ERR accept-all takes 0 or 1"),
+    (b"block 203.0.113", f"ERR bad peer '203.0.113': {BAD_PEER}"),
+    (b"block 999.0.113.7", f"ERR bad peer '999.0.113.7': {BAD_PEER}"),
+    (b"block peer.example.net", f"ERR bad peer 'peer.example.net': {BAD_PEER}"),
+    (b"block 203.0.113.7:0", f"ERR bad peer '203.0.113.7:0': {BAD_PEER}"),
+    (b"block 203.0.113.7:65536", f"ERR bad peer '203.0.113.7:65536': {BAD_PEER}"),
+    (b"block 203.0.113.7:-1", f"ERR bad peer '203.0.113.7:-1': {BAD_PEER}"),
+    (b"block 203.0.113.7:http", f"ERR bad peer '203.0.113.7:http': {BAD_PEER}"),
+    (b"block 203.0.113.7:", f"ERR bad peer '203.0.113.7:': {BAD_PEER}"),
+    (b"block [2001:db8::7]:70000", f"ERR bad peer '[2001:db8::7]:70000': {BAD_PEER}"),
+    (b"block [203.0.113.7]:80", f"ERR bad peer '[203.0.113.7]:80': {BAD_PEER}"),
+    (b"block fe80::1%eth0", f"ERR bad peer 'fe80::1%eth0': {BAD_PEER}"),
+    (b"unblock 203.0.113.5:99999", f"ERR bad peer '203.0.113.5:99999': {BAD_PEER}"),
+    (b"block 203.0.113.7 10.0.0.5:80", "ERR bad client '10.0.0.5:80': an address, without a port"),
+    (b"block 203.0.113.7 client.example", f"ERR bad client 'client.example': {BAD_PEER}"),
+    (b"block 203.0.113.7 fd00::5", "ERR peer and client must both be IPv4 or both IPv6"),
+    (
+        b"ban-dns-name 203.0.113.7",
+        "ERR bad DNS name '203.0.113.7': expected a host name like a.example.com",
+    ),
+    (b"help nosuch", "ERR unknown command 'nosuch'"),
+]
+
+
+class BadInputTests(ControlTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.engine.block(PEER, 1214)
+        self.engine.learn(packed("198.51.100.1"), 0, b"", "udp")
+        self.engine.lock(CLIENT, "test")
+        self.names.add("a.example.net")
+
+    def test_one_error_line_and_nothing_changes(self) -> None:
+        before = self.snapshot()
+        for data, reply in BAD_INPUT:
+            for ending in (b"\n", b"\r\n"):
+                with self.subTest(data=data, ending=ending):
+                    self.assertEqual(self.session.send(data + ending), [reply])
+                    self.assertEqual(self.snapshot(), before)
+                    self.assertFalse(self.session.transport.disconnecting)
+        self.assertEqual(self.command("ping"), ["OK pong"])
+        self.assertEqual(len(self.engine.events.of("x")), 2 * len(BAD_INPUT) + 1)
+
+    def test_overlong_line_errs_then_closes(self) -> None:
+        before = self.snapshot()
+        reply = ["ERR line too long (max 1024 bytes)"]
+        self.assertEqual(self.session.send(b"block " + b"1" * 2000 + b"\nping\n"), reply)
+        self.assertTrue(self.session.transport.disconnecting)
+        self.assertEqual(self.snapshot(), before)
+
+    def test_overlong_partial_line_errs_then_closes(self) -> None:
+        reply = ["ERR line too long (max 1024 bytes)"]
+        self.assertEqual(self.session.send(b"ban-dns-name " + b"a" * 1100), reply)
+        self.assertTrue(self.session.transport.disconnecting)
+
+    def test_cap_is_1024_bytes_before_the_newline(self) -> None:
+        self.assertEqual(self.session.send(b"ping" + b" " * 1019 + b"\r\n"), ["OK pong"])
+        reply = ["ERR line too long (max 1024 bytes)"]
+        self.assertEqual(self.session.send(b"ping" + b" " * 1020 + b"\r\n"), reply)
+
+
+class ClientProtocol(Protocol):
+    """Sends a script, collects everything until the server closes the connection."""
+
+    def __init__(self, script: bytes) -> None:
+        self.script = script
+        self.received = b""
+        self.closed: defer.Deferred[str] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.script)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object) -> None:
+        self.closed.callback(self.received.decode())
+
+
+class ListeningTests(TestCase):
+    """The real reactor and sockets: the port nc and socat talk to."""
+
+    def setUp(self) -> None:
+        self.engine = make_engine()
+        self.factory = ControlFactory(self.engine, names=set())
+
+    async def listen(self, description: str) -> object:
+        port = await serverFromString(reactor, description).listen(self.factory)
+        self.addCleanup(port.stopListening)
+        return port
+
+    async def run_script(self, description: str, script: bytes) -> str:
+        client = ClientProtocol(script)
+        await connectProtocol(clientFromString(reactor, description), client)
+        return await client.closed
+
+    @defer.inlineCallbacks
+    def test_tcp_loopback(self):
+        port = yield defer.ensureDeferred(self.listen("tcp:0:interface=127.0.0.1"))
+        endpoint = f"tcp:127.0.0.1:{port.getHost().port}"
+        output = yield defer.ensureDeferred(
+            self.run_script(endpoint, b"block 203.0.113.5:1214\r\nbogus\ndump-blocks\nquit\n")
+        )
+        self.assertEqual(
+            output.splitlines(),
+            [
+                "OK blocked 203.0.113.5:1214",
+                "ERR unknown command 'bogus', try help",
+                f"203.0.113.5 1214 * manual {self.engine.clock.seconds():.0f}",
+                "OK 1 blocks",
+                "OK bye",
+            ],
+        )
+        self.assertIn((PEER, 1214, b""), self.engine.blocks)
+
+    @defer.inlineCallbacks
+    def test_many_clients_at_once(self):
+        port = yield defer.ensureDeferred(self.listen("tcp:0:interface=127.0.0.1"))
+        endpoint = f"tcp:127.0.0.1:{port.getHost().port}"
+        outputs = yield defer.gatherResults(
+            [
+                defer.ensureDeferred(
+                    self.run_script(endpoint, f"block 198.51.100.{n}\nquit\n".encode())
+                )
+                for n in range(20)
+            ]
+        )
+        self.assertEqual(
+            sorted(outputs), sorted(f"OK blocked 198.51.100.{n}\nOK bye\n" for n in range(20))
+        )
+        self.assertEqual(len(self.engine.blocks), 20)
+
+    @defer.inlineCallbacks
+    def test_unix_socket(self):
+        path = Path(self.mktemp())
+        path.mkdir()
+        socket = path / "control.sock"
+        yield defer.ensureDeferred(self.listen(f"unix:{socket}"))
+        output = yield defer.ensureDeferred(
+            self.run_script(f"unix:{socket}", b"ban-dns-name a.example.net\nquit\n")
+        )
+        self.assertEqual(output, "OK banned a.example.net\nOK bye\n")
+        self.assertEqual(self.factory.controller.names, {"a.example.net"})
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def build(self, *argv: str) -> tuple:
+        options = Options()
+        options.parseOptions(["--queue", "3", *argv])
+        memory = MemoryReactorClock()
+        service = makeService(options, memory, FakePacketSource, RecordingSpoofer())
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, memory
+
+    def test_control_port_is_wired(self) -> None:
+        dump_dir = self.mktemp()
+        service, memory = self.build("--dump-dir", dump_dir)
+        ((port, factory, _backlog, interface),) = memory.tcpServers
+        self.assertEqual((port, interface), (4120, "127.0.0.1"))
+        self.assertIs(factory.controller.engine, service.engine)
+        self.assertEqual(factory.controller.dump_dir, Path(dump_dir))
+        session = Session(factory)
+        self.assertEqual(session.command("block 203.0.113.5"), ["OK blocked 203.0.113.5"])
+        self.assertIn((PEER, 0, b""), service.engine.blocks)
+        self.assertEqual(session.command("ban-dns-name a.example.net"), ["OK banned a.example.net"])
+        self.assertEqual(session.command("reload"), ["ERR no patterns file configured"])
+        expected = read_queue_stats(3) or dict.fromkeys(("queue_dropped",), "-")
+        stats = dict(line.split() for line in session.command("stats")[:-1])
+        self.assertEqual(stats["queue_dropped"], str(expected["queue_dropped"]))
+
+    def test_control_can_be_off(self) -> None:
+        _service, memory = self.build("--control", "")
+        self.assertEqual(memory.tcpServers, [])
