@@ -1,0 +1,132 @@
+"""The real daemon in the lab: ``p2pwall-rules`` output applied in ``gw``, ``twistd -n p2pwall``
+started there, stopped by PID, its log read back.
+
+Used by the end-to-end tests, the demo and the benchmark, so all three exercise exactly what an
+admin runs: the printed rules through ``sh`` and the ``twistd`` plugin.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .netlab import Lab, LabError
+
+BIN = Path(sys.executable).parent
+GREEN_NET = "198.18.1.0/24"
+CONTROL_PORT = 4120
+
+
+def nft_queue_supported(lab: Lab) -> bool:
+    """Whether this kernel has nft's ``queue`` statement (CONFIG_NFT_QUEUE)."""
+    probe = "table inet p2pwall_probe { chain c { type filter hook input priority 0; " \
+            "udp dport 9 queue num 9 bypass; } }\n"  # fmt: skip
+    return (
+        lab.run(
+            "gw", ["nft", "-c", "-f", "-"], input=probe.encode(), capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+class Gateway:
+    """``twistd -n p2pwall`` plus its queue rules in the lab's ``gw`` namespace."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        options: Sequence[str] = (),
+        rules: str = "iptables",
+        rule_options: Sequence[str] = (),
+        queue: int = 0,
+        log: str = "p2pwall.log",
+    ) -> None:
+        if rules not in ("iptables", "nft"):
+            raise LabError(f"rules must be iptables or nft, not {rules!r}")
+        self.lab = lab
+        self.options = list(options)
+        self.rules = rules
+        self.rule_options = list(rule_options)
+        self.queue = queue
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._rules_installed = False
+
+    def rules_command(self, delete: bool = False) -> str:
+        argv = [str(BIN / "p2pwall-rules"), "--green-if", self.lab.green_if, "--queue",
+                str(self.queue), "--format", self.rules, *self.rule_options]  # fmt: skip
+        if delete:
+            argv.append("--delete")
+        return shlex.join(argv) + " | sh -e"
+
+    def install_rules(self) -> None:
+        if self.rules == "nft" and not nft_queue_supported(self.lab):
+            raise LabError("this kernel has no nft queue support (CONFIG_NFT_QUEUE not set)")
+        done = self.lab.run("gw", ["sh", "-c", self.rules_command()], capture_output=True)
+        if done.returncode:
+            raise LabError(f"installing {self.rules} rules failed: {done.stderr.decode()}")
+        self._rules_installed = True
+
+    def remove_rules(self) -> None:
+        if self._rules_installed:
+            self.lab.run("gw", ["sh", "-c", self.rules_command(delete=True)], capture_output=True)
+            self._rules_installed = False
+
+    def start(self, extra: Sequence[str] = (), wait: float = 20.0) -> None:
+        """Start the daemon and wait until it reads the queue."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise LabError("the daemon is already running")
+        start_mark = len(self.read_log())
+        argv = [str(BIN / "twistd"), "-n", "--pidfile=", "p2pwall", "--queue", str(self.queue),
+                "--green", GREEN_NET, *self.options, *extra]  # fmt: skip
+        self.proc = self.lab.spawn("gw", argv, log=self.log)
+        deadline = time.monotonic() + wait
+        while "reading NFQUEUE" not in self.read_log()[start_mark:]:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"p2pwall did not start:\n{self.read_log()[start_mark:][-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 15.0) -> int | None:
+        """Signal the daemon (by the PID we started) and wait for it to exit."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(wait)
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def read_log(self) -> str:
+        return self.lab.read_log(self.log)
+
+    def ctl(self, *command: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+        """Send one control command with plain ``nc``, as an admin would."""
+        return self.lab.run(
+            "gw",
+            ["nc", "-q", "1", "-w", str(int(timeout)), "127.0.0.1", str(CONTROL_PORT)],
+            input=" ".join(command) + "\n",
+            text=True,
+            capture_output=True,
+            timeout=timeout + 5,
+        )
+
+    def close(self) -> None:
+        self.stop()
+        self.remove_rules()
+
+    def __enter__(self) -> Gateway:
+        self.install_rules()
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
