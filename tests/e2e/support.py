@@ -1,0 +1,81 @@
+"""Shared set-up for the namespace end-to-end tests: root only, a fresh lab per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from lab.gateway import Gateway
+from lab.netlab import FTCLIENT, Lab
+
+TOOLS = ("ip", "iptables", "curl", "nc", "dig", "dnsmasq", "sysctl", "ss")
+
+
+def skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: the end-to-end tests build network namespaces and NFQUEUE rules"
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        return f"needs {', '.join(missing)} (make test installs them)"
+    if shutil.which("twistd", path=str(Path(sys.executable).parent)) is None:
+        return "needs p2pwall installed next to this Python (make test does it)"
+    return None
+
+
+class LabCase(SynchronousTestCase):
+    """A lab with simulated peers and a web server; ``gateway()`` starts the real daemon."""
+
+    peers = 20
+    peer_seconds = 90.0
+
+    def setUp(self) -> None:
+        reason = skip_reason()
+        if reason:
+            raise self.skipTest(reason)
+        self.lab = Lab(peers=self.peers)
+        self.lab.setup()
+        self.addCleanup(self.lab.teardown)
+        self.lab.start_web()
+        self.lab.start_peers(duration=self.peer_seconds)
+
+    def gateway(self, *options: str, rules: str = "iptables",
+                rule_options: Sequence[str] = ()) -> Gateway:  # fmt: skip
+        gateway = Gateway(self.lab, options, rules=rules, rule_options=rule_options)
+        gateway.install_rules()
+        self.addCleanup(gateway.close)
+        gateway.start()
+        return gateway
+
+    def ftclient(self, *args: str, timeout: float = 90.0) -> dict:
+        """Run the simulated Kazaa client in ``rogue`` to the end; its JSON report."""
+        report = self.lab.logpath("ftclient.json")
+        report.unlink(missing_ok=True)
+        done = self.lab.run(
+            "rogue",
+            [sys.executable, str(FTCLIENT), "--report", str(report), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+        return json.loads(report.read_text())
+
+    def web_ok(self, host: str, timeout: float = 2.0) -> bool:
+        """One real HTTP request from ``host`` to the lab's web server."""
+        done = self.lab.run(
+            host,
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", str(timeout),
+             f"http://{self.lab.addr('web')}/"],
+            capture_output=True,
+            text=True,
+        )  # fmt: skip
+        return done.stdout == "200"
+
+    def tcp_ok(self, host: str, ip: str, port: int, timeout: int = 2) -> bool:
+        return self.lab.run(host, ["nc", "-z", "-w", str(timeout), ip, str(port)]).returncode == 0

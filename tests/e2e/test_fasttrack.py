@@ -1,0 +1,136 @@
+"""The real daemon against the simulated Kazaa client, in namespaces, through real NFQUEUE rules."""
+
+from __future__ import annotations
+
+import time
+
+from lab.gateway import nft_queue_supported
+from lab.netlab import PEER_PORT
+
+from .support import LabCase
+
+TIME_LOCK = 3.0
+SCALE = "0.5"
+
+
+class KazaaProofTests(LabCase):
+    peers = 24
+
+    def cache_and_hidden(self) -> list[str]:
+        """The client's cache holds most lab peers; the last four it never announces."""
+        cache = self.lab.write_peers_file("cache", self.lab.peers[:20])
+        hidden = [f"--hidden-peer={ip}:{port}" for ip, port in self.lab.peers[20:]]
+        return ["--peers-file", str(cache), *hidden]
+
+    def kazaa_run(self, rules: str) -> None:
+        gateway = self.gateway("-t", str(TIME_LOCK), "-L", "tcp", "-d", "tp", rules=rules)
+        report = self.ftclient(*self.cache_and_hidden(), "--scale", SCALE, "--linger", "4")
+        self.assertEqual(report["breakthroughs"], [], "a FastTrack connection got through")
+        self.assertGreater(report["pongs_received"], 10)
+        self.assertGreater(report["probes_answered"], 0)
+        self.assertGreater(sum(report["connects_tried"].values()), 20)
+        log = gateway.read_log()
+        self.assertIn("client 198.18.1.10 identified: FastTrack hello", log)
+        self.assertGreaterEqual(log.count("learned (udp) from client 198.18.1.10"), 20)
+        self.assertIn("(time lock)", log)
+        self.assertIn("probe answered by 198.18.1.10", log)
+        self.assertFalse(self.web_ok("rogue"), "the client lingers, answering probes: still locked")
+        quit_at = time.monotonic()
+        while not self.web_ok("rogue", timeout=1):
+            self.assertLess(time.monotonic() - quit_at, TIME_LOCK * 1.5 + 3, "lock never released")
+            time.sleep(0.2)
+        self.assertIn("client 198.18.1.10 cleared: time lock expired", gateway.read_log())
+
+    def test_three_phases_end_with_no_breakthrough_iptables(self) -> None:
+        self.kazaa_run("iptables")
+
+    def test_three_phases_end_with_no_breakthrough_nft(self) -> None:
+        if not nft_queue_supported(self.lab):
+            raise self.skipTest("this kernel has no nft queue support (CONFIG_NFT_QUEUE not set)")
+        self.kazaa_run("nft")
+
+    def test_names_and_encryption_types(self) -> None:
+        gateway = self.gateway("-t", str(TIME_LOCK), "-L", "c")
+        for name, enc in (("fileshare", "0xA9"), ("Grokster", "0x29")):
+            report = self.ftclient("--peer", f"{self.lab.peers[0][0]}:{PEER_PORT}", "--name", name,
+                                   "--enc", enc, "--scale", "0.1")  # fmt: skip
+            self.assertEqual(report["breakthroughs"], [])
+            self.assertGreater(report["pongs_received"], 0)
+        self.assertIn("client 198.18.1.10 identified", gateway.read_log())
+
+
+class NoCollateralDamageTests(LabCase):
+    peers = 20
+
+    def test_ordinary_user_keeps_working_during_a_kazaa_run(self) -> None:
+        self.lab.start_dns({"www.example.test": "198.19.0.80"})
+        self.gateway("-t", str(TIME_LOCK))
+        script = (
+            "ok=0; for i in $(seq 30); do "
+            "c=$(curl -s -o /dev/null -w '%{http_code}' -m 2 http://198.19.0.80/); "
+            "d=$(dig +short +time=1 +tries=1 @198.19.0.53 www.example.test); "
+            '[ "$c" = 200 ] && [ "$d" = 198.19.0.80 ] && ok=$((ok+1)); sleep 0.3; done; '
+            "echo ok=$ok"
+        )
+        user = self.lab.spawn("user", ["sh", "-c", script], log="user.log")
+        cache = self.lab.write_peers_file("cache", self.lab.peers)
+        report = self.ftclient("--peers-file", str(cache), "--scale", "0.4")
+        self.assertEqual(report["breakthroughs"], [])
+        user.wait(60)
+        self.assertEqual(self.lab.read_log("user.log").strip(), "ok=30")
+
+
+class HttpSafetyNetTests(LabCase):
+    peers = 6
+    SUPERNODE = "198.19.7.7"
+
+    def test_download_attempts_are_dropped_and_teach_the_daemon(self) -> None:
+        self.lab.add_public_addr(self.SUPERNODE)
+        gateway = self.gateway("-t", "5", "-L", "pc", "-d", "h")
+        peers = self.lab.peers[:3]
+        report = self.ftclient(
+            *[f"--peer={ip}:{port}" for ip, port in peers],
+            "--no-udp", "--supernode", f"{self.SUPERNODE}:3531", "--scale", "0.2",
+        )  # fmt: skip
+        self.assertEqual(report["downloads_succeeded"], 0)
+        self.assertGreater(report["downloads_tried"], 0)
+        log = gateway.read_log()
+        self.assertIn("client 198.18.1.10 identified: FastTrack HTTP download", log)
+        self.assertIn(f"peer {self.SUPERNODE} learned (http: x-kazaa-supernodeip)", log)
+        self.assertIn(f"peer {peers[0][0]} learned (http)", log)
+        self.assertNotIn("peer 198.18.1.10", log, "a green address must never be blocked")
+        self.assertFalse(self.web_ok("rogue"))
+        self.assertFalse(self.tcp_ok("user", self.SUPERNODE, 3531))
+
+
+class RestartTests(LabCase):
+    peers = 4
+
+    def learn_a_peer(self) -> str:
+        peer = self.lab.peers[0][0]
+        report = self.ftclient(f"--peer={peer}:{PEER_PORT}", "--scale", "0.05")
+        self.assertGreater(report["pongs_received"], 0)
+        return peer
+
+    def check_restart(self, signal_number: int) -> None:
+        store = self.lab.logpath("peers.store")
+        gateway = self.gateway("-t", "2", "-f", str(store), "--store-interval", "1")
+        peer = self.learn_a_peer()
+        time.sleep(1.5)
+        self.assertFalse(self.tcp_ok("user", peer, PEER_PORT))
+        gateway.stop(signal_number)
+        self.assertTrue(self.tcp_ok("user", peer, PEER_PORT), "--queue-bypass: flows while down")
+        self.assertTrue(self.web_ok("user"))
+        gateway.start()
+        self.assertFalse(self.tcp_ok("user", peer, PEER_PORT), "a stored peer is blocked again")
+        self.assertTrue(self.web_ok("user"))
+
+    def test_sigterm(self) -> None:
+        import signal
+
+        self.check_restart(signal.SIGTERM)
+
+    def test_sigkill(self) -> None:
+        import signal
+
+        self.check_restart(signal.SIGKILL)
