@@ -22,6 +22,8 @@ setup(
     entry_points={
         "console_scripts": [
             "p2pwall-rules = p2pwall.tools.rules:main",
+            "p2pwall-ctl = p2pwall.tools.ctl:main",
+            "p2pwall-napigator = p2pwall.tools.napigator:main",
         ],
     },
 )

@@ -28,11 +28,11 @@ def closed_port() -> int:
     return number
 
 
-async def run_script(*argv: str) -> tuple[str, str, int]:
-    """Run ``python -m p2pwall.tools.ctl`` as the console script would run."""
+async def run_script(*argv: str, module: str = "p2pwall.tools.ctl") -> tuple[str, str, int]:
+    """Run ``python -m MODULE``, as its console script would run, in a child process."""
     out, err, code = await getProcessOutputAndValue(
         sys.executable,
-        ["-m", "p2pwall.tools.ctl", *argv],
+        ["-m", module, *argv],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         path=str(ROOT),
     )
