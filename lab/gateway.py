@@ -7,6 +7,7 @@ admin runs: the printed rules through ``sh`` and the ``twistd`` plugin.
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import subprocess
@@ -18,6 +19,10 @@ from pathlib import Path
 from .netlab import Lab, LabError
 
 BIN = Path(sys.executable).parent
+CHECKOUT = Path(__file__).resolve().parent.parent
+# The console scripts and twistd come from the venv, the code from this checkout: the lab always
+# runs the working tree, never a stale installed copy.
+ENV = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
 GREEN_NET = "198.18.1.0/24"
 CONTROL_PORT = 4120
 
@@ -67,14 +72,16 @@ class Gateway:
     def install_rules(self) -> None:
         if self.rules == "nft" and not nft_queue_supported(self.lab):
             raise LabError("this kernel has no nft queue support (CONFIG_NFT_QUEUE not set)")
-        done = self.lab.run("gw", ["sh", "-c", self.rules_command()], capture_output=True)
+        done = self.lab.run("gw", ["sh", "-c", self.rules_command()], capture_output=True, env=ENV)
         if done.returncode:
             raise LabError(f"installing {self.rules} rules failed: {done.stderr.decode()}")
         self._rules_installed = True
 
     def remove_rules(self) -> None:
         if self._rules_installed:
-            self.lab.run("gw", ["sh", "-c", self.rules_command(delete=True)], capture_output=True)
+            self.lab.run(
+                "gw", ["sh", "-c", self.rules_command(delete=True)], capture_output=True, env=ENV
+            )
             self._rules_installed = False
 
     def start(self, extra: Sequence[str] = (), wait: float = 20.0) -> None:
@@ -84,7 +91,7 @@ class Gateway:
         start_mark = len(self.read_log())
         argv = [str(BIN / "twistd"), "-n", "--pidfile=", "p2pwall", "--queue", str(self.queue),
                 "--green", GREEN_NET, *self.options, *extra]  # fmt: skip
-        self.proc = self.lab.spawn("gw", argv, log=self.log)
+        self.proc = self.lab.spawn("gw", argv, log=self.log, env=ENV)
         deadline = time.monotonic() + wait
         while "reading NFQUEUE" not in self.read_log()[start_mark:]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
