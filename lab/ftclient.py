@@ -38,6 +38,13 @@ from typing import Any, TextIO
 
 from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
 from twisted.python.failure import Failure
 
 try:
@@ -121,6 +128,7 @@ class Config:
     name: str
     enc: int
     port: int
+    bind: str
     own_ip: str
     supernode: str
     username: str
@@ -250,11 +258,14 @@ class Client:
 
     # -- lifecycle ----------------------------------------------------------
 
+    def listen(self) -> None:
+        """Open our own port first, so a busy port is an error before anything is sent."""
+        if not self.cfg.no_udp:
+            self.udp = self.reactor.listenUDP(self.cfg.port, ClientUDP(self), self.cfg.bind)
+        self.tcp = self.reactor.listenTCP(self.cfg.port, _InboundFactory(self), 50, self.cfg.bind)
+
     def start(self) -> defer.Deferred[Report]:
         self.started = self.reactor.seconds()
-        if not self.cfg.no_udp:
-            self.udp = self.reactor.listenUDP(self.cfg.port, ClientUDP(self))
-        self.tcp = self.reactor.listenTCP(self.cfg.port, _InboundFactory(self))
         t = self.t
         total = t.phase2 + t.phase3 + self.cfg.linger + (0 if self.cfg.no_udp else t.phase1)
         # A hard stop in case any bookkeeping below goes wrong: the run is bounded.
@@ -517,7 +528,11 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, str | None]:
         help="min encryption type in hellos",
     )
     add("--port", type=int, default=1214, help="own UDP and TCP port")
-    add("--ip", help="own address for X-Kazaa-IP (default: the route's source address)")
+    add(
+        "--ip",
+        help="own address: listen only there and send it as X-Kazaa-IP "
+        "(default: listen on all, X-Kazaa-IP is the route's source address)",
+    )
     add("--supernode", metavar="IP:PORT", help="X-Kazaa-SupernodeIP (default: first peer)")
     add("--username", default="rogue", help="X-Kazaa-Username")
     add("--no-udp", action="store_true", help="no UDP at all; HTTP downloads over TCP")
@@ -558,6 +573,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, str | None]:
         name=args.name,
         enc=int(args.enc, 16),
         port=args.port,
+        bind=own_ip or "",
         own_ip=own_ip or own_address(cache[0][0]),
         supernode=fmt(supernode or cache[0]),
         username=args.username,
@@ -582,14 +598,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
+    # Errors in callbacks must be seen, not swallowed while the run silently stalls.
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)]
+            )
+        ],
+        redirectStandardIO=False,
+    )
     client = Client(reactor, cfg, sys.stdout)
+    try:
+        client.listen()
+    except error.CannotListenError as err:
+        print(f"ftclient: cannot listen on port {cfg.port}: {err}", file=sys.stderr)
+        return 2
 
     def stop(report: Report) -> None:
-        if report_path:
-            write_report(report, report_path)
-        # Already stopping when a SIGTERM or SIGINT brought us here.
-        with contextlib.suppress(error.ReactorNotRunning):
-            reactor.stop()
+        try:
+            if report_path:
+                write_report(report, report_path)
+        finally:
+            # Already stopping when a SIGTERM or SIGINT brought us here.
+            with contextlib.suppress(error.ReactorNotRunning):
+                reactor.stop()
 
     reactor.callWhenRunning(lambda: client.start().addCallback(stop))
     # SIGTERM/SIGINT stop the reactor: still count what was done and write the report.
