@@ -17,7 +17,8 @@ HTTP download request instead of a session start: the traffic ftwall's safety
 net must catch.
 
 A TCP connection that completes is a "breakthrough". Behind a working ftwall a
-UDP-mode run has none; a ``--no-udp`` run has the one whose GET revealed it.
+UDP-mode run has none. A ``--no-udp`` run has a few (the first batch of parallel
+connects, whose GETs are what reveal it) but no successful download.
 
     python lab/ftclient.py --peers-file F [--hidden-peer IP:PORT ...] --scale 0.25 \\
         --linger 5 --report out.json
@@ -449,7 +450,8 @@ class Client:
                 proto.done.addCallback(self.download_done, peer)
 
         def failed(reason: Failure) -> None:
-            name = "Cancelled" if reason.check(defer.CancelledError) else reason.type.__name__
+            cancelled = reason.check(defer.CancelledError, error.ConnectingCancelledError)
+            name = "Cancelled" if cancelled else reason.type.__name__
             self.report.connect_failures[name] = self.report.connect_failures.get(name, 0) + 1
 
         d.addCallbacks(connected, failed)
