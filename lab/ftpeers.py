@@ -132,14 +132,12 @@ def start_peers(
     peers: Sequence[tuple[str, int]],
     log: EventLog,
     started: float,
-) -> list[object]:
-    """Listen on every peer address; returns the listening ports (for stopping them)."""
-    ports: list[object] = []
+) -> None:
+    """Listen on every peer address, before the reactor runs, so a clash fails loudly."""
     for ip, port in peers:
         me = f"{ip}:{port}"
-        ports.append(reactor.listenUDP(port, PeerUDP(me, log, started), interface=ip))
-        ports.append(reactor.listenTCP(port, PeerFactory(me, log), interface=ip))
-    return ports
+        reactor.listenUDP(port, PeerUDP(me, log, started), interface=ip)
+        reactor.listenTCP(port, PeerFactory(me, log), interface=ip)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
