@@ -19,10 +19,9 @@ TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
 
-_IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
-_IPV6_HEADER = struct.Struct("!IHBB16s16s")
-_PORTS = struct.Struct("!HH")
-_UDP_LENGTH = struct.Struct("!H")
+_IPV4_HEADER = struct.Struct("!BxHxxHxB2x4s4s")
+_IPV6_HEADER = struct.Struct("!4xHBx16s16s")
+_TRANSPORT = struct.Struct("!HHH")
 
 # IPv6 extension headers that can be skipped to reach the transport header. A fragment header
 # (44) is deliberately absent: fragments decode to unknown, as IPv4 fragments do.
@@ -85,62 +84,52 @@ class Packet:
 
 
 def decode(data: bytes) -> Packet | None:
-    """Decode an IP packet as queued by the kernel; ``None`` when it is not whole UDP/TCP."""
-    view = memoryview(data)
-    if len(view) < 20:
+    """Decode an IP packet as queued by the kernel; ``None`` when it is not whole UDP/TCP.
+
+    One function, offsets into ``data`` and a single memoryview for the payload: this runs for
+    every queued packet.
+    """
+    size = len(data)
+    if size < 20:
         return None
-    version = view[0] >> 4
+    version = data[0] >> 4
     if version == 4:
-        return _decode_ipv4(view)
-    if version == 6:
-        return _decode_ipv6(view)
-    return None
-
-
-def _decode_ipv4(view: memoryview) -> Packet | None:
-    vihl, _tos, total, _ident, frag, _ttl, proto, _csum, src, dst = _IPV4_HEADER.unpack_from(view)
-    ihl = (vihl & 0x0F) * 4
-    if ihl < 20 or frag & 0x3FFF or total < ihl:
-        return None
-    end = min(total, len(view))
-    return _decode_transport(4, src, dst, proto, view[ihl:end])
-
-
-def _decode_ipv6(view: memoryview) -> Packet | None:
-    if len(view) < 40:
-        return None
-    _vtcfl, plen, proto, _hops, src, dst = _IPV6_HEADER.unpack_from(view)
-    end = min(40 + plen, len(view))
-    offset = 40
-    while proto in _IPV6_SKIPPABLE:
-        if offset + 8 > end:
+        vihl, total, frag, proto, src, dst = _IPV4_HEADER.unpack_from(data)
+        start = (vihl & 0x0F) * 4
+        if start < 20 or frag & 0x3FFF or total < start:
             return None
-        proto, length = view[offset], view[offset + 1]
-        offset += (length + 1) * 8
-    if offset > end:
+        end = total if total < size else size
+    elif version == 6:
+        if size < 40:
+            return None
+        plen, proto, src, dst = _IPV6_HEADER.unpack_from(data)
+        end = 40 + plen if 40 + plen < size else size
+        start = 40
+        while proto in _IPV6_SKIPPABLE:
+            if start + 8 > end:
+                return None
+            proto = data[start]
+            start += (data[start + 1] + 1) * 8
+    else:
         return None
-    return _decode_transport(6, src, dst, proto, view[offset:end])
-
-
-def _decode_transport(
-    version: int, src: bytes, dst: bytes, proto: int, seg: memoryview
-) -> Packet | None:
     if proto == UDP:
-        if len(seg) < 8:
+        if end - start < 8:
             return None
-        sport, dport = _PORTS.unpack_from(seg)
-        (length,) = _UDP_LENGTH.unpack_from(seg, 4)
+        sport, dport, length = _TRANSPORT.unpack_from(data, start)
         if length < 8:
             return None
-        return Packet(version, src, dst, UDP, sport, dport, 0, seg[8:length])
+        stop = start + length if start + length < end else end
+        return Packet(version, src, dst, UDP, sport, dport, 0, memoryview(data)[start + 8 : stop])
     if proto == TCP:
-        if len(seg) < 20:
+        if end - start < 20:
             return None
-        sport, dport = _PORTS.unpack_from(seg)
-        data_offset = (seg[12] >> 4) * 4
-        if data_offset < 20 or data_offset > len(seg):
+        sport, dport, _seq = _TRANSPORT.unpack_from(data, start)
+        offset = start + (data[start + 12] >> 4) * 4
+        if offset < start + 20 or offset > end:
             return None
-        return Packet(version, src, dst, TCP, sport, dport, seg[13], seg[data_offset:])
+        return Packet(
+            version, src, dst, TCP, sport, dport, data[start + 13], memoryview(data)[offset:end]
+        )
     return None
 
 
