@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from .interfaces import IClientObserver, IDetector, IEventSink, ISpoofer
 from .networks import GreenNetworks
-from .packet import UDP, Hook, Packet, Verdict, addr_text, endpoint_text, mac_text
+from .packet import ACCEPT, DROP, FORWARD, UDP, Packet, Verdict, addr_text, endpoint_text, mac_text
 from .tables import ANY_CLIENT, BlockTable, Client, LockTable
 
 
@@ -56,13 +56,13 @@ class Engine:
         stats["packets"] += 1
         if self.accept_all:
             stats["accept_all"] += 1
-            return Verdict.ACCEPT
+            return ACCEPT
         for detector in self.detectors:
             verdict = detector.inspect(packet, hook, self)
             if verdict is not None:
                 return self._count(packet, verdict, detector.name)
-        if hook != Hook.FORWARD:
-            return self._count(packet, Verdict.ACCEPT, "")
+        if hook != FORWARD:
+            return self._count(packet, ACCEPT, "")
         is_udp = packet.proto == UDP
         if is_udp or packet.is_syn:
             now = self.clock.seconds()
@@ -70,15 +70,15 @@ class Engine:
             if block is not None:
                 self.lock(packet.src, "tried a blocked peer", packet)
                 if is_udp and self.no_udp_block:
-                    return self._count(packet, Verdict.ACCEPT, "blocked peer, -n")
-                return self._count(packet, Verdict.DROP, f"blocked peer ({block.origin})")
+                    return self._count(packet, ACCEPT, "blocked peer, -n")
+                return self._count(packet, DROP, f"blocked peer ({block.origin})")
             if not is_udp and self.clients.is_locked(packet.src, now):
-                return self._count(packet, Verdict.DROP, "time lock")
-        return self._count(packet, Verdict.ACCEPT, "")
+                return self._count(packet, DROP, "time lock")
+        return self._count(packet, ACCEPT, "")
 
     def _count(self, packet: Packet, verdict: Verdict, reason: str) -> Verdict:
         udp = packet.proto == UDP
-        if verdict == Verdict.DROP:
+        if verdict is DROP:
             cls = "u" if udp else "t"
             self.stats["drop_udp" if udp else "drop_tcp"] += 1
             self.events.packet(cls, packet, reason)

@@ -45,6 +45,13 @@ class Verdict(enum.IntEnum):
     ACCEPT = 1
 
 
+# Plain module constants for the hot path: an enum member lookup costs ~100 ns.
+INPUT = Hook.INPUT
+FORWARD = Hook.FORWARD
+ACCEPT = Verdict.ACCEPT
+DROP = Verdict.DROP
+
+
 class Packet:
     """The decoded headers of one UDP or TCP packet; addresses are packed bytes."""
 

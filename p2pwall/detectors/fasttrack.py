@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from zope.interface import implementer
 
 from ..interfaces import IDetector
-from ..packet import TCP, UDP, Hook, Packet, Verdict, addr_text
+from ..packet import ACCEPT, DROP, FORWARD, INPUT, TCP, UDP, Packet, Verdict, addr_text
 from ..tables import ANY_CLIENT, ANY_PORT
 
 HELLO = 0x27
@@ -118,10 +118,10 @@ class FastTrackDetector:
 
     def inspect(self, packet: Packet, hook: int, engine) -> Verdict | None:
         if packet.proto == UDP:
-            if hook == Hook.INPUT:
+            if hook == INPUT:
                 return self._probe_reply(packet, engine)
             return self._hello(packet, engine)
-        if packet.proto == TCP and hook == Hook.FORWARD and len(packet.payload) >= 5:
+        if packet.proto == TCP and hook == FORWARD and len(packet.payload) >= 5:
             return self._download(packet, engine)
         return None
 
@@ -136,13 +136,13 @@ class FastTrackDetector:
                 client, bytes(packet.payload), packet.sport, packet.dst, packet.dport
             )
         if engine.no_udp_block:
-            return Verdict.ACCEPT
+            return ACCEPT
         engine.spoof(packet.dst, packet.dport, packet.src, packet.sport, build_pong(hello))
-        return Verdict.DROP
+        return DROP
 
     def _probe_reply(self, packet: Packet, engine) -> Verdict | None:
         if is_pong(packet.payload) and engine.probe_answered(packet.src):
-            return Verdict.DROP
+            return DROP
         return None
 
     def _download(self, packet: Packet, engine) -> Verdict | None:
@@ -160,4 +160,4 @@ class FastTrackDetector:
         for addr, _port, header in download.named:
             engine.learn(addr, ANY_PORT, ANY_CLIENT, "http", packet.src, name=header)
         engine.lock(packet.src, "FastTrack HTTP download", packet)
-        return Verdict.DROP
+        return DROP
