@@ -72,7 +72,12 @@ class Gateway:
     def install_rules(self) -> None:
         if self.rules == "nft" and not nft_queue_supported(self.lab):
             raise LabError("this kernel has no nft queue support (CONFIG_NFT_QUEUE not set)")
-        done = self.lab.run("gw", ["sh", "-c", self.rules_command()], capture_output=True, env=ENV)
+        done = self.lab.run(
+            "gw",
+            ["bash", "-o", "pipefail", "-c", self.rules_command()],
+            capture_output=True,
+            env=ENV,
+        )
         if done.returncode:
             raise LabError(f"installing {self.rules} rules failed: {done.stderr.decode()}")
         self._rules_installed = True
@@ -80,7 +85,10 @@ class Gateway:
     def remove_rules(self) -> None:
         if self._rules_installed:
             self.lab.run(
-                "gw", ["sh", "-c", self.rules_command(delete=True)], capture_output=True, env=ENV
+                "gw",
+                ["bash", "-o", "pipefail", "-c", self.rules_command(delete=True)],
+                capture_output=True,
+                env=ENV,
             )
             self._rules_installed = False
 
