@@ -16,6 +16,7 @@ from typing import Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from .detectors.wsx import parse_endpoint
@@ -23,6 +24,8 @@ from .engine import Engine
 from .packet import addr_text, endpoint_text
 from .store import HEADER, format_block, table_entries, write_atomically
 from .tables import ANY_CLIENT, ANY_PORT
+
+log = Logger()
 
 PROC_QUEUE = "/proc/net/netfilter/nfnetlink_queue"
 
@@ -170,6 +173,9 @@ class Controller:
             return command.run(self, args)
         except CommandError as error:
             return Reply.error(str(error))
+        except Exception:
+            log.failure("control command {line!r} failed", line=line)
+            return Reply.error("internal error (see the daemon log)")
 
     # Blocks
 
@@ -363,8 +369,7 @@ class ControlProtocol(LineReceiver):
             self._answer(text, self.factory.controller.execute(text))
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        reply = Reply.error(f"line too long (max {self.MAX_LENGTH} bytes)")
-        reply.close = True
+        reply = Reply(f"ERR line too long (max {self.MAX_LENGTH} bytes)", close=True)
         self._answer(f"<{len(line)} bytes, too long>", reply)
 
     def _answer(self, command: str, reply: Reply) -> None:

@@ -374,6 +374,15 @@ class ModeAndStateTests(ControlTestCase):
         )
         self.assertEqual(self.reloads, [])
 
+    def test_a_failing_feature_is_an_error_not_a_hangup(self) -> None:
+        def broken() -> list[str]:
+            raise RuntimeError("patterns exploded")
+
+        session = Session(ControlFactory(self.engine, reload=broken))
+        self.assertEqual(session.command("reload"), ["ERR internal error (see the daemon log)"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(session.command("ping"), ["OK pong"])
+
     def test_reload_without_patterns_file(self) -> None:
         self.reloads.append(None)
         self.assertEqual(self.command("reload"), ["ERR no patterns file configured"])
