@@ -1,0 +1,195 @@
+"""The benchmark's pure helpers: parsing the kernel's and the C tools' output, percentiles,
+ratios, targets and the report file splice. No timing, no root."""
+
+import math
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from bench.engine import BENIGN, QUEUED_BY, QUEUED_KINDS, fill_table, peer_key
+from bench.report import (
+    Target,
+    fmt,
+    median,
+    parse_kv,
+    parse_netdev,
+    parse_nfqueue,
+    parse_samples,
+    percentile,
+    rate,
+    ratio,
+    splice,
+    table,
+)
+from bench.run import render, targets
+from p2pwall.packet import decode
+
+PROC = """\
+    0 3141592     7 2 65535  130319     12   150001  1
+   17      0     0 2  4016       0      0        0  1
+garbage line
+"""
+
+NETDEV = """\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+  eth0: 12345678  184084    0    0    0     0          0         0     4200      60    0    0    0     0       0          0
+"""  # noqa: E501
+
+
+class ParseTests(SynchronousTestCase):
+    def test_nfqueue_rows_by_queue(self) -> None:
+        rows = parse_nfqueue(PROC)
+        self.assertEqual(sorted(rows), [0, 17])
+        self.assertEqual(
+            rows[0],
+            {"queue": 0, "portid": 3141592, "queue_total": 7, "copy_mode": 2,
+             "copy_range": 65535, "queue_dropped": 130319, "user_dropped": 12,
+             "id_sequence": 150001},
+        )  # fmt: skip
+        self.assertEqual(parse_nfqueue(""), {})
+
+    def test_netdev(self) -> None:
+        dev = parse_netdev(NETDEV)
+        self.assertEqual(dev["eth0"]["rx_packets"], 184084)
+        self.assertEqual(dev["eth0"]["tx_packets"], 60)
+        self.assertEqual(dev["lo"]["rx_bytes"], 0)
+        self.assertNotIn("face", dev)
+
+    def test_kv_and_samples(self) -> None:
+        text = "ready queue=0\nus=46.5\nus=120.0\nus=bad\nconnects=2 failures=1 seconds=0.25\n"
+        kv = parse_kv(text)
+        self.assertEqual(kv["connects"], 2)
+        self.assertEqual(kv["failures"], 1)
+        self.assertEqual(kv["seconds"], 0.25)
+        self.assertEqual(kv["queue"], 0)
+        self.assertNotIn("ready", kv)
+        self.assertEqual(parse_samples(text), [46.5, 120.0])
+        self.assertEqual(parse_kv("sent=10 sent=12")["sent"], 12)
+
+
+class StatisticsTests(SynchronousTestCase):
+    def test_percentile_interpolates(self) -> None:
+        values = [float(v) for v in range(1, 101)]
+        self.assertEqual(percentile(values, 50), 50.5)
+        self.assertAlmostEqual(percentile(values, 99), 99.01)
+        self.assertEqual(percentile(values, 0), 1.0)
+        self.assertEqual(percentile(values, 100), 100.0)
+        self.assertEqual(percentile([7.0], 99), 7.0)
+        self.assertEqual(percentile([3.0, 1.0, 2.0], 50), 2.0)
+        self.assertTrue(math.isnan(percentile([], 50)))
+        self.assertRaises(ValueError, percentile, values, 101)
+
+    def test_rate_ratio_median(self) -> None:
+        self.assertEqual(rate(300, 2), 150)
+        self.assertTrue(math.isnan(rate(300, 0)))
+        self.assertEqual(ratio(80, 100), 0.8)
+        self.assertTrue(math.isnan(ratio(80, 0)))
+        self.assertTrue(math.isnan(ratio(80, math.nan)))
+        self.assertEqual(median([3, 1, math.nan, 2]), 2)
+        self.assertTrue(math.isnan(median([])))
+
+
+class TargetTests(SynchronousTestCase):
+    def test_at_least_and_at_most(self) -> None:
+        self.assertTrue(Target("a", 0.8, 0.8, True).passed)
+        self.assertFalse(Target("a", 0.79, 0.8, True).passed)
+        self.assertTrue(Target("e", 2.9, 3.0, False).passed)
+        self.assertFalse(Target("e", 3.1, 3.0, False).passed)
+
+    def test_missing_value_fails_visibly(self) -> None:
+        target = Target("m", math.nan, 300, False, " B")
+        self.assertFalse(target.passed)
+        self.assertTrue(target.line().startswith("FAIL (not measured)"))
+
+    def test_line(self) -> None:
+        self.assertEqual(
+            Target("engine", 3.74, 3.0, False, " µs").line(),
+            "FAIL  engine: 3.74 µs (target <= 3.00 µs)",
+        )
+        self.assertIn("PASS", Target("a", 0.9, 0.8, True, "x").line())
+
+
+class FormatTests(SynchronousTestCase):
+    def test_fmt(self) -> None:
+        self.assertEqual(fmt(184084), "184,084")
+        self.assertEqual(fmt(184084.4), "184,084")
+        self.assertEqual(fmt(140.94), "140.9")
+        self.assertEqual(fmt(46.4), "46.40")
+        self.assertEqual(fmt(0.5912), "0.591")
+        self.assertEqual(fmt(None), "n/a")
+        self.assertEqual(fmt(math.nan), "n/a")
+
+    def test_table(self) -> None:
+        text = table(["a", "b"], [("x", 1234), ("y", "-")])
+        self.assertEqual(text.splitlines(), ["| a | b |", "|---|---|", "| x | 1,234 |",
+                                             "| y | - |"])  # fmt: skip
+
+    def test_splice_replaces_only_the_generated_block(self) -> None:
+        doc = "# Title\n\nintro\n\n<!-- b -->\nold numbers\n<!-- e -->\n\n## Discussion\nkept\n"
+        new = splice(doc, "new numbers\n", "<!-- b -->", "<!-- e -->")
+        self.assertEqual(
+            new, "# Title\n\nintro\n\n<!-- b -->\nnew numbers\n<!-- e -->\n\n## Discussion\nkept\n"
+        )
+        self.assertEqual(splice(new, "new numbers", "<!-- b -->", "<!-- e -->"), new)
+
+    def test_splice_appends_when_no_markers(self) -> None:
+        self.assertEqual(splice("", "x", "<b>", "<e>"), "<b>\nx\n<e>\n")
+        self.assertEqual(splice("doc\n", "x", "<b>", "<e>"), "doc\n\n<b>\nx\n<e>\n")
+
+
+class EngineFixtureTests(SynchronousTestCase):
+    """The engine benchmark's inputs, without timing them."""
+
+    def test_benign_packets_decode_and_are_described(self) -> None:
+        self.assertEqual(set(BENIGN), set(QUEUED_BY))
+        self.assertEqual(len(QUEUED_KINDS), 3)
+        for name, build in BENIGN.items():
+            self.assertIsNotNone(decode(build()), name)
+
+    def test_fill_table(self) -> None:
+        table_ = fill_table(1000)
+        self.assertEqual(len(table_), 1000)
+        self.assertEqual(len({peer_key(i) for i in range(1000)}), 1000)
+
+
+def sample_results() -> dict:
+    udp = {key: {"pps": pps, "sent_pps": pps * 1.2, "runs": [int(pps)]}
+           for key, pps in (("none", 180e3), ("c", 125e3), ("p2pwall_a", 75e3),
+                            ("p2pwall_b", 80e3))}  # fmt: skip
+    proc = {"id_sequence": 150001, "queue_dropped": 130319, "user_dropped": 0}
+    con = {"n": 2000, "failures": 0, "p50": 46.4, "p99": 140.9, "max": 900.0, "over_1ms": 0}
+    return {
+        "machine": {"nproc": "2", "cpu": "cpu", "kernel": "6.1", "python": "3.11", "commit": "x",
+                    "date": "d", "load": "0.1"},
+        "load_end": "0.2",
+        "elapsed": 100.0,
+        "settings": {"size": 64, "seconds": 3.0, "reps": 1, "connects": 2000},
+        "lab": {
+            "udp": udp,
+            "tcp_bulk": {"none": {"gbps": 9.5, "runs": [9.5]},
+                         "p2pwall_b": {"gbps": 9.4, "runs": [9.4]}},
+            "connect": {"none": con, "p2pwall_b": {**con, "p50": 120.0, "p99": 400.0}},
+            "queues": {"c": {"proc": proc}, "p2pwall_a": {"proc": proc, "peers_loaded": 10},
+                       "p2pwall_b": {"proc": proc, "peers_loaded": 10, "log_errors": 0}},
+        },
+        "engine": {"peers": 100000, "number": 10, "repeat": 1,
+                   "us_per_packet": dict.fromkeys(QUEUED_BY, 2.5)},
+        "memory": {"peers": 1000000, "tracemalloc": 255.0, "rss": 283.0},
+    }  # fmt: skip
+
+
+class RenderTests(SynchronousTestCase):
+    def test_targets_and_report(self) -> None:
+        results = sample_results()
+        found = {t.name.split(",")[0].split(" (")[0]: t for t in targets(results)}
+        self.assertAlmostEqual(found["(a) p2pwall"].value, 0.6)
+        self.assertFalse(found["(a) p2pwall"].passed)
+        self.assertTrue(found["(b) ordinary traffic"].passed)
+        self.assertTrue(found["memory per learned peer at 1"].passed)
+        text = render(results, "make bench")
+        self.assertIn("Command: `make bench`", text)
+        self.assertIn("FAIL  (a) p2pwall, all UDP queued, vs the C accept-all reader: 0.600x", text)
+        self.assertIn("| (a) all UDP from green queued | twistd p2pwall | 90,000 | 75,000 |", text)
+        self.assertIn("150,001", text)
+        self.assertEqual(text.count("PASS") + text.count("FAIL"), len(targets(results)))
