@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
 
 from .detectors.wsx import parse_endpoint
 from .engine import Engine
@@ -347,6 +349,7 @@ def peer_text(address: object) -> str:
     return "unix"
 
 
+@implementer(IHalfCloseableProtocol)
 class ControlProtocol(LineReceiver):
     """One control connection: ``\\n``-terminated lines (a trailing ``\\r`` is dropped)."""
 
@@ -367,6 +370,16 @@ class ControlProtocol(LineReceiver):
             self._answer(f"<{len(line)} bytes, not text>", Reply.error("not a text line"))
         elif text.strip():
             self._answer(text, self.factory.controller.execute(text))
+
+    def readConnectionLost(self) -> None:
+        """The client is done sending (``echo stats | nc -N``): flush the replies, then close.
+
+        Without this a half-close would drop the connection with the answers still unsent.
+        """
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do: the client stopped reading, we just stop being heard."""
 
     def lineLengthExceeded(self, line: bytes) -> None:
         reply = Reply(f"ERR line too long (max {self.MAX_LENGTH} bytes)", close=True)

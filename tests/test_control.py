@@ -542,8 +542,12 @@ class ClientProtocol(Protocol):
         self.received = b""
         self.closed: defer.Deferred[str] = defer.Deferred()
 
+    half_close = False
+
     def connectionMade(self) -> None:
         self.transport.write(self.script)
+        if self.half_close:
+            self.transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -564,8 +568,9 @@ class ListeningTests(TestCase):
         self.addCleanup(port.stopListening)
         return port
 
-    async def run_script(self, description: str, script: bytes) -> str:
+    async def run_script(self, description: str, script: bytes, half_close: bool = False) -> str:
         client = ClientProtocol(script)
+        client.half_close = half_close
         await connectProtocol(clientFromString(reactor, description), client)
         return await client.closed
 
@@ -587,6 +592,16 @@ class ListeningTests(TestCase):
             ],
         )
         self.assertIn((PEER, 1214, b""), self.engine.blocks)
+
+    @defer.inlineCallbacks
+    def test_half_close_still_gets_the_replies(self):
+        """``echo ping | nc -N``: the client shuts its sending side right after the command."""
+        port = yield defer.ensureDeferred(self.listen("tcp:0:interface=127.0.0.1"))
+        endpoint = f"tcp:127.0.0.1:{port.getHost().port}"
+        output = yield defer.ensureDeferred(
+            self.run_script(endpoint, b"ping\nblock 203.0.113.9\n", half_close=True)
+        )
+        self.assertEqual(output, "OK pong\nOK blocked 203.0.113.9\n")
 
     @defer.inlineCallbacks
     def test_many_clients_at_once(self):
