@@ -9,15 +9,18 @@ bound last (after the store is loaded) and released first.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
+from functools import partial
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.logger import Logger
 
 from .control import ControlFactory, read_queue_stats
+from .detectors.dns import DnsDetector
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .events import EventLog
@@ -49,12 +52,14 @@ def makeService(
         debug=options["debug-classes"],
     )
     probe_source = options["probe-source"]
+    # Wired even without -D, so ban-dns-name works: p2pwall-rules queues DNS answers anyway.
+    dns = DnsDetector(options["dns-patterns"])
     engine = Engine(
         clock=reactor,
         blocks=BlockTable(options["max-peers"]),
         clients=LockTable(options["time-lock"], options["max-clients"]),
         green=GreenNetworks(options["green"]),
-        detectors=[FastTrackDetector()],
+        detectors=[FastTrackDetector(), dns],
         spoofer=spoofer or RawSpoofer(probe_source.packed if probe_source else None),
         events=events,
         no_udp_block=options["no-udp-block"],
@@ -79,11 +84,16 @@ def makeService(
     ticker.clock = reactor
     ticker.setServiceParent(top)
 
+    reload = None
+    if options["dns-patterns"]:
+        reload = partial(dns.reload, engine)
+        PatternsService(reload, reactor).setServiceParent(top)
+
     if options["control"]:
-        # names: a plain set until the DNS detector provides its own; reload: none yet.
         control = ControlFactory(
             engine,
-            names=set(),
+            names=dns.banned,
+            reload=reload,
             queue_stats=lambda: read_queue_stats(options["queue"]),
             dump_dir=options["dump-dir"],
         )
@@ -185,3 +195,28 @@ class ClientDirectoryService(Service):
     def stopService(self) -> None:
         super().stopService()
         self.directory.clear()
+
+
+class PatternsService(Service):
+    """Loads the DNS patterns at start (after the store, so .wsx IPs are blocked fresh) and
+    again on SIGHUP, as daemons do; the signal handler only hands the work to the reactor."""
+
+    def __init__(self, reload: Callable[[], object], reactor: IReactorThreads) -> None:
+        self._reload = reload
+        self._reactor = reactor
+        self._previous: Callable | int | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._reload()
+        previous = signal.signal(signal.SIGHUP, self._hangup)
+        self._previous = signal.SIG_DFL if previous is None else previous
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self._reactor.callFromThread(self._reload)
