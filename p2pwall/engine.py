@@ -5,8 +5,8 @@ client observers), so the whole of ftwall's behaviour runs under ``task.Clock`` 
 
 For each packet, detectors are asked in order (FastTrack hellos and downloads, DNS answers,
 ...); the first verdict wins. Then the generic rules apply to forwarded traffic:
-UDP or a TCP SYN to a blocked peer is dropped and (re)starts the sender's time lock, and every
-TCP SYN from a locked client is dropped. Everything else is accepted.
+UDP or a TCP SYN to a blocked peer is dropped (a FastTrack peer also (re)starts the sender's
+time lock), and every TCP SYN from a locked client is dropped. Everything else is accepted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from .interfaces import IClientObserver, IDetector, IEventSink, ISpoofer
 from .networks import GreenNetworks
 from .packet import ACCEPT, DROP, FORWARD, UDP, Packet, Verdict, addr_text, endpoint_text, mac_text
-from .tables import ANY_CLIENT, BlockTable, Client, LockTable
+from .tables import ANY_CLIENT, LOCKING_ORIGINS, BlockTable, Client, LockTable
 
 
 class Engine:
@@ -68,7 +68,8 @@ class Engine:
             now = self.clock.seconds()
             block = self.blocks.match(packet.dst, packet.dport, packet.src, now)
             if block is not None:
-                self.lock(packet.src, "tried a blocked peer", packet)
+                if block.origin in LOCKING_ORIGINS:
+                    self.lock(packet.src, "tried a FastTrack peer", packet)
                 if is_udp and self.no_udp_block:
                     return self._count(packet, ACCEPT, "blocked peer, -n")
                 return self._count(packet, DROP, f"blocked peer ({block.origin})")

@@ -15,7 +15,10 @@ ANY_PORT = 0
 ANY_CLIENT = b""
 
 MANUAL = "manual"
-ORIGINS = ("learned", "udp", "tcp", "http", "dns", MANUAL)
+ORIGINS = ("udp", "http", "dns", MANUAL)
+# Blocks learned from FastTrack traffic: trying one of those peers proves a FastTrack client
+# runs there, so it (re)starts the sender's time lock. DNS-trained and manual blocks only drop.
+LOCKING_ORIGINS = frozenset(("udp", "http"))
 
 
 class Block:

@@ -321,7 +321,7 @@ class ModeAndStateTests(ControlTestCase):
         )
 
     def test_stats(self) -> None:
-        self.engine.block(PEER)
+        self.engine.learn(PEER, 0, b"", "udp")
         self.engine.verdict(decode(tcp("10.0.0.5", "203.0.113.5", 4000, 1214)), Hook.FORWARD)
         self.engine.verdict(decode(udp("10.0.0.5", "198.51.100.1", 53, 53)), Hook.FORWARD)
         self.engine.stats["zz_detector"] = 3
@@ -337,7 +337,7 @@ class ModeAndStateTests(ControlTestCase):
                 "spoofs 0",
                 "probes_sent 0",
                 "probes_answered 0",
-                "peers_learned 0",
+                "peers_learned 1",
                 "clients_locked 1",
                 "clients_released 0",
                 "zz_detector 3",

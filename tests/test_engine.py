@@ -239,6 +239,14 @@ class ModeAndEventTests(EngineTestCase):
         self.engine.tick()
         self.assertEqual(self.syn(USER, WEB), ACCEPT)
 
+    def test_dns_and_manual_blocks_drop_without_locking(self) -> None:
+        self.engine.learn(packed(PEER2), 0, ANY_CLIENT, "dns", name="www.winmx.com")
+        self.engine.block(packed(PEER), 0)
+        self.assertEqual(self.syn(USER, PEER2, 6699), DROP)
+        self.assertEqual(self.send(udp(USER, PEER, 5000, 6257, b"x")), DROP)
+        self.assertEqual(self.syn(USER, WEB), ACCEPT)
+        self.assertEqual(len(self.engine.clients), 0)
+
     def test_learning_never_blocks_green_addresses(self) -> None:
         self.assertFalse(self.engine.learn(packed(USER), 0, ANY_CLIENT, "http"))
         self.assertEqual(len(self.engine.blocks), 0)

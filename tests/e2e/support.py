@@ -42,7 +42,8 @@ class LabCase(SynchronousTestCase):
         self.lab.setup()
         self.addCleanup(self.lab.teardown)
         self.lab.start_web()
-        self.lab.start_peers(duration=self.peer_seconds)
+        if self.peers:
+            self.lab.start_peers(duration=self.peer_seconds)
 
     def gateway(self, *options: str, rules: str = "iptables",
                 rule_options: Sequence[str] = ()) -> Gateway:  # fmt: skip
