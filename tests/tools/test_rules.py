@@ -1,8 +1,10 @@
 """p2pwall-rules: what gets queued, for iptables and nft, and that the kernel accepts it."""
 
+import io
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -51,9 +53,15 @@ class RuleTextTests(SynchronousTestCase):
         self.assertIn("delete table inet p2pwall", rendered("-i", "eth1", "-F", "nft", "--delete"))
 
     def test_usage_errors(self) -> None:
-        self.assertEqual(main([]), 2)
-        self.assertEqual(main(["-i", "eth0", "-F", "pf"]), 2)
-        self.assertEqual(main(["-i", "eth0", "-q", "70000"]), 2)
+        for argv, message in (
+            ([], "--green-if is required"),
+            (["-i", "eth0", "-F", "pf"], "--format must be"),
+            (["-i", "eth0", "-q", "70000"], "--queue must be between"),
+        ):
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            self.assertEqual(main(argv), 2)
+            self.assertIn(f"p2pwall-rules: {message}", stderr.getvalue())
 
 
 class KernelAcceptsRulesTests(SynchronousTestCase):
