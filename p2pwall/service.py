@@ -36,12 +36,20 @@ from .tables import BlockTable, LockTable
 log = Logger()
 
 
+class DaemonService(MultiService):
+    """The whole daemon; ``engine`` is kept for the control port's and the tests' sake."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+
+
 def makeService(
     options: Options,
     reactor: IReactorTime | None = None,
     packet_source: Callable[[], IPacketSource] | None = None,
     spoofer: ISpoofer | None = None,
-) -> MultiService:
+) -> DaemonService:
     """Build the daemon; tests pass a fake reactor, packet source and spoofer."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
@@ -66,8 +74,7 @@ def makeService(
         accept_all=options["accept-all"],
     )
 
-    top = MultiService()
-    top.engine = engine  # type: ignore[attr-defined]
+    top = DaemonService(engine)
     if options["store-file"]:
         StoreService(
             StoreFile(options["store-file"], options["store-max-age"]),
