@@ -6,12 +6,17 @@ address in ``pub``, where a raw-table rule drops it (no socket, no ICMP errors) 
 interface has counted it. Forwarded packets/s is pub's eth0 ``rx_packets`` sampled over the
 steady part of each run (after a warm-up, before the end), so neither start-up nor the queue
 draining after the sender stops is counted.
+
+Both readers run for the whole UDP phase, the daemon on queue 0 and the C program on queue 1,
+and the scenarios take turns run by run (only a rule changes in between), so a machine whose
+load drifts during the benchmark shifts all of them alike instead of one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import re
 import subprocess
 import time
@@ -29,29 +34,30 @@ SINK = "198.19.9.9"
 UDP_PORT = 5001
 BULK_PORT = 5002
 CONNECT_PORT = 5003
-QUEUE = 0
+DAEMON_QUEUE = 0
+C_QUEUE = 1
 PROC_QUEUE = "/proc/net/netfilter/nfnetlink_queue"
 MAX_UDP = 50_000_000  # the sender's count bound; the time bound ends it first
 # Learned peers for the daemon's store file: 198.18.2.0 upwards, port 1214 (never the sink's).
 STORE_PEER_BASE = int(ipaddress.IPv4Address("198.18.2.0"))
 STORE_PEER_PORT = 1214
+QUEUE_COUNTERS = ("id_sequence", "queue_dropped", "user_dropped")
+
+UDP_SCENARIOS = ("none", "c", "p2pwall_a", "p2pwall_b")
+BULK_SCENARIOS = ("none", "conntrack", "p2pwall_b")
+CONNECT_SCENARIOS = ("none", "p2pwall_b")
 
 
 @dataclass(frozen=True)
 class Settings:
-    seconds: float = 3.0  # per run
-    reps: int = 3  # runs per scenario; the median is reported
+    seconds: float = 2.5  # per run
+    reps: int = 5  # runs per scenario; the median is reported
     size: int = 64  # UDP payload bytes
-    connects: int = 2000  # TCP connects per latency measurement
+    connects: int = 2000  # TCP connects per scenario (in ``reps`` interleaved blocks)
     warmup: float = 0.5  # seconds ignored at the start of a UDP run
     tail: float = 0.3  # and at its end
     daemon_peers: int = 100_000  # learned peers the daemon starts with (from a store file)
-
-
-def udp_all_rule(lab: Lab, action: str) -> list[str]:
-    """Variant (a): one rule queueing every forwarded UDP packet from green (no bypass)."""
-    return ["iptables", action, "FORWARD", "-i", lab.green_if, "-p", "udp",
-            "-j", "NFQUEUE", "--queue-num", str(QUEUE)]  # fmt: skip
+    pin: bool = True  # senders on the first CPU, readers and sinks on the last (if > 1 CPU)
 
 
 class NetBench:
@@ -67,8 +73,30 @@ class NetBench:
         self.s = settings
         self.progress = progress
         self._serial = 0
+        self.gateway: Gateway | None = None
 
     # -- plumbing ---------------------------------------------------------------
+
+    def _cpus(self) -> tuple[int, int] | None:
+        cpus = sorted(os.sched_getaffinity(0))
+        return (cpus[0], cpus[-1]) if self.s.pin and len(cpus) > 1 else None
+
+    def sender(self, argv: list[str]) -> list[str]:
+        """``argv`` pinned to the senders' CPU (when pinning)."""
+        cpus = self._cpus()
+        return ["taskset", "-c", str(cpus[0]), *argv] if cpus else argv
+
+    def receiver(self, argv: list[str]) -> list[str]:
+        """``argv`` pinned to the readers' and sinks' CPU (when pinning)."""
+        cpus = self._cpus()
+        return ["taskset", "-c", str(cpus[1]), *argv] if cpus else argv
+
+    def pin_pid(self, pid: int) -> None:
+        """Move a process we started (all its threads) to the readers' CPU."""
+        cpus = self._cpus()
+        if cpus:
+            subprocess.run(["taskset", "-a", "-p", "-c", str(cpus[1]), str(pid)],
+                           capture_output=True, timeout=10, check=True)  # fmt: skip
 
     def _name(self, stem: str) -> str:
         self._serial += 1
@@ -92,9 +120,9 @@ class NetBench:
         after = time.monotonic()
         return (before + after) / 2, parse_netdev(text)["eth0"]["rx_packets"]
 
-    def queue_stats(self) -> dict[str, int] | None:
+    def queue_rows(self) -> dict[int, dict[str, int]]:
         done = self.lab.run("gw", ["cat", PROC_QUEUE], capture_output=True, text=True)
-        return parse_nfqueue(done.stdout).get(QUEUE) if done.returncode == 0 else None
+        return parse_nfqueue(done.stdout) if done.returncode == 0 else {}
 
     def _wait_log(self, log: str, text: str, proc: subprocess.Popen, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -111,15 +139,50 @@ class NetBench:
             proc.terminate()
             proc.wait(5)
 
+    # -- what sits in gw for each scenario --------------------------------------
+
+    def _iptables(self, action: str, rule: list[str]) -> None:
+        self._run("gw", ["iptables", action, "FORWARD", *rule])
+
+    @contextlib.contextmanager
+    def scenario(self, key: str) -> Iterator[int | None]:
+        """Put ``key``'s rules in place; yields the queue number it uses (or None)."""
+        green = self.lab.green_if
+        rule: list[str] | None = None
+        queue: int | None = None
+        if key in ("c", "p2pwall_a"):
+            # Variant (a): one rule queueing every forwarded UDP packet from green (no bypass).
+            queue = C_QUEUE if key == "c" else DAEMON_QUEUE
+            rule = ["-i", green, "-p", "udp", "-j", "NFQUEUE", "--queue-num", str(queue)]
+        elif key == "conntrack":
+            # Conntrack alone: a rule that needs it and does nothing else (no target).
+            rule = ["-m", "conntrack", "--ctstate", "NEW"]
+        elif key == "p2pwall_b":
+            queue = DAEMON_QUEUE
+        elif key != "none":
+            raise ValueError(key)
+        if rule is not None:
+            self._iptables("-A", rule)
+        if key == "p2pwall_b":
+            assert self.gateway is not None
+            self.gateway.install_rules()
+        try:
+            yield queue
+        finally:
+            if rule is not None:
+                self.lab.run("gw", ["iptables", "-D", "FORWARD", *rule], capture_output=True)
+            if key == "p2pwall_b" and self.gateway is not None:
+                self.gateway.remove_rules()
+
     # -- measurements -----------------------------------------------------------
 
-    def udp_once(self) -> dict[str, float]:
+    def udp_once(self, queue: int | None) -> dict[str, float]:
         s = self.s
         log = self._name("udp")
         argv = [str(self.tools["traffic"]), "udp", SINK, str(UDP_PORT), str(s.size),
                 str(MAX_UDP), str(s.seconds)]  # fmt: skip
-        _, total0 = self.rx_packets()
-        sender = self.lab.spawn("user", argv, log=log)
+        rows0 = self.queue_rows()
+        sender = self.lab.spawn("user", self.sender(argv), log=log)
         started = time.monotonic()
         time.sleep(s.warmup)
         t0, rx0 = self.rx_packets()
@@ -127,133 +190,90 @@ class NetBench:
         t1, rx1 = self.rx_packets()
         self._finish(sender, s.seconds + 10)
         time.sleep(0.3)  # whatever is still queued gets its verdict
-        _, total1 = self.rx_packets()
+        rows1 = self.queue_rows()
         sent = parse_kv(self.lab.read_log(log))
         if "sent" not in sent:
             raise LabError(f"the UDP sender reported nothing: {self.lab.read_log(log)[-1000:]}")
-        return {
+        run = {
             "pps": (rx1 - rx0) / (t1 - t0),
             "sent_pps": sent["sent"] / sent["seconds"],
             "sent": sent["sent"],
-            "send_errors": sent.get("errors", 0),
-            "received": total1 - total0,
         }
+        if queue is not None:
+            if queue not in rows0 or queue not in rows1:
+                raise LabError(f"queue {queue} has no reader (see the lab's logs)")
+            for name in QUEUE_COUNTERS:
+                run[name] = rows1[queue][name] - rows0[queue][name]
+        return run
 
-    def udp(self, scenario: str) -> dict:
-        runs = []
-        for rep in range(self.s.reps):
-            run = self.udp_once()
-            runs.append(run)
-            self.progress(f"  {scenario}: UDP run {rep + 1}: {run['pps']:,.0f} pps forwarded "
-                          f"({run['sent_pps']:,.0f} pps sent)")  # fmt: skip
-        return {
-            "pps": median(r["pps"] for r in runs),
-            "sent_pps": median(r["sent_pps"] for r in runs),
-            "sent": sum(r["sent"] for r in runs),
-            "received": sum(r["received"] for r in runs),
-            "runs": [round(r["pps"]) for r in runs],
-        }
-
-    def tcp_bulk_once(self) -> dict[str, float]:
+    def tcp_bulk_once(self) -> float:
         s = self.s
         log = self._name("bulk")
-        sink = self.lab.spawn("pub", [str(self.tools["traffic"]), "tcp-sink", SINK,
-                                      str(BULK_PORT), str(s.seconds + 15)], log=log)  # fmt: skip
+        sink = self.lab.spawn("pub", self.receiver([str(self.tools["traffic"]), "tcp-sink", SINK,
+                              str(BULK_PORT), str(s.seconds + 15)]), log=log)  # fmt: skip
         self._wait_log(log, "ready", sink)
-        self._run("user", [str(self.tools["traffic"]), "tcp-send", SINK, str(BULK_PORT),
-                           str(s.seconds)], timeout=s.seconds + 20)  # fmt: skip
+        self._run("user", self.sender([str(self.tools["traffic"]), "tcp-send", SINK,
+                  str(BULK_PORT), str(s.seconds)]), timeout=s.seconds + 20)  # fmt: skip
         self._finish(sink, 15)
         got = parse_kv(self.lab.read_log(log))
         if not got.get("seconds"):
             raise LabError(f"the TCP sink measured nothing: {self.lab.read_log(log)[-1000:]}")
-        return {"gbps": got["bytes"] * 8 / got["seconds"] / 1e9, "bytes": got["bytes"]}
+        return got["bytes"] * 8 / got["seconds"] / 1e9
 
-    def tcp_bulk(self, scenario: str) -> dict:
-        runs = []
-        for rep in range(self.s.reps):
-            run = self.tcp_bulk_once()
-            runs.append(run)
-            self.progress(f"  {scenario}: TCP bulk run {rep + 1}: {run['gbps']:.2f} Gbit/s")
-        return {"gbps": median(r["gbps"] for r in runs), "runs": [r["gbps"] for r in runs]}
-
-    def connect_latency(self, scenario: str) -> dict:
-        s = self.s
-        log = self._name("listen")
-        listener = self.lab.spawn("pub", [str(self.tools["traffic"]), "tcp-listen", SINK,
-                                          str(CONNECT_PORT), "60"], log=log)  # fmt: skip
-        try:
-            self._wait_log(log, "ready", listener)
-            out = self._run("user", [str(self.tools["traffic"]), "connect", SINK,
-                                     str(CONNECT_PORT), str(s.connects), "30"],
-                            timeout=45)  # fmt: skip
-        finally:
-            if listener.poll() is None:
-                listener.terminate()
-            self._finish(listener, 5)
-        samples = parse_samples(out)
+    def connects_once(self, count: int) -> tuple[list[float], int]:
+        out = self._run("user", self.sender([str(self.tools["traffic"]), "connect", SINK,
+                        str(CONNECT_PORT), str(count), "30"]), timeout=45)  # fmt: skip
         summary = parse_kv(out.splitlines()[-1] if out.strip() else "")
-        result = {
-            "n": len(samples),
-            "failures": int(summary.get("failures", 0)),
-            "p50": percentile(samples, 50),
-            "p99": percentile(samples, 99),
-            "mean": sum(samples) / len(samples) if samples else float("nan"),
-            "max": max(samples, default=float("nan")),
-            "over_1ms": sum(1 for sample in samples if sample > 1000),
-        }
-        self.progress(f"  {scenario}: {result['n']} TCP connects, p50 {result['p50']:.0f} µs, "
-                      f"p99 {result['p99']:.0f} µs, {result['failures']} failed")  # fmt: skip
-        return result
+        return parse_samples(out), int(summary.get("failures", 0))
 
     # -- readers ----------------------------------------------------------------
 
     @contextlib.contextmanager
     def c_reader(self) -> Iterator[dict]:
-        """The C accept-all program on queue 0; yields a dict filled with its counters."""
+        """The C accept-all program on queue 1; yields a dict that gets its counters."""
         info: dict = {}
         log = self._name("nfq_accept")
-        proc = self.lab.spawn("gw", [str(self.tools["nfq_accept"]), str(QUEUE), "120"], log=log)
+        argv = self.receiver([str(self.tools["nfq_accept"]), str(C_QUEUE), "300"])
+        proc = self.lab.spawn("gw", argv, log=log)
         try:
             self._wait_log(log, "ready", proc)
             yield info
-            info["proc"] = self.queue_stats()
         finally:
             if proc.poll() is None:
                 proc.terminate()
             self._finish(proc, 5)
         summary = parse_kv(self.lab.read_log(log))
-        info["verdicts"] = summary.get("verdicts")
-        info["enobufs"] = summary.get("enobufs")
+        for name in ("verdicts", "enobufs"):
+            info[name] = int(summary[name]) if name in summary else None
 
     def store_file(self) -> Path:
         """A store file with ``daemon_peers`` learned peers, so the daemon's tables are as
         full as the engine benchmark's."""
         path = self.lab.logpath("bench-store.txt")
-        if not path.exists():
-            seen = time.time()
-            lines = (
-                format_block(StoredBlock((STORE_PEER_BASE + i).to_bytes(4, "big"),
-                                         STORE_PEER_PORT, b"", "udp", seen, None))
-                for i in range(self.s.daemon_peers)
-            )  # fmt: skip
-            path.write_text(HEADER + "".join(line + "\n" for line in lines))
+        seen = time.time()
+        lines = (
+            format_block(StoredBlock((STORE_PEER_BASE + i).to_bytes(4, "big"), STORE_PEER_PORT,
+                                     b"", "udp", seen, None))
+            for i in range(self.s.daemon_peers)
+        )  # fmt: skip
+        path.write_text(HEADER + "".join(line + "\n" for line in lines))
         return path
 
     @contextlib.contextmanager
-    def daemon(self, rules: bool, log: str) -> Iterator[dict]:
-        """``twistd -n p2pwall`` via ``Gateway``; with ``rules`` its recommended rule set.
-        Started with the bench's store file; its hourly save is kept out of the way."""
+    def daemon(self) -> Iterator[dict]:
+        """``twistd -n p2pwall`` on queue 0 via ``Gateway`` (rules installed per scenario),
+        started with the bench's store file; its hourly save is kept out of the way."""
         info: dict = {}
         options = ["--store-file", str(self.store_file()), "--store-interval", "3600"]
-        gateway = Gateway(self.lab, options, log=log)
+        self.gateway = gateway = Gateway(self.lab, options, queue=DAEMON_QUEUE, log="p2pwall.log")
         try:
-            if rules:
-                gateway.install_rules()
             gateway.start()
+            assert gateway.proc is not None
+            self.pin_pid(gateway.proc.pid)
             yield info
-            info["proc"] = self.queue_stats()
         finally:
             gateway.close()
+            self.gateway = None
         text = gateway.read_log()
         loaded = re.search(r"loaded (\d+) blocks", text)
         info["peers_loaded"] = int(loaded.group(1)) if loaded else None
@@ -261,41 +281,74 @@ class NetBench:
             1 for line in text.splitlines() if "Traceback" in line or "failed" in line
         )
 
-    @contextlib.contextmanager
-    def rule(self, argv_for: Callable[[str], list[str]]) -> Iterator[None]:
-        self._run("gw", argv_for("-A"))
-        try:
-            yield
-        finally:
-            self.lab.run("gw", argv_for("-D"), capture_output=True)
-
     # -- the whole lab run ------------------------------------------------------
 
     def run_all(self) -> dict:
-        lab = self.lab
-        udp, bulk, connect, queues = {}, {}, {}, {}
+        s = self.s
         self.prepare()
+        udp: dict[str, list[dict]] = {key: [] for key in UDP_SCENARIOS}
+        bulk: dict[str, list[float]] = {key: [] for key in BULK_SCENARIOS}
+        samples: dict[str, list[float]] = {key: [] for key in CONNECT_SCENARIOS}
+        failures = dict.fromkeys(CONNECT_SCENARIOS, 0)
+        listener_log = self._name("listen")
+        listener = self.lab.spawn("pub", self.receiver([str(self.tools["traffic"]), "tcp-listen",
+                                  SINK, str(CONNECT_PORT), "600"]), log=listener_log)  # fmt: skip
+        self._wait_log(listener_log, "ready", listener)
+        self.progress("readers: twistd p2pwall on queue 0, C accept-all on queue 1")
+        with self.c_reader() as c_info, self.daemon() as daemon_info:
+            for rep in range(s.reps):
+                for key in UDP_SCENARIOS:
+                    with self.scenario(key) as queue:
+                        run = self.udp_once(queue)
+                    udp[key].append(run)
+                    self.progress(f"  UDP run {rep + 1} {key:10} {run['pps']:>9,.0f} pps "
+                                  f"forwarded ({run['sent_pps']:,.0f} pps sent)")  # fmt: skip
+            for rep in range(s.reps):
+                for key in BULK_SCENARIOS:
+                    with self.scenario(key):
+                        bulk[key].append(self.tcp_bulk_once())
+                    self.progress(f"  TCP bulk run {rep + 1} {key:10} {bulk[key][-1]:.2f} Gbit/s")
+            for rep in range(s.reps):
+                block = s.connects // s.reps + (rep < s.connects % s.reps)
+                for key in CONNECT_SCENARIOS:
+                    with self.scenario(key):
+                        got, failed = self.connects_once(block)
+                    samples[key] += got
+                    failures[key] += failed
+            for key in CONNECT_SCENARIOS:
+                self.progress(f"  TCP connect {key:10} p50 {percentile(samples[key], 50):.0f} "
+                              f"µs, p99 {percentile(samples[key], 99):.0f} µs")  # fmt: skip
+        listener.terminate()
+        self._finish(listener, 5)
+        return {
+            "udp": {key: summarize_udp(runs) for key, runs in udp.items()},
+            "tcp_bulk": {key: {"gbps": median(runs), "runs": runs} for key, runs in bulk.items()},
+            "connect": {
+                key: summarize_connects(samples[key], failures[key]) for key in CONNECT_SCENARIOS
+            },  # fmt: skip
+            "readers": {"c": c_info, "p2pwall": daemon_info},
+        }
 
-        self.progress("no queue rule (the kernel alone)")
-        udp["none"] = self.udp("no queue")
-        bulk["none"] = self.tcp_bulk("no queue")
-        connect["none"] = self.connect_latency("no queue")
 
-        self.progress("C accept-all reader, every UDP packet queued")
-        with self.rule(lambda action: udp_all_rule(lab, action)), self.c_reader() as info:
-            udp["c"] = self.udp("C accept-all")
-        queues["c"] = info
+def summarize_udp(runs: list[dict]) -> dict:
+    """Median rates of a scenario's runs; its queue counters summed over them."""
+    summary = {
+        "pps": median(r["pps"] for r in runs),
+        "sent_pps": median(r["sent_pps"] for r in runs),
+        "runs": [round(r["pps"]) for r in runs],
+    }
+    for name in QUEUE_COUNTERS:
+        if runs and name in runs[0]:
+            summary[name] = sum(r[name] for r in runs)
+    return summary
 
-        self.progress("twistd p2pwall, every UDP packet queued (a)")
-        with self.rule(lambda action: udp_all_rule(lab, action)), \
-                self.daemon(False, "p2pwall-a.log") as info:  # fmt: skip
-            udp["p2pwall_a"] = self.udp("p2pwall (a)")
-        queues["p2pwall_a"] = info
 
-        self.progress("twistd p2pwall, the rule set p2pwall-rules recommends (b)")
-        with self.daemon(True, "p2pwall-b.log") as info:
-            udp["p2pwall_b"] = self.udp("p2pwall (b)")
-            bulk["p2pwall_b"] = self.tcp_bulk("p2pwall (b)")
-            connect["p2pwall_b"] = self.connect_latency("p2pwall (b)")
-        queues["p2pwall_b"] = info
-        return {"udp": udp, "tcp_bulk": bulk, "connect": connect, "queues": queues}
+def summarize_connects(samples: list[float], failures: int) -> dict:
+    return {
+        "n": len(samples),
+        "failures": failures,
+        "p50": percentile(samples, 50),
+        "p99": percentile(samples, 99),
+        "max": max(samples, default=float("nan")),
+        "over_1ms": sum(1 for sample in samples if sample > 1000),
+    }

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .engine import QUEUED_BY, QUEUED_KINDS, memory_in_subprocess, time_engine
-from .report import Target, ratio, splice, table
+from .report import Target, fmt, median, ratio, splice, table
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 REPORT = CHECKOUT / "build" / "bench" / "report.md"
@@ -88,6 +88,7 @@ def run_lab(args: argparse.Namespace) -> dict:
         size=args.size,
         connects=args.connects,
         daemon_peers=args.daemon_peers,
+        pin=not args.no_pin,
     )
     with Lab(peers=0, extra_addrs=[SINK]) as lab:
         log(f"lab {lab.run_id} up")
@@ -142,20 +143,20 @@ def targets(results: dict) -> list[Target]:
 
 
 def _udp_section(lab: dict, s: dict) -> list[str]:
-    udp, queues = lab["udp"], lab["queues"]
+    udp = lab["udp"]
     rows = []
     for key, rule, reader in UDP_ROWS:
-        q = (queues.get(key) or {}).get("proc") or {}
-        counters = [q.get(name, "-") for name in ("id_sequence", "queue_dropped", "user_dropped")]
+        row = udp[key]
+        counters = [row.get(name, "-") for name in ("id_sequence", "queue_dropped", "user_dropped")]
         rows.append(
             (
                 rule,
                 reader,
-                udp[key]["sent_pps"],
-                udp[key]["pps"],
-                ratio(udp[key]["pps"], udp["none"]["pps"]),
-                ratio(udp[key]["pps"], udp["c"]["pps"]),
-                *(counters if key != "none" else ["-", "-", "-"]),
+                row["sent_pps"],
+                row["pps"],
+                ratio(row["pps"], udp["none"]["pps"]),
+                ratio(row["pps"], udp["c"]["pps"]),
+                *counters,
             )
         )
     headers = ["rule in gw", "reader", "sent pps", "forwarded pps", "vs no queue", "vs C",
@@ -163,6 +164,8 @@ def _udp_section(lab: dict, s: dict) -> list[str]:
     per_run = "; ".join(
         f"{key}: {', '.join(f'{v:,}' for v in udp[key]['runs'])}" for key, _, _ in UDP_ROWS
     )
+    pairs = zip(udp["p2pwall_a"]["runs"], udp["c"]["runs"], strict=True)
+    run_ratios = [ratio(a, c) for a, c in pairs]
     return [
         f"### UDP forwarded green -> public ({s['size']} B payload, sender at full speed, "
         f"{s['seconds']:g} s x {s['reps']} runs, median)",
@@ -170,10 +173,15 @@ def _udp_section(lab: dict, s: dict) -> list[str]:
         table(headers, rows),
         "",
         "Forwarded pps: pub's eth0 rx_packets over the steady part of each run. Queue counters: "
-        "the queue's row of /proc/net/netfilter/nfnetlink_queue in gw at the end of the "
-        "scenario, summed over its runs (queued = id_sequence).",
+        "the growth of the queue's row of /proc/net/netfilter/nfnetlink_queue in gw during the "
+        "scenario's runs (queued = id_sequence), summed over them. The scenarios take turns run "
+        "by run.",
         "",
         f"Per-run forwarded pps: {per_run}",
+        "",
+        "Per-run ratio p2pwall (a) / C (runs next to each other in time): "
+        + ", ".join(fmt(r) for r in run_ratios)
+        + f"; median {fmt(median(run_ratios))}",
         "",
     ]
 
@@ -181,10 +189,13 @@ def _udp_section(lab: dict, s: dict) -> list[str]:
 def _tcp_sections(lab: dict, s: dict) -> list[str]:
     bulk, con = lab["tcp_bulk"], lab["connect"]
     none, daemon = con["none"], con["p2pwall_b"]
+    base = bulk["none"]["gbps"]
     bulk_rows = [
-        ("no queue rule", "the kernel alone", bulk["none"]["gbps"], 1.0),
+        ("no queue rule", "the kernel alone", base, 1.0),
+        ("one conntrack rule (`-m conntrack --ctstate NEW`, no target)", "the kernel alone",
+         bulk["conntrack"]["gbps"], ratio(bulk["conntrack"]["gbps"], base)),
         ("(b) p2pwall-rules", "twistd p2pwall", bulk["p2pwall_b"]["gbps"],
-         ratio(bulk["p2pwall_b"]["gbps"], bulk["none"]["gbps"])),
+         ratio(bulk["p2pwall_b"]["gbps"], base)),
     ]  # fmt: skip
     con_rows = [
         ("no queue rule", "the kernel alone", none["n"], none["failures"], none["p50"],
@@ -194,16 +205,19 @@ def _tcp_sections(lab: dict, s: dict) -> list[str]:
         ("added by p2pwall", "", "", "", daemon["p50"] - none["p50"], daemon["p99"] - none["p99"],
          "", ""),
     ]  # fmt: skip
+    per_run = "; ".join(
+        f"{key}: {', '.join(f'{v:.2f}' for v in bulk[key]['runs'])}" for key in bulk
+    )
     return [
         f"### TCP bulk data, one established connection ({s['seconds']:g} s x {s['reps']} "
         "runs, median)",
         "",
         table(["rule in gw", "reader", "Gbit/s", "vs no queue"], bulk_rows),
         "",
-        f"Per-run Gbit/s: no queue {', '.join(f'{v:.2f}' for v in bulk['none']['runs'])}; "
-        f"p2pwall (b) {', '.join(f'{v:.2f}' for v in bulk['p2pwall_b']['runs'])}",
+        f"Per-run Gbit/s: {per_run}",
         "",
-        f"### TCP connect latency, user -> pub ({s['connects']} sequential connects each)",
+        f"### TCP connect latency, user -> pub ({s['connects']} sequential connects per "
+        f"scenario, in {s['reps']} alternating blocks)",
         "",
         table(
             ["rule in gw", "reader", "connects", "failed", "p50 µs", "p99 µs", "max µs", "> 1 ms"],
@@ -228,11 +242,13 @@ def render(results: dict, command: str) -> str:
         s = results["settings"]
         out += _udp_section(lab, s)
         out += _tcp_sections(lab, s)
-        loaded = {k: v.get("peers_loaded") for k, v in lab["queues"].items() if k != "c"}
-        errors = {k: v.get("log_errors") for k, v in lab["queues"].items() if "log_errors" in v}
-        out += [f"Learned peers the daemon loaded from its store file: {loaded}", ""]
-        if any(errors.values()):
-            out += [f"Daemon log lines with errors: {errors}", ""]
+        daemon, c_reader = lab["readers"]["p2pwall"], lab["readers"]["c"]
+        out += [
+            f"The daemon started with {fmt(daemon.get('peers_loaded'))} learned peers (store "
+            f"file); its log has {fmt(daemon.get('log_errors'))} error lines. The C reader gave "
+            f"{fmt(c_reader.get('verdicts'))} verdicts ({fmt(c_reader.get('enobufs'))} ENOBUFS).",
+            "",
+        ]
     engine = results.get("engine")
     if engine:
         rows = [(name, QUEUED_BY[name], us) for name, us in engine["us_per_packet"].items()]
@@ -266,14 +282,16 @@ def render(results: dict, command: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per traffic run")
-    parser.add_argument("--reps", type=int, default=3, help="runs per scenario (median kept)")
+    parser.add_argument("--seconds", type=float, default=2.5, help="seconds per traffic run")
+    parser.add_argument("--reps", type=int, default=5, help="runs per scenario (median kept)")
     parser.add_argument("--size", type=int, default=64, help="UDP payload bytes")
     parser.add_argument("--connects", type=int, default=2000, help="TCP connects per scenario")
     parser.add_argument("--engine-peers", type=int, default=100_000)
     parser.add_argument("--daemon-peers", type=int, default=100_000,
                         help="learned peers the lab's daemon starts with (store file)")  # fmt: skip
     parser.add_argument("--memory-peers", type=int, default=1_000_000)
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin senders and readers to separate CPUs")  # fmt: skip
     parser.add_argument("--no-lab", action="store_true", help="skip the namespace lab")
     parser.add_argument("--results", type=Path, help="also update this file (bench/RESULTS.md)")
     args = parser.parse_args(argv)

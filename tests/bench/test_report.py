@@ -154,10 +154,17 @@ class EngineFixtureTests(SynchronousTestCase):
 
 
 def sample_results() -> dict:
-    udp = {key: {"pps": pps, "sent_pps": pps * 1.2, "runs": [int(pps)]}
-           for key, pps in (("none", 180e3), ("c", 125e3), ("p2pwall_a", 75e3),
-                            ("p2pwall_b", 80e3))}  # fmt: skip
     proc = {"id_sequence": 150001, "queue_dropped": 130319, "user_dropped": 0}
+    rates = (("none", 180e3), ("c", 125e3), ("p2pwall_a", 75e3), ("p2pwall_b", 80e3))
+    udp = {
+        key: {
+            "pps": pps,
+            "sent_pps": pps * 1.2,
+            "runs": [int(pps)],
+            **(proc if key != "none" else {}),
+        }
+        for key, pps in rates
+    }
     con = {"n": 2000, "failures": 0, "p50": 46.4, "p99": 140.9, "max": 900.0, "over_1ms": 0}
     return {
         "machine": {"nproc": "2", "cpu": "cpu", "kernel": "6.1", "python": "3.11", "commit": "x",
@@ -168,10 +175,11 @@ def sample_results() -> dict:
         "lab": {
             "udp": udp,
             "tcp_bulk": {"none": {"gbps": 9.5, "runs": [9.5]},
+                         "conntrack": {"gbps": 9.45, "runs": [9.45]},
                          "p2pwall_b": {"gbps": 9.4, "runs": [9.4]}},
             "connect": {"none": con, "p2pwall_b": {**con, "p50": 120.0, "p99": 400.0}},
-            "queues": {"c": {"proc": proc}, "p2pwall_a": {"proc": proc, "peers_loaded": 10},
-                       "p2pwall_b": {"proc": proc, "peers_loaded": 10, "log_errors": 0}},
+            "readers": {"c": {"verdicts": 5.0, "enobufs": 0.0},
+                        "p2pwall": {"peers_loaded": 100000, "log_errors": 0}},
         },
         "engine": {"peers": 100000, "number": 10, "repeat": 1,
                    "us_per_packet": dict.fromkeys(QUEUED_BY, 2.5)},
@@ -191,5 +199,9 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("Command: `make bench`", text)
         self.assertIn("FAIL  (a) p2pwall, all UDP queued, vs the C accept-all reader: 0.600x", text)
         self.assertIn("| (a) all UDP from green queued | twistd p2pwall | 90,000 | 75,000 |", text)
-        self.assertIn("150,001", text)
+        self.assertIn("| 0.600 | 150,001 | 130,319 | 0 |", text)
+        self.assertIn(
+            "| no queue rule | the kernel alone | 216,000 | 180,000 | 1.00 | 1.44 | - |", text
+        )
+        self.assertIn("started with 100,000 learned peers", text)
         self.assertEqual(text.count("PASS") + text.count("FAIL"), len(targets(results)))
