@@ -208,6 +208,8 @@ def _tcp_sections(lab: dict, s: dict) -> list[str]:
     per_run = "; ".join(
         f"{key}: {', '.join(f'{v:.2f}' for v in bulk[key]['runs'])}" for key in bulk
     )
+    pairs = zip(bulk["p2pwall_b"]["runs"], bulk["none"]["runs"], strict=True)
+    run_ratios = [ratio(b, n) for b, n in pairs]
     return [
         f"### TCP bulk data, one established connection ({s['seconds']:g} s x {s['reps']} "
         "runs, median)",
@@ -215,6 +217,10 @@ def _tcp_sections(lab: dict, s: dict) -> list[str]:
         table(["rule in gw", "reader", "Gbit/s", "vs no queue"], bulk_rows),
         "",
         f"Per-run Gbit/s: {per_run}",
+        "",
+        "Per-run ratio (b) / no queue (runs next to each other in time): "
+        + ", ".join(fmt(r) for r in run_ratios)
+        + f"; median {fmt(median(run_ratios))}",
         "",
         f"### TCP connect latency, user -> pub ({s['connects']} sequential connects per "
         f"scenario, in {s['reps']} alternating blocks)",
