@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 PROC_FIELDS = (
@@ -82,16 +82,18 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def rate(count_delta: float, seconds: float) -> float:
-    """Events per second; NaN when no time passed."""
-    return count_delta / seconds if seconds > 0 else math.nan
-
-
 def ratio(value: float, reference: float) -> float:
     """``value / reference``; NaN when either is missing or the reference is zero."""
     if reference is None or value is None or not reference or math.isnan(reference):
         return math.nan
     return value / reference
+
+
+def paired_ratios(values: Sequence[float], references: Sequence[float]) -> list[float]:
+    """``values[i] / references[i]``: runs that took turns, so each pair saw the same load."""
+    if len(values) != len(references):
+        raise ValueError(f"{len(values)} runs against {len(references)}")
+    return [ratio(value, reference) for value, reference in zip(values, references, strict=True)]
 
 
 def median(values: Iterable[float]) -> float:
@@ -164,12 +166,6 @@ def splice(document: str, generated: str, begin: str, end: str) -> str:
     if start < 0 or stop < 0:
         return document.rstrip() + ("\n\n" if document.strip() else "") + block + "\n"
     return document[:start] + block + document[stop + len(end) :]
-
-
-def speedup_table(results: Mapping[str, float], reference: str) -> list[tuple[str, float, float]]:
-    """(name, value, value / results[reference]) for each entry, in insertion order."""
-    base = results.get(reference, math.nan)
-    return [(name, value, ratio(value, base)) for name, value in results.items()]
 
 
 def parse_netdev(text: str) -> dict[str, dict[str, int]]:

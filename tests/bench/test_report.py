@@ -10,12 +10,12 @@ from bench.report import (
     Target,
     fmt,
     median,
+    paired_ratios,
     parse_kv,
     parse_netdev,
     parse_nfqueue,
     parse_samples,
     percentile,
-    rate,
     ratio,
     splice,
     table,
@@ -80,13 +80,13 @@ class StatisticsTests(SynchronousTestCase):
         self.assertTrue(math.isnan(percentile([], 50)))
         self.assertRaises(ValueError, percentile, values, 101)
 
-    def test_rate_ratio_median(self) -> None:
-        self.assertEqual(rate(300, 2), 150)
-        self.assertTrue(math.isnan(rate(300, 0)))
+    def test_ratio_median(self) -> None:
         self.assertEqual(ratio(80, 100), 0.8)
         self.assertTrue(math.isnan(ratio(80, 0)))
         self.assertTrue(math.isnan(ratio(80, math.nan)))
         self.assertEqual(median([3, 1, math.nan, 2]), 2)
+        self.assertEqual(paired_ratios([50, 90], [100, 90]), [0.5, 1.0])
+        self.assertRaises(ValueError, paired_ratios, [1], [1, 2])
         self.assertTrue(math.isnan(median([])))
 
 
@@ -197,7 +197,8 @@ class RenderTests(SynchronousTestCase):
         self.assertTrue(found["memory per learned peer at 1"].passed)
         text = render(results, "make bench")
         self.assertIn("Command: `make bench`", text)
-        self.assertIn("FAIL  (a) p2pwall, all UDP queued, vs the C accept-all reader: 0.600x", text)
+        self.assertIn("FAIL  (a) p2pwall, all UDP queued, vs the C accept-all reader (median of "
+                      "per-run ratios): 0.600x", text)  # fmt: skip
         self.assertIn("| (a) all UDP from green queued | twistd p2pwall | 90,000 | 75,000 |", text)
         self.assertIn("| 0.600 | 150,001 | 130,319 | 0 |", text)
         self.assertIn(
