@@ -84,6 +84,13 @@ class HelloTests(EngineTestCase):
         self.assertEqual(len(self.engine.blocks), 0)
         self.assertEqual(self.engine.spoofer.sent, [])
 
+    def test_fasttrack_between_green_hosts_is_left_alone(self) -> None:
+        self.assertEqual(self.hello(dst=USER), ACCEPT)
+        download = b"GET /.hash=1234 HTTP/1.1\r\nX-Kazaa-Network: KaZaA\r\n\r\n"
+        self.assertEqual(self.send(tcp(ROGUE, USER, 4000, 1214, "PA", download)), ACCEPT)
+        self.assertEqual((len(self.engine.blocks), len(self.engine.clients)), (0, 0))
+        self.assertEqual(self.engine.spoofer.sent, [])
+
     def test_ipv6_hello(self) -> None:
         self.assertEqual(self.hello(src="fd00::10", dst="2001:db8::1"), DROP)
         self.assertIn((packed("2001:db8::1"), 2000, ANY_CLIENT), self.engine.blocks)

@@ -110,6 +110,11 @@ def _endpoint(value: str | None, header: str) -> tuple[bytes, int, str] | None:
     return addr.packed, int(port) if port.isdigit() and int(port) < 65536 else 0, header
 
 
+def _outbound(packet: Packet, engine) -> bool:
+    """From a green client to the outside: FastTrack between green hosts is not our business."""
+    return packet.src in engine.green and packet.dst not in engine.green
+
+
 @implementer(IDetector)
 class FastTrackDetector:
     """ftwall's FastTrack rules: hellos, probe replies and the HTTP safety net."""
@@ -127,7 +132,7 @@ class FastTrackDetector:
 
     def _hello(self, packet: Packet, engine) -> Verdict | None:
         hello = parse_hello(packet.payload)
-        if hello is None or packet.src not in engine.green:
+        if hello is None or not _outbound(packet, engine):
             return None
         engine.learn(packet.dst, packet.dport, ANY_CLIENT, "udp", packet.src)
         client = engine.lock(packet.src, "FastTrack hello", packet)
@@ -147,7 +152,7 @@ class FastTrackDetector:
 
     def _download(self, packet: Packet, engine) -> Verdict | None:
         download = parse_download(packet.payload)
-        if download is None or packet.src not in engine.green:
+        if download is None or not _outbound(packet, engine):
             return None
         engine.events.debug(
             "h",
