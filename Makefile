@@ -2,12 +2,15 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench deps clean
+.PHONY: demo test lint bench deps clean need-root
 
 deps:
 	bash scripts/install-deps.sh
 
-demo: deps
+need-root:
+	@[ "$$(id -u)" = 0 ] || { echo "make $(MAKECMDGOALS) needs root: the lab builds network namespaces, veth links and NFQUEUE rules (sudo make $(MAKECMDGOALS))" >&2; exit 2; }
+
+demo: need-root deps
 	$(BIN)/python -m lab.demo
 
 test: deps lint
@@ -16,7 +19,7 @@ test: deps lint
 lint: deps
 	$(BIN)/ruff check p2pwall tests lab bench twisted
 
-bench: deps
+bench: need-root deps
 	$(BIN)/python -m bench.run
 
 clean:
