@@ -18,6 +18,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -79,7 +80,9 @@ class NetBench:
 
     def _cpus(self) -> tuple[int, int] | None:
         cpus = sorted(os.sched_getaffinity(0))
-        return (cpus[0], cpus[-1]) if self.s.pin and len(cpus) > 1 else None
+        if not self.s.pin or len(cpus) < 2 or shutil.which("taskset") is None:
+            return None
+        return cpus[0], cpus[-1]
 
     def sender(self, argv: list[str]) -> list[str]:
         """``argv`` pinned to the senders' CPU (when pinning)."""
