@@ -279,6 +279,7 @@ class Controller:
         engine = self.engine
         counters = dict.fromkeys(STAT_COUNTERS, 0)
         counters.update(sorted(engine.stats.items()))
+        counters["packets"] = engine.packets
         counters.update(
             accept_all_mode=int(engine.accept_all),
             blocks=len(engine.blocks),

@@ -18,8 +18,22 @@ from twisted.internet.interfaces import IReactorTime
 
 from .interfaces import IClientObserver, IDetector, IEventSink, ISpoofer
 from .networks import GreenNetworks
-from .packet import ACCEPT, DROP, FORWARD, UDP, Packet, Verdict, addr_text, endpoint_text, mac_text
+from .packet import (
+    ACCEPT,
+    DROP,
+    FORWARD,
+    TCP_ACK,
+    TCP_SYN,
+    UDP,
+    Packet,
+    Verdict,
+    addr_text,
+    endpoint_text,
+    mac_text,
+)
 from .tables import ANY_CLIENT, LOCKING_ORIGINS, BlockTable, Client, LockTable
+
+_SYN_ACK = TCP_SYN | TCP_ACK
 
 
 class Engine:
@@ -42,6 +56,7 @@ class Engine:
         self.clients = clients
         self.green = green
         self.detectors = tuple(detectors)
+        self._inspectors = tuple((d.name, d.inspect) for d in self.detectors)
         self.spoofer = spoofer
         self.events = events
         self.no_udp_block = no_udp_block
@@ -50,44 +65,45 @@ class Engine:
         self.stats: Counter[str] = Counter()
         clients.on_evict = self._evicted
 
+    @property
+    def packets(self) -> int:
+        """Packets decided so far (derived, so the hot path counts once per packet)."""
+        stats = self.stats
+        return sum(stats[key] for key in ("accept_udp", "accept_tcp", "drop_udp", "drop_tcp"))
+
     def verdict(self, packet: Packet, hook: int) -> Verdict:
         """Decide one packet's fate; the hot path."""
-        stats = self.stats
-        stats["packets"] += 1
         if self.accept_all:
-            stats["accept_all"] += 1
+            self.stats["accept_all"] += 1
             return ACCEPT
-        for detector in self.detectors:
-            verdict = detector.inspect(packet, hook, self)
+        for name, inspect in self._inspectors:
+            verdict = inspect(packet, hook, self)
             if verdict is not None:
-                return self._count(packet, verdict, detector.name)
-        if hook != FORWARD:
-            return self._count(packet, ACCEPT, "")
-        is_udp = packet.proto == UDP
-        if is_udp or packet.is_syn:
+                return self._count(packet, verdict, name)
+        udp = packet.proto == UDP
+        if hook == FORWARD and (udp or packet.flags & _SYN_ACK == TCP_SYN):
             now = self.clock.seconds()
             block = self.blocks.match(packet.dst, packet.dport, packet.src, now)
             if block is not None:
                 if block.origin in LOCKING_ORIGINS:
                     self.lock(packet.src, "tried a FastTrack peer", packet)
-                if is_udp and self.no_udp_block:
+                if udp and self.no_udp_block:
                     return self._count(packet, ACCEPT, "blocked peer, -n")
                 return self._count(packet, DROP, f"blocked peer ({block.origin})")
-            if not is_udp and self.clients.is_locked(packet.src, now):
+            if not udp and self.clients.is_locked(packet.src, now):
                 return self._count(packet, DROP, "time lock")
         return self._count(packet, ACCEPT, "")
 
     def _count(self, packet: Packet, verdict: Verdict, reason: str) -> Verdict:
         udp = packet.proto == UDP
         if verdict is DROP:
-            cls = "u" if udp else "t"
             self.stats["drop_udp" if udp else "drop_tcp"] += 1
-            self.events.packet(cls, packet, reason)
-        else:
-            cls = "U" if udp else "T"
-            self.stats["accept_udp" if udp else "accept_tcp"] += 1
-            if self.events.wants(cls):
-                self.events.packet(cls, packet, reason or "no rule")
+            self.events.packet("u" if udp else "t", packet, reason)
+            return verdict
+        self.stats["accept_udp" if udp else "accept_tcp"] += 1
+        cls = "U" if udp else "T"
+        if self.events.wants(cls):
+            self.events.packet(cls, packet, reason or "no rule")
         return verdict
 
     # Actions: what detectors and the control port use to change state.

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .interfaces import IPacketSource, IVerdictTarget
-from .packet import Packet, Verdict, decode
+from .packet import ACCEPT, Packet, Verdict, decode
 
 Decide = Callable[[Packet, int], Verdict]
 
@@ -85,7 +85,14 @@ class QueueReader(abstract.FileDescriptor):
 
     def _handle(self, queued: IVerdictTarget) -> None:
         try:
-            verdict = self._verdict(queued)
+            packet = decode(queued.get_payload())
+            if packet is None:
+                self.undecoded += 1
+                verdict = ACCEPT
+            else:
+                if self.want_mac:
+                    packet.mac = queued.get_hw()
+                verdict = self.decide(packet, queued.hook)
         except Exception:
             self.errors += 1
             self.log.failure(
@@ -93,19 +100,10 @@ class QueueReader(abstract.FileDescriptor):
             )
             verdict = self.failure_verdict
         try:
-            if verdict == Verdict.ACCEPT:
+            if verdict == ACCEPT:
                 queued.accept()
             else:
                 queued.drop()
         except Exception:
             self.errors += 1
             self.log.failure("setting a verdict failed")
-
-    def _verdict(self, queued: IVerdictTarget) -> Verdict:
-        packet = decode(queued.get_payload())
-        if packet is None:
-            self.undecoded += 1
-            return Verdict.ACCEPT
-        if self.want_mac:
-            packet.mac = queued.get_hw()
-        return self.decide(packet, queued.hook)
