@@ -2,7 +2,8 @@
 
 Queue only what the daemon needs, from the green interface: UDP (hellos, follow-ups), TCP SYNs
 (known peers, time locks), the first data packets of TCP connections that look like a FastTrack
-download (iptables: string match; nft: payload starting ``GET ``/``GIVE ``), DNS answers on
+download (iptables: string match; nft, which has none: payload starting ``GET /.`` -- the
+FastTrack paths ``/.hash=``, ``/.download/``... -- or ``GIVE ``), DNS answers on
 their way to green hosts or to the gateway, and UDP from green to the gateway (probe replies).
 """
 
@@ -88,7 +89,7 @@ class RuleSet:
         if self.http:
             early = "ct original packets < 5"
             forward += [
-                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,32 0x47455420 {queue}",
+                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,48 0x474554202f2e {queue}",
                 f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,40 0x4749564520 {queue}",
             ]
         if self.dns:

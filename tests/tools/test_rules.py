@@ -50,6 +50,7 @@ class RuleTextTests(SynchronousTestCase):
         self.assertIn('iifname "eth1" meta l4proto udp queue num 2 bypass', text)
         self.assertIn("tcp flags & (syn | ack) == syn queue num 2 bypass", text)
         self.assertIn('oifname "eth1" udp sport 53 queue num 2 bypass', text)
+        self.assertIn("@ih,0,48 0x474554202f2e queue", text)
         self.assertIn("delete table inet p2pwall", rendered("-i", "eth1", "-F", "nft", "--delete"))
 
     def test_usage_errors(self) -> None:
