@@ -19,6 +19,12 @@ CHAIN_INPUT = "p2pwall-in"
 NFT_TABLE = "p2pwall"
 DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ")
 EARLY_PACKETS = "0:4"
+UDP_FLOW_NOTE = """\
+Only the first packets of each UDP flow are queued (--udp-packets, default 3). A packet the
+daemon drops never confirms its conntrack entry, so UDP to a blocked peer stays queued packet
+after packet; a flow the daemon accepts leaves the queue after its first packets, so ordinary
+UDP (DNS, VoIP, games) runs at kernel speed. The price: a UDP flow accepted before its peer
+became known is not re-examined; --udp-packets 0 queues every UDP packet."""
 
 
 @dataclass(frozen=True)
@@ -29,17 +35,26 @@ class RuleSet:
     dns: bool = True
     http: bool = True
     probes: bool = True
+    udp_packets: int = 3
 
     def _target(self) -> list[str]:
         target = ["-j", "NFQUEUE", "--queue-num", str(self.queue)]
         return target + ["--queue-bypass"] if self.bypass else target
 
+    def _udp_flow_start(self) -> list[str]:
+        """Only the first packets of each UDP flow (see ``UDP_FLOW_NOTE``); [] queues them all."""
+        if not self.udp_packets:
+            return []
+        return ["-m", "connbytes", "--connbytes", f"0:{self.udp_packets}", "--connbytes-dir",
+                "original", "--connbytes-mode", "packets"]  # fmt: skip
+
     def iptables(self, command: str = "iptables") -> list[list[str]]:
         """argv lists that create the chains, fill them and hook them in (idempotent after
         ``iptables_delete``)."""
         green, target = self.green_if, self._target()
+        udp_start = self._udp_flow_start()
         forward = [
-            ["-i", green, "-p", "udp", *target],
+            ["-i", green, "-p", "udp", *udp_start, *target],
             ["-i", green, "-p", "tcp", "--syn", *target],
         ]
         if self.http:
@@ -55,7 +70,7 @@ class RuleSet:
             forward.append(["-o", green, "-p", "tcp", "--sport", "53", "!", "--syn", *target])
         inbound = []
         if self.probes:
-            inbound.append(["-i", green, "-p", "udp", *target])
+            inbound.append(["-i", green, "-p", "udp", *udp_start, *target])
         if self.dns:
             inbound.append(["!", "-i", green, "-p", "udp", "--sport", "53", *target])
         argv = [[command, "-N", CHAIN_FORWARD], [command, "-N", CHAIN_INPUT]]
@@ -82,8 +97,11 @@ class RuleSet:
         """An ``nft -f`` script for one ``inet`` table (IPv4 and IPv6 together)."""
         green = f'iifname "{self.green_if}"'
         queue = f"queue num {self.queue}" + (" bypass" if self.bypass else "")
+        udp = "meta l4proto udp" + (
+            f" ct original packets <= {self.udp_packets}" if self.udp_packets else ""
+        )
         forward = [
-            f"{green} meta l4proto udp {queue}",
+            f"{green} {udp} {queue}",
             f"{green} tcp flags & (syn | ack) == syn {queue}",
         ]
         if self.http:
@@ -99,7 +117,7 @@ class RuleSet:
             ]
         inbound = []
         if self.probes:
-            inbound.append(f"{green} meta l4proto udp {queue}")
+            inbound.append(f"{green} {udp} {queue}")
         if self.dns:
             inbound.append(f'iifname != "{self.green_if}" udp sport 53 {queue}')
         lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}",
@@ -119,11 +137,15 @@ class RuleSet:
 
 class Options(usage.Options):
     synopsis = "--green-if IFACE [options]"
-    longdesc = "Print the firewall rules that queue packets to p2pwall (as shell commands)."
+    longdesc = (
+        "Print the firewall rules that queue packets to p2pwall (as shell commands).\n\n"
+        + UDP_FLOW_NOTE
+    )
     optParameters = [
         ["green-if", "i", None, "The green (home) network interface."],
         ["queue", "q", 0, "NFQUEUE number (the daemon's --queue).", int],
         ["format", "F", "iptables", "iptables (iptables + ip6tables commands) or nft."],
+        ["udp-packets", None, 3, "Queue this many first packets of each UDP flow (0: all).", int],
     ]
     optFlags = [
         ["no-bypass", None, "Drop instead of forwarding while no daemon reads the queue."],
@@ -140,6 +162,8 @@ class Options(usage.Options):
             raise usage.UsageError("--format must be 'iptables' or 'nft'")
         if not 0 <= self["queue"] <= 65535:
             raise usage.UsageError("--queue must be between 0 and 65535")
+        if not 0 <= self["udp-packets"] <= 1000:
+            raise usage.UsageError("--udp-packets must be between 0 and 1000")
 
 
 def render(options: Options) -> str:
@@ -150,6 +174,7 @@ def render(options: Options) -> str:
         dns=not options["no-dns"],
         http=not options["no-http"],
         probes=not options["no-probes"],
+        udp_packets=options["udp-packets"],
     )
     if options["format"] == "nft":
         script = rules.nft_delete() if options["delete"] else rules.nft()

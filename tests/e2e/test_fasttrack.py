@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from lab.gateway import nft_queue_supported
@@ -134,3 +135,38 @@ class RestartTests(LabCase):
         import signal
 
         self.check_restart(signal.SIGKILL)
+
+
+class UdpFlowTests(LabCase):
+    """The recommended rules queue only the first packets of a UDP flow; a dropped flow stays
+    queued (its conntrack entry is never confirmed), an accepted one leaves the queue once its
+    first verdict is in (packets sent 20 ms apart, as a voice call's; a burst that overtakes the
+    first verdict is queued whole, each packet seeing a new flow)."""
+
+    peers = 2
+    SEND = (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.bind(('0.0.0.0', 40000))\n"
+        "for payload in sys.argv[3:]:\n"
+        "    s.sendto(bytes.fromhex(payload), (sys.argv[1], int(sys.argv[2])))\n"
+        "    time.sleep(0.02)\n"
+    )
+
+    def send(self, host: str, ip: str, *payloads: bytes) -> None:
+        argv = [sys.executable, "-c", self.SEND, ip, str(PEER_PORT), *(p.hex() for p in payloads)]
+        self.assertEqual(self.lab.run(host, argv).returncode, 0)
+
+    def test_blocked_flow_stays_dropped_and_ordinary_flow_leaves_the_queue(self) -> None:
+        gateway = self.gateway("-t", "30")
+        known, other = (ip for ip, _port in self.lab.peers)
+        hello = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
+        self.send("rogue", known, hello, *[b"\x2a\x00\x00\x00%c" % i for i in range(12)])
+        self.send("user", other, *[b"ordinary %d" % i for i in range(20)])
+        time.sleep(1)
+        log = self.lab.read_log("ftpeers.log")
+        self.assertNotIn("src=198.18.1.10:40000", log, "UDP to a known peer got through")
+        self.assertEqual(log.count("src=198.18.1.20:40000"), 20)
+        stats = dict(line.split() for line in gateway.ctl("stats").stdout.splitlines()[:-1])
+        self.assertEqual(int(stats["drop_udp"]), 13)
+        self.assertEqual(int(stats["accept_udp"]), 3, "only the flow's first packets are queued")

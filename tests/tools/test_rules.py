@@ -27,17 +27,22 @@ class RuleTextTests(SynchronousTestCase):
         )
         joined = "\n".join(v4)
         for fragment in (
-            "-A p2pwall-fwd -i br-green -p udp -j NFQUEUE --queue-num 3 --queue-bypass",
+            "-A p2pwall-fwd -i br-green -p udp -m connbytes --connbytes 0:3 --connbytes-dir "
+            "original --connbytes-mode packets -j NFQUEUE --queue-num 3 --queue-bypass",
             "-A p2pwall-fwd -i br-green -p tcp --syn -j NFQUEUE",
             "--string X-Kazaa-",
             "--string 'GET /.hash='",
             "-A p2pwall-fwd -o br-green -p udp --sport 53 -j NFQUEUE",
-            "-A p2pwall-in -i br-green -p udp -j NFQUEUE",
+            "-A p2pwall-in -i br-green -p udp -m connbytes --connbytes 0:3",
             "-I FORWARD 1 -j p2pwall-fwd",
         ):
             self.assertIn(fragment, joined)
 
     def test_switches(self) -> None:
+        every = rendered("-i", "eth1", "--udp-packets", "0")
+        self.assertIn(
+            "-A p2pwall-fwd -i eth1 -p udp -j NFQUEUE --queue-num 0 --queue-bypass", every
+        )
         text = rendered("-i", "eth1", "--no-bypass", "--no-dns", "--no-http", "--no-probes")
         self.assertNotIn("--queue-bypass", text)
         self.assertNotIn("--sport 53", text)
@@ -47,7 +52,9 @@ class RuleTextTests(SynchronousTestCase):
     def test_nft_script(self) -> None:
         text = rendered("-i", "eth1", "-F", "nft", "-q", "2")
         self.assertTrue(text.startswith("nft -f - <<'EOF'\n"))
-        self.assertIn('iifname "eth1" meta l4proto udp queue num 2 bypass', text)
+        self.assertIn(
+            'iifname "eth1" meta l4proto udp ct original packets <= 3 queue num 2 bypass', text
+        )
         self.assertIn("tcp flags & (syn | ack) == syn queue num 2 bypass", text)
         self.assertIn('oifname "eth1" udp sport 53 queue num 2 bypass', text)
         self.assertIn("@ih,0,48 0x474554202f2e queue", text)
@@ -58,6 +65,7 @@ class RuleTextTests(SynchronousTestCase):
             ([], "--green-if is required"),
             (["-i", "eth0", "-F", "pf"], "--format must be"),
             (["-i", "eth0", "-q", "70000"], "--queue must be between"),
+            (["-i", "eth0", "--udp-packets", "-1"], "--udp-packets must be between"),
         ):
             stderr = io.StringIO()
             self.patch(sys, "stderr", stderr)
