@@ -28,28 +28,32 @@ USER_LOOP = (
     "d=$(dig +short +time=1 +tries=1 @198.19.0.53 www.example.test); "
     'echo "web=$c dns=$d"; sleep 0.5; done'
 )
-PHASES = {"1": "UDP flood", "2": "parallel TCP", "3": "one at a time", "4": "lingering"}
+PHASES = {
+    "1": "UDP hello flood, then UDP + TCP to each peer that answers",
+    "2": "parallel TCP to known and never-announced peers",
+    "3": "TCP to one peer at a time",
+}
 
 
 @dataclass
 class View:
-    """What the live line shows, refreshed from the logs and the control port."""
+    """What the live line shows: the client's phase and breakthroughs (from its log), the
+    daemon's counters (from its control port), the ordinary user's requests (from theirs)."""
 
     phase: str = "starting"
-    client: dict[str, str] = field(default_factory=dict)
+    breakthroughs: int = 0
     stats: dict[str, str] = field(default_factory=dict)
     user_ok: int = 0
     user_total: int = 0
 
     def line(self) -> str:
-        s, c = self.stats, self.client
+        s = self.stats
         return (
-            f"  {self.phase:<16} client: hellos {c.get('hellos', '0'):>4} pongs "
-            f"{c.get('pongs', '0'):>3} connects {c.get('connects', '0'):>3} breakthroughs "
-            f"{c.get('breakthroughs', '0')} | p2pwall: peers {s.get('peers_learned', '0'):>3} "
-            f"dropped udp {s.get('drop_udp', '0'):>4} tcp {s.get('drop_tcp', '0'):>4} probes "
-            f"{s.get('probes_answered', '0')}/{s.get('probes_sent', '0')} | user: "
-            f"{self.user_ok}/{self.user_total} ok"
+            f"  p2pwall: peers {s.get('peers_learned', '0'):>3}, dropped UDP "
+            f"{s.get('drop_udp', '0'):>3} TCP {s.get('drop_tcp', '0'):>3}, pongs spoofed "
+            f"{s.get('spoofs', '0'):>3}, probes {s.get('probes_answered', '0')}/"
+            f"{s.get('probes_sent', '0')} answered | client breakthroughs {self.breakthroughs} "
+            f"| user requests ok {self.user_ok}/{self.user_total}"
         )
 
 
@@ -58,12 +62,10 @@ def parse_client(log: str, view: View) -> None:
         if match := re.search(r"phase (\d) \(", line):
             view.phase = f"phase {match.group(1)}: {PHASES[match.group(1)]}"
         elif "lingering" in line:
-            view.phase = "lingering"
+            view.phase = "lingering: the client idles, answering probes"
         elif line.split("] ", 1)[-1].startswith("done:"):
             view.phase = "client quit"
-        for key in ("hellos", "pongs", "connects", "breakthroughs"):
-            if match := re.search(rf"\b{key}=(\d+)", line):
-                view.client[key] = match.group(1)
+    view.breakthroughs = log.count("BREAKTHROUGH")
 
 
 def parse_user(log: str, view: View) -> None:
