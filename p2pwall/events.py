@@ -2,7 +2,8 @@
 
 Event classes (``-l`` to syslog, ``-L`` to stderr): u U t T c p x m. Debug classes (``-d``, to
 the daemon's own log, which is stdout under ``twistd -n``): d a D t h p l A -. Every line is a
-structured event with ``p2pwall_class`` set, so observers can filter by class.
+structured event with ``p2pwall_class`` set, so observers can filter by class, and shows its
+class in the log's system field: ``[p2pwall c] client 198.18.1.10 identified: ...``.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ class EventLog:
 
     def event(self, cls: str, fmt: str, **fields: object) -> None:
         if cls in self._enabled:
-            self._log.info(fmt, p2pwall_class=cls, p2pwall_debug=False, **fields)
+            self._log.info(
+                fmt, p2pwall_class=cls, p2pwall_debug=False, log_system=f"p2pwall {cls}", **fields
+            )
 
     def packet(self, cls: str, packet: Packet, reason: str) -> None:
         if cls not in self._enabled:
@@ -128,7 +131,10 @@ class EventLog:
 
     def debug(self, cls: str, fmt: str, **fields: object) -> None:
         if cls in self._debug:
-            self._log.debug(fmt, p2pwall_class=cls, p2pwall_debug=True, **fields)
+            self._log.debug(
+                fmt, p2pwall_class=cls, p2pwall_debug=True, log_system=f"p2pwall debug {cls}",
+                **fields,
+            )  # fmt: skip
 
     def _route(self, event: dict) -> None:
         if event["p2pwall_debug"]:

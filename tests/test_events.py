@@ -34,6 +34,7 @@ class RoutingTests(SynchronousTestCase):
         )
         self.assertEqual(self.daemon, [])
         self.assertEqual([e["p2pwall_class"] for e in self.syslog], ["p", "c"])
+        self.assertEqual([e["log_system"] for e in self.syslog], ["p2pwall p", "p2pwall c"])
 
     def test_debug_classes_go_to_the_daemon_log(self) -> None:
         log = self.log(debug="tp")
@@ -41,6 +42,7 @@ class RoutingTests(SynchronousTestCase):
         log.debug("h", "headers")
         log.event("p", "peer")
         self.assertEqual(texts(self.daemon), ["lock"])
+        self.assertEqual(self.daemon[0]["log_system"], "p2pwall debug t")
         self.assertTrue(log.wants_debug("p") and not log.wants_debug("h"))
 
     def test_debug_l_copies_events_to_the_daemon_log(self) -> None:
