@@ -87,9 +87,7 @@ def makeService(
         engine.observers.append(directory)
         ClientDirectoryService(directory).setServiceParent(top)
 
-    ticker = TimerService(tick_interval(options["time-lock"]), engine.tick)
-    ticker.clock = reactor
-    ticker.setServiceParent(top)
+    timer(tick_interval(options["time-lock"]), engine.tick, reactor).setServiceParent(top)
 
     reload = None
     if options["dns-patterns"]:
@@ -120,6 +118,21 @@ def makeService(
         options["queue"],
     ).setServiceParent(top)
     return top
+
+
+def timer(interval: float, work: Callable[[], None], clock: IReactorTime) -> TimerService:
+    """A ``TimerService`` that logs a failing run and keeps going: a ``LoopingCall`` stops for
+    good at the first exception, which would leave every lock in place for ever."""
+
+    def guarded() -> None:
+        try:
+            work()
+        except Exception:
+            log.failure("periodic {work} failed", work=getattr(work, "__qualname__", work))
+
+    service = TimerService(interval, guarded)
+    service.clock = clock
+    return service
 
 
 def tick_interval(time_lock: float) -> float:
@@ -168,8 +181,7 @@ class StoreService(Service):
     ) -> None:
         self.store = store
         self.engine = engine
-        self._timer = TimerService(interval, self.save)
-        self._timer.clock = clock
+        self._timer = timer(interval, self.save, clock)
 
     def startService(self) -> None:
         super().startService()

@@ -109,3 +109,25 @@ class PluginTests(SynchronousTestCase):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("p2pwall", makers)
         self.assertIs(makers["p2pwall"].options, Options)
+
+
+class TimerTests(SynchronousTestCase):
+    def test_a_failing_run_is_logged_and_the_timer_goes_on(self) -> None:
+        from twisted.internet.task import Clock
+
+        from p2pwall.service import timer
+
+        clock = Clock()
+        runs: list[int] = []
+
+        def flaky() -> None:
+            runs.append(1)
+            if len(runs) == 1:
+                raise RuntimeError("disk full")
+
+        service = timer(1.0, flaky, clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        clock.pump([1.0] * 3)
+        self.assertEqual(len(runs), 4)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
