@@ -82,9 +82,13 @@ class BlockTable:
         return True
 
     def match(self, peer: bytes, port: int, client: bytes, now: float) -> Block | None:
-        """The block that covers traffic from ``client`` to ``peer:port``, touched as seen."""
+        """The block that covers traffic from ``client`` to ``peer:port``, touched as seen.
+
+        The port-specific block is looked up first: FastTrack peers are learned with their port,
+        so an admin's or DNS any-port block on the same address does not hide the block that
+        time-locks the sender."""
         blocks = self._blocks
-        block = blocks.get((peer, ANY_PORT, ANY_CLIENT)) or blocks.get((peer, port, ANY_CLIENT))
+        block = blocks.get((peer, port, ANY_CLIENT)) or blocks.get((peer, ANY_PORT, ANY_CLIENT))
         if block is None and self._client_specific:
             block = blocks.get((peer, ANY_PORT, client)) or blocks.get((peer, port, client))
         if block is not None:

@@ -254,6 +254,13 @@ class ModeAndEventTests(EngineTestCase):
         self.assertEqual(self.syn(USER, WEB), ACCEPT)
         self.assertEqual(len(self.engine.clients), 0)
 
+    def test_an_any_port_block_does_not_hide_a_locking_one(self) -> None:
+        self.hello()
+        self.engine.release(self.engine.clients.get(packed(ROGUE)), "test")
+        self.engine.block(packed(PEER))
+        self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
+        self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
+
     def test_learning_never_blocks_green_addresses(self) -> None:
         self.assertFalse(self.engine.learn(packed(USER), 0, ANY_CLIENT, "http"))
         self.assertEqual(len(self.engine.blocks), 0)
