@@ -29,6 +29,12 @@ class ISpoofer(Interface):
         ``src`` may be ``None``: the gateway's own address towards ``dst``. Must not block.
         """
 
+    def open():
+        """Get ready to send (raw sockets need privileges: called before they are dropped)."""
+
+    def close():
+        """Release what ``open`` took."""
+
 
 class IEventSink(Interface):
     """ftwall's event classes (u U t T c p x m) and debug classes (d a D t h p)."""

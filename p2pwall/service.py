@@ -60,6 +60,7 @@ def makeService(
         debug=options["debug-classes"],
     )
     probe_source = options["probe-source"]
+    spoofer = spoofer or RawSpoofer(probe_source.packed if probe_source else None)
     # Wired even without -D, so ban-dns-name works: p2pwall-rules queues DNS answers anyway.
     dns = DnsDetector(options["dns-patterns"])
     engine = Engine(
@@ -68,13 +69,14 @@ def makeService(
         clients=LockTable(options["time-lock"], options["max-clients"]),
         green=GreenNetworks(options["green"]),
         detectors=[FastTrackDetector(), dns],
-        spoofer=spoofer or RawSpoofer(probe_source.packed if probe_source else None),
+        spoofer=spoofer,
         events=events,
         no_udp_block=options["no-udp-block"],
         accept_all=options["accept-all"],
     )
 
     top = DaemonService(engine)
+    SpooferService(spoofer).setServiceParent(top)
     if options["store-file"]:
         StoreService(
             StoreFile(options["store-file"], options["store-max-age"]),
@@ -138,6 +140,24 @@ def timer(interval: float, work: Callable[[], None], clock: IReactorTime) -> Tim
 def tick_interval(time_lock: float) -> float:
     """How often locks and probes are checked: a tenth of the lock, between 50 ms and 1 s."""
     return min(1.0, max(0.05, time_lock / 10)) if time_lock else 1.0
+
+
+class SpooferService(Service):
+    """Opens the raw sockets while privileged, closes them at the end."""
+
+    def __init__(self, spoofer: ISpoofer) -> None:
+        self.spoofer = spoofer
+
+    def privilegedStartService(self) -> None:
+        try:
+            self.spoofer.open()
+        except OSError as error:
+            raise SystemExit(f"p2pwall: cannot open raw sockets to spoof: {error}") from None
+        super().privilegedStartService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.spoofer.close()
 
 
 class QueueService(Service):

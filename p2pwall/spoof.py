@@ -16,6 +16,10 @@ from zope.interface import implementer
 from .interfaces import ISpoofer
 from .packet import addr_text
 
+# SO_MARK on forged datagrams ("p2pw"); p2pwall-rules exempts it from conntrack (raw table), so
+# a forged pong or probe never opens a flow that the client's next packet would belong to.
+SPOOF_MARK = 0x70327077
+
 
 def build_udp(src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> bytes:
     """The whole IP datagram, checksums included."""
@@ -64,6 +68,11 @@ class RawSpoofer:
             self.failed += 1
             self.log.warn("spoofing to {dst} failed: {error}", dst=addr_text(dst), error=error)
 
+    def open(self) -> None:
+        """Open both raw sockets now, while privileged (``twistd --uid`` drops root later)."""
+        for size in (4, 16):
+            self._socket(size)
+
     def close(self) -> None:
         for sock in self._sockets.values():
             sock.close()
@@ -84,6 +93,7 @@ class RawSpoofer:
         if sock is None:
             family = socket.AF_INET if size == 4 else socket.AF_INET6
             sock = socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, SPOOF_MARK)
             sock.setblocking(False)
             self._sockets[size] = sock
         return sock

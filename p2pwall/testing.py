@@ -111,6 +111,13 @@ class RecordingSpoofer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes | None, int, bytes, int, bytes]] = []
+        self.state = "new"
+
+    def open(self) -> None:
+        self.state = "open"
+
+    def close(self) -> None:
+        self.state = "closed"
 
     def send_udp(self, src, sport, dst, dport, payload) -> None:
         self.sent.append((src, sport, dst, dport, payload))

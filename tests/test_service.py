@@ -57,10 +57,12 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(web_again.verdict, "accept")
         self.assertEqual(service.engine.stats["probes_sent"], 1)
 
-    def test_stop_releases_the_queue(self) -> None:
+    def test_stop_releases_the_queue_and_the_raw_sockets(self) -> None:
         service = self.build()
+        self.assertEqual(self.spoofer.state, "open")
         service.stopService()
         self.assertTrue(self.source.unbound)
+        self.assertEqual(self.spoofer.state, "closed")
 
     def test_store_file_loaded_at_start_and_written_at_stop(self) -> None:
         store = Path(self.mktemp())

@@ -7,7 +7,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.spoof import RawSpoofer, build_udp, local_address
+from p2pwall.spoof import SPOOF_MARK, RawSpoofer, build_udp, local_address
 from p2pwall.testing import packed
 
 
@@ -45,6 +45,9 @@ class SendTests(SynchronousTestCase):
         port = receiver.getsockname()[1]
         spoofer = RawSpoofer()
         self.addCleanup(spoofer.close)
+        spoofer.open()
+        for sock in spoofer._sockets.values():
+            self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_MARK), SPOOF_MARK)
         spoofer.send_udp(packed("127.0.0.2"), 1214, packed("127.0.0.1"), port, b"hello")
         data, sender = receiver.recvfrom(100)
         self.assertEqual((data, sender), (b"hello", ("127.0.0.2", 1214)))

@@ -9,22 +9,32 @@ their way to green hosts or to the gateway, and UDP from green to the gateway (p
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
 from dataclasses import dataclass
 
 from twisted.python import usage
 
+from ..spoof import SPOOF_MARK
+
 CHAIN_FORWARD = "p2pwall-fwd"
 CHAIN_INPUT = "p2pwall-in"
+CHAIN_RAW = "p2pwall-raw"
 NFT_TABLE = "p2pwall"
-DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ")
+DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ", "PeerEnabler/")
+IFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 EARLY_PACKETS = "0:4"
 UDP_FLOW_NOTE = """\
 Only the first packets of each UDP flow are queued (--udp-packets, default 3). A packet the
 daemon drops never confirms its conntrack entry, so UDP to a blocked peer stays queued packet
 after packet; a flow the daemon accepts leaves the queue after its first packets, so ordinary
-UDP (DNS, VoIP, games) runs at kernel speed. The price: a UDP flow accepted before its peer
-became known is not re-examined; --udp-packets 0 queues every UDP packet."""
+UDP (DNS, VoIP, games) runs at kernel speed. The daemon's forged pongs and probes carry a mark
+that a raw-table rule exempts from conntrack, so they never open a flow that would count the
+client's next hello as "reply" traffic. The price: a UDP flow accepted before its peer became
+known is not re-examined; --udp-packets 0 queues every UDP packet. DNS answers are queued only
+on established flows (answers to queries that went out), so nobody outside can forge one to
+train the block list."""
 
 
 @dataclass(frozen=True)
@@ -65,32 +75,44 @@ class RuleSet:
                  "--string", marker, *target]
                 for marker in DOWNLOAD_MARKERS
             ]  # fmt: skip
+        answers = ["-m", "conntrack", "--ctstate", "ESTABLISHED"]
         if self.dns:
-            forward.append(["-o", green, "-p", "udp", "--sport", "53", *target])
-            forward.append(["-o", green, "-p", "tcp", "--sport", "53", "!", "--syn", *target])
+            forward.append(["-o", green, "-p", "udp", "--sport", "53", *answers, *target])
+            forward.append(
+                ["-o", green, "-p", "tcp", "--sport", "53", "!", "--syn", *answers, *target]
+            )
         inbound = []
         if self.probes:
             inbound.append(["-i", green, "-p", "udp", *udp_start, *target])
         if self.dns:
-            inbound.append(["!", "-i", green, "-p", "udp", "--sport", "53", *target])
-        argv = [[command, "-N", CHAIN_FORWARD], [command, "-N", CHAIN_INPUT]]
+            inbound.append(["!", "-i", green, "-p", "udp", "--sport", "53", *answers, *target])
+        raw = [command, "-t", "raw"]
+        argv = [[command, "-N", CHAIN_FORWARD], [command, "-N", CHAIN_INPUT],
+                [*raw, "-N", CHAIN_RAW]]  # fmt: skip
         argv += [[command, "-A", CHAIN_FORWARD, *rule] for rule in forward]
         argv += [[command, "-A", CHAIN_INPUT, *rule] for rule in inbound]
+        argv.append([*raw, "-A", CHAIN_RAW, "-m", "mark", "--mark", hex(SPOOF_MARK), "-j", "CT",
+                     "--notrack"])  # fmt: skip
         argv += [
             [command, "-I", "FORWARD", "1", "-j", CHAIN_FORWARD],
             [command, "-I", "INPUT", "1", "-j", CHAIN_INPUT],
+            [*raw, "-I", "OUTPUT", "1", "-j", CHAIN_RAW],
         ]
         return argv
 
     @staticmethod
     def iptables_delete(command: str = "iptables") -> list[list[str]]:
+        raw = [command, "-t", "raw"]
         return [
             [command, "-D", "FORWARD", "-j", CHAIN_FORWARD],
             [command, "-D", "INPUT", "-j", CHAIN_INPUT],
+            [*raw, "-D", "OUTPUT", "-j", CHAIN_RAW],
             [command, "-F", CHAIN_FORWARD],
             [command, "-X", CHAIN_FORWARD],
             [command, "-F", CHAIN_INPUT],
             [command, "-X", CHAIN_INPUT],
+            [*raw, "-F", CHAIN_RAW],
+            [*raw, "-X", CHAIN_RAW],
         ]
 
     def nft(self) -> str:
@@ -112,19 +134,27 @@ class RuleSet:
             ]
         if self.dns:
             forward += [
-                f'oifname "{self.green_if}" udp sport 53 {queue}',
-                f'oifname "{self.green_if}" tcp sport 53 tcp flags & syn == 0 {queue}',
+                f'oifname "{self.green_if}" udp sport 53 ct state established {queue}',
+                f'oifname "{self.green_if}" tcp sport 53 tcp flags & syn == 0 '
+                f"ct state established {queue}",
             ]
         inbound = []
         if self.probes:
             inbound.append(f"{green} {udp} {queue}")
         if self.dns:
-            inbound.append(f'iifname != "{self.green_if}" udp sport 53 {queue}')
+            inbound.append(
+                f'iifname != "{self.green_if}" udp sport 53 ct state established {queue}'
+            )
         lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}",
                  f"table inet {NFT_TABLE} {{"]  # fmt: skip
-        for name, hook, rules in (("forward", "forward", forward), ("input", "input", inbound)):
+        untracked = [f"meta mark {hex(SPOOF_MARK)} notrack"]
+        for name, hook, priority, rules in (
+            ("forward", "forward", "filter", forward),
+            ("input", "input", "filter", inbound),
+            ("spoofed", "output", "raw", untracked),
+        ):
             lines.append(f"  chain {name} {{")
-            lines.append(f"    type filter hook {hook} priority filter; policy accept;")
+            lines.append(f"    type filter hook {hook} priority {priority}; policy accept;")
             lines += [f"    {rule}" for rule in rules]
             lines.append("  }")
         lines.append("}")
@@ -158,6 +188,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["green-if"]:
             raise usage.UsageError("--green-if is required")
+        if not IFACE_NAME.fullmatch(self["green-if"]):
+            raise usage.UsageError(f"--green-if: not an interface name: {self['green-if']!r}")
         if self["format"] not in ("iptables", "nft"):
             raise usage.UsageError("--format must be 'iptables' or 'nft'")
         if not 0 <= self["queue"] <= 65535:
@@ -182,12 +214,9 @@ def render(options: Options) -> str:
     lines = []
     for command in ("iptables", "ip6tables"):
         argv = rules.iptables_delete(command) if options["delete"] else rules.iptables(command)
-        lines += [" ".join(_quote(word) for word in words) for words in argv]
+        lines += [" ".join(word if word == "!" else shlex.quote(word) for word in words)
+                  for words in argv]  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def _quote(word: str) -> str:
-    return f"'{word}'" if any(c in word for c in " /=!*") and word != "!" else word
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,10 @@ class RuleTextTests(SynchronousTestCase):
             "-A p2pwall-fwd -i br-green -p tcp --syn -j NFQUEUE",
             "--string X-Kazaa-",
             "--string 'GET /.hash='",
-            "-A p2pwall-fwd -o br-green -p udp --sport 53 -j NFQUEUE",
+            "-A p2pwall-fwd -o br-green -p udp --sport 53 -m conntrack --ctstate ESTABLISHED -j",
+            "--string PeerEnabler/",
+            "-t raw -A p2pwall-raw -m mark --mark 0x70327077 -j CT --notrack",
+            "-t raw -I OUTPUT 1 -j p2pwall-raw",
             "-A p2pwall-in -i br-green -p udp -m connbytes --connbytes 0:3",
             "-I FORWARD 1 -j p2pwall-fwd",
         ):
@@ -56,7 +59,9 @@ class RuleTextTests(SynchronousTestCase):
             'iifname "eth1" meta l4proto udp ct original packets <= 3 queue num 2 bypass', text
         )
         self.assertIn("tcp flags & (syn | ack) == syn queue num 2 bypass", text)
-        self.assertIn('oifname "eth1" udp sport 53 queue num 2 bypass', text)
+        self.assertIn('oifname "eth1" udp sport 53 ct state established queue num 2 bypass', text)
+        self.assertIn("type filter hook output priority raw;", text)
+        self.assertIn("meta mark 0x70327077 notrack", text)
         self.assertIn("@ih,0,48 0x474554202f2e queue", text)
         self.assertIn("delete table inet p2pwall", rendered("-i", "eth1", "-F", "nft", "--delete"))
 
@@ -66,6 +71,7 @@ class RuleTextTests(SynchronousTestCase):
             (["-i", "eth0", "-F", "pf"], "--format must be"),
             (["-i", "eth0", "-q", "70000"], "--queue must be between"),
             (["-i", "eth0", "--udp-packets", "-1"], "--udp-packets must be between"),
+            (["-i", "eth0; rm -rf /"], "--green-if: not an interface name"),
         ):
             stderr = io.StringIO()
             self.patch(sys, "stderr", stderr)
