@@ -149,11 +149,14 @@ class DnsDetector:
         """Accept every DNS answer, training on it first.
 
         Returning ACCEPT keeps the generic rules away from the answer, so a DNS server is never
-        taken for a P2P client. Anything that does not parse as a DNS response gets no such
-        pass: it goes on to the generic rules like any other packet from port 53.
+        taken for a P2P client. Only answers forwarded to a green host (or arriving for the
+        gateway itself) count; anything else from port 53, or anything that does not parse as a
+        DNS response, gets no such pass and goes on to the generic rules.
         """
         if packet.sport != DNS_PORT or hook not in _HOOKS:
             return None
+        if hook == Hook.FORWARD and packet.dst not in engine.green:
+            return None  # answers come in to green hosts; outbound "answers" get no free pass
         message = message_of(packet)
         if message is None:
             return None

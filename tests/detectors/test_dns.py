@@ -155,13 +155,15 @@ class AnswerTests(DnsTestCase):
         self.feed(udp(SERVER, CLIENT, 5353, 40000, message))
         self.assertEqual(self.learned(), {})
 
-    def test_a_dns_answer_is_accepted_even_to_a_blocked_address(self) -> None:
-        """A green DNS server answering a blocked outside host is not taken for a P2P client."""
+    def test_outbound_answers_get_no_free_pass_and_train_nothing(self) -> None:
+        """A green host sending a DNS-shaped answer out (from port 53) is not trusted: it cannot
+        slip UDP past a block that way, nor teach the daemon."""
         self.engine.learn(packed(OTHER), ANY_PORT, ANY_CLIENT, "udp")
-        message = answer("www.example.com", rr("www.example.com", "A", PEER))
+        message = answer("a.winmx.com", rr("a.winmx.com", "A", PEER))
         verdict = self.feed(udp("198.18.1.53", OTHER, 53, 40000, message))
-        self.assertEqual(verdict, Verdict.ACCEPT)
-        self.assertIsNone(self.engine.clients.get(packed("198.18.1.53")))
+        self.assertEqual(verdict, Verdict.DROP)
+        self.feed(udp("198.18.1.53", "198.19.9.9", 53, 40000, message))
+        self.assertEqual(self.learned(), {})
 
 
 class ChainTests(DnsTestCase):
