@@ -163,10 +163,15 @@ class Engine:
                 observer.client_locked(addr)
         return client
 
-    def probe_answered(self, addr: bytes) -> bool:
-        """A probed client replied: FastTrack still runs there, so its lock starts again."""
+    def probe_answered(self, addr: bytes, port: int) -> bool:
+        """A probed client replied: FastTrack still runs there, so its lock starts again.
+
+        Only a reply to the port the probe came from, before the next probe is due, counts.
+        """
         client = self.clients.get(addr)
-        if client is None or client.last_probe is None:
+        if client is None or client.last_probe is None or port != client.peer_port:
+            return False
+        if self.clock.seconds() - client.last_probe > self.clients.seconds / 2:
             return False
         client.probes_answered += 1
         self.stats["probes_answered"] += 1

@@ -130,7 +130,6 @@ class Client:
         "since",
         "hello",
         "hello_port",
-        "peer",
         "peer_port",
         "probed_for",
         "last_probe",
@@ -145,7 +144,6 @@ class Client:
         self.until = now
         self.hello: bytes | None = None
         self.hello_port = 0
-        self.peer = b""
         self.peer_port = 0
         self.probed_for = -1.0
         self.last_probe: float | None = None
@@ -211,14 +209,12 @@ class LockTable:
             self._schedule(client)
         return client, new
 
-    def note_hello(
-        self, client: Client, hello: bytes, hello_port: int, peer: bytes, peer_port: int
-    ) -> None:
-        """Remember the client's hello so it can be probed with a copy of it."""
+    def note_hello(self, client: Client, hello: bytes, hello_port: int, peer_port: int) -> None:
+        """Remember the client's hello so it can be probed with a copy of it (from the port of
+        the peer it last greeted, where its reply is then expected)."""
         first = client.hello is None
         client.hello = hello
         client.hello_port = hello_port
-        client.peer = peer
         client.peer_port = peer_port
         if first and self._next_event(client) < client.scheduled:
             self._schedule(client)

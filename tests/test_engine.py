@@ -84,6 +84,14 @@ class HelloTests(EngineTestCase):
         self.assertEqual(len(self.engine.blocks), 0)
         self.assertEqual(self.engine.spoofer.sent, [])
 
+    def test_hello_to_a_well_known_service_port_teaches_no_peer(self) -> None:
+        self.assertEqual(self.hello(dst="198.19.0.53", dport=53), DROP)
+        self.assertEqual(len(self.engine.blocks), 0)
+        self.assertEqual(self.send(udp(USER, "198.19.0.53", 5000, 53, b"\x12\x34")), ACCEPT)
+        self.assertIsNone(self.engine.clients.get(packed(USER)))
+        self.assertEqual(self.hello(dst=PEER2, dport=80), DROP)
+        self.assertIn((packed(PEER2), 80, ANY_CLIENT), self.engine.blocks)
+
     def test_fasttrack_between_green_hosts_is_left_alone(self) -> None:
         self.assertEqual(self.hello(dst=USER), ACCEPT)
         download = b"GET /.hash=1234 HTTP/1.1\r\nX-Kazaa-Network: KaZaA\r\n\r\n"
@@ -186,6 +194,15 @@ class ProbeTests(EngineTestCase):
         self.assertEqual(self.probe_reply(), ACCEPT)
         self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
 
+    def test_a_reply_must_come_back_to_the_probe_port_in_time(self) -> None:
+        self.hello()
+        self.wait(60)
+        wrong_port = self.send(udp(ROGUE, "198.18.1.1", 1214, 2001, PONG), Hook.INPUT)
+        self.assertEqual(wrong_port, ACCEPT)
+        self.wait(61)
+        self.assertEqual(self.probe_reply(), ACCEPT, "too late: the lock has expired")
+        self.assertEqual(self.engine.stats["probes_answered"], 0)
+
     def test_other_input_udp_is_accepted(self) -> None:
         self.hello()
         self.wait(60)
@@ -213,10 +230,57 @@ class HttpSafetyNetTests(EngineTestCase):
         (header_line,) = self.engine.events.of("h", debug=True)
         self.assertIn("x-kazaa-supernodeip", header_line)
 
+    def test_header_lines_are_logged_escaped(self) -> None:
+        data = b"GET /.hash=1\x1b[2J\rforged HTTP/1.1\r\nX-Kazaa-Network: Ka\x07\r\n\r\n"
+        self.send(tcp(ROGUE, PEER2, 40000, 1214, "PA", data))
+        (header_line,) = self.engine.events.of("h", debug=True)
+        self.assertNotIn("\x1b", header_line)
+        self.assertNotIn("\r", header_line)
+        self.assertIn("\\x1b[2J", header_line)
+
+    def test_odd_digits_in_a_header_port_do_not_break_the_safety_net(self) -> None:
+        data = b"GET /.hash=1 HTTP/1.1\r\nX-Kazaa-SupernodeIP: 198.19.7.7:\xb2\r\n\r\n"
+        self.assertEqual(self.send(tcp(ROGUE, PEER2, 4000, 1214, "PA", data)), DROP)
+        self.assertIn((packed("198.19.7.7"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
+
     def test_ordinary_web_request_passes(self) -> None:
         data = tcp(USER, WEB, 40000, 80, "PA", b"GET / HTTP/1.1\r\nHost: w\r\n\r\n")
         self.assertEqual(self.send(data), ACCEPT)
         self.assertEqual(len(self.engine.blocks), 0)
+
+
+class FuzzTests(EngineTestCase):
+    def test_mutated_fasttrack_and_dns_packets_never_raise(self) -> None:
+        import random
+
+        from p2pwall.detectors.dns import DnsDetector
+
+        self.engine = make_engine(self.clock, detectors=[*self.engine.detectors, DnsDetector()])
+        rng = random.Random(11)
+        seeds = [
+            udp(ROGUE, PEER, 1214, 2000, HELLO),
+            udp(ROGUE, "198.18.1.1", 1214, 2000, PONG),
+            tcp(ROGUE, PEER, 4000, 1214, "PA", HttpSafetyNetTests.GET),
+            udp(
+                "198.19.0.53",
+                USER,
+                53,
+                4000,
+                bytes.fromhex(
+                    "1234818000010001000000000377777705776"
+                    "96e6d7803636f6d0000010001c00c000100010000003c0004c6130201"
+                ),
+            ),
+        ]
+        for _ in range(4000):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(20, len(data))] = rng.randrange(256)
+            packet = decode(bytes(data))
+            if packet is not None:
+                self.engine.verdict(packet, rng.choice((Hook.FORWARD, Hook.INPUT)))
+            self.clock.advance(0.01)
+            self.engine.tick()
 
 
 class ModeAndEventTests(EngineTestCase):

@@ -88,7 +88,7 @@ class LockTableTests(SynchronousTestCase):
         table = LockTable(10, 100)
         client, _ = table.lock(CLIENT, 0.0)
         assert client is not None
-        table.note_hello(client, b"hello", 1214, PEER, 2000)
+        table.note_hello(client, b"hello", 1214, 2000)
         self.assertEqual(list(table.due(4.9)), [])
         (probe,) = table.due(5.0)
         self.assertEqual(probe.action, "probe")
@@ -101,7 +101,7 @@ class LockTableTests(SynchronousTestCase):
         table = LockTable(10, 100)
         client, _ = table.lock(CLIENT, 0.0)
         assert client is not None
-        table.note_hello(client, b"hello", 1214, PEER, 2000)
+        table.note_hello(client, b"hello", 1214, 2000)
         now = 0.0
         for _ in range(20):
             now += 1.0
@@ -115,7 +115,7 @@ class LockTableTests(SynchronousTestCase):
         table = LockTable(10, 100)
         client, _ = table.lock(CLIENT, 0.0)
         assert client is not None
-        table.note_hello(client, b"hello", 1214, PEER, 2000)
+        table.note_hello(client, b"hello", 1214, 2000)
         self.assertEqual([d.action for d in table.due(5.0)], ["probe"])
 
     def test_expiry_work_is_proportional_to_what_is_due(self) -> None:

@@ -26,6 +26,9 @@ _MAX_HELLO = 7 + 32
 _NAME_CHARS = bytes(range(0x21, 0x7F))
 _HTTP_PEEK = 4096
 _DOWNLOAD_FIRST_BYTES = frozenset(b"G")
+# A hello to a well-known service port (DNS, NTP, HTTPS...) is no FastTrack peer: a forged one
+# must not get, say, 8.8.8.8:53 blocked for every green host. Kazaa does listen on 80.
+_LOW_FASTTRACK_PORTS = frozenset((80,))
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ def _endpoint(value: str | None, header: str) -> tuple[bytes, int, str] | None:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
-    return addr.packed, int(port) if port.isdigit() and int(port) < 65536 else 0, header
+    number = int(port) if port.isascii() and port.isdigit() else 0
+    return addr.packed, number if number < 65536 else 0, header
 
 
 def _outbound(packet: Packet, engine) -> bool:
@@ -145,19 +149,18 @@ class FastTrackDetector:
         hello = parse_hello(packet.payload)
         if hello is None or not _outbound(packet, engine):
             return None
-        engine.learn(packet.dst, packet.dport, ANY_CLIENT, "udp", packet.src)
+        if packet.dport >= 1024 or packet.dport in _LOW_FASTTRACK_PORTS:
+            engine.learn(packet.dst, packet.dport, ANY_CLIENT, "udp", packet.src)
         client = engine.lock(packet.src, "FastTrack hello", packet)
         if client is not None:
-            engine.clients.note_hello(
-                client, bytes(packet.payload), packet.sport, packet.dst, packet.dport
-            )
+            engine.clients.note_hello(client, bytes(packet.payload), packet.sport, packet.dport)
         if engine.no_udp_block:
             return ACCEPT
         engine.spoof(packet.dst, packet.dport, packet.src, packet.sport, build_pong(hello))
         return DROP
 
     def _probe_reply(self, packet: Packet, engine) -> Verdict | None:
-        if is_pong(packet.payload) and engine.probe_answered(packet.src):
+        if is_pong(packet.payload) and engine.probe_answered(packet.src, packet.dport):
             return DROP
         return None
 
@@ -169,8 +172,8 @@ class FastTrackDetector:
             "h",
             "FastTrack HTTP from {client}: {request} {headers}",
             client=addr_text(packet.src),
-            request=download.request,
-            headers=download.headers,
+            request=ascii(download.request),
+            headers=ascii(download.headers),
         )
         engine.learn(packet.dst, ANY_PORT, ANY_CLIENT, "http", packet.src)
         for addr, _port, header in download.named:
