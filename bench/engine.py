@@ -44,7 +44,7 @@ BENIGN = {
 QUEUED_BY = {
     "UDP 64 B to a public host": "iptables and nft",
     "TCP SYN to a web server": "iptables and nft",
-    "TCP first data (HTTP GET)": "nft (any `GET `); iptables only with a FastTrack marker",
+    "TCP first data (HTTP GET)": "neither (nft: `GET /.` paths; iptables: FastTrack markers)",
     "TCP data, established": "neither",
 }
 QUEUED_KINDS = tuple(kind for kind, rules in QUEUED_BY.items() if rules != "neither")

@@ -14,9 +14,7 @@ import struct
 UDP = 17
 TCP = 6
 
-TCP_FIN = 0x01
 TCP_SYN = 0x02
-TCP_RST = 0x04
 TCP_ACK = 0x10
 
 _IPV4_HEADER = struct.Struct("!BxHxxHxB2x4s4s")
@@ -77,11 +75,6 @@ class Packet:
         self.flags = flags
         self.payload = payload
         self.mac: bytes | None = None
-
-    @property
-    def is_syn(self) -> bool:
-        """A connection attempt: SYN without ACK."""
-        return self.proto == TCP and self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 
     def __repr__(self) -> str:
         return (

@@ -5,8 +5,8 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.packet import TCP as TCP_PROTO
+from p2pwall.packet import TCP_ACK, TCP_SYN, decode, endpoint_text
 from p2pwall.packet import UDP as UDP_PROTO
-from p2pwall.packet import decode, endpoint_text
 from p2pwall.testing import packed, tcp, udp
 
 
@@ -24,15 +24,14 @@ class DecodeTests(SynchronousTestCase):
         syn = decode(tcp("198.18.1.10", "198.19.1.1", 40000, 80))
         data = decode(tcp("198.18.1.10", "198.19.1.1", 40000, 80, "PA", b"GET / HTTP/1.1\r\n"))
         assert syn is not None and data is not None
-        self.assertTrue(syn.is_syn)
-        self.assertFalse(data.is_syn)
+        self.assertEqual((syn.flags, data.flags), (TCP_SYN, TCP_ACK | 0x08))
         self.assertEqual(data.proto, TCP_PROTO)
         self.assertEqual(bytes(data.payload), b"GET / HTTP/1.1\r\n")
 
     def test_syn_ack_is_not_a_connection_attempt(self) -> None:
         packet = decode(tcp("198.19.1.1", "198.18.1.10", 80, 40000, "SA"))
         assert packet is not None
-        self.assertFalse(packet.is_syn)
+        self.assertEqual(packet.flags, TCP_SYN | TCP_ACK)
 
     def test_ipv6_udp_and_extension_header(self) -> None:
         plain = decode(udp("fd00::10", "2001:db8::1", 1214, 2000, b"x"))
