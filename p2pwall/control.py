@@ -47,6 +47,7 @@ STAT_COUNTERS = (
     "clients_released",
 )
 QUEUE_FIELDS = ("queue_total", "queue_dropped", "queue_user_dropped")
+READER_FIELDS = ("reader_errors", "reader_undecoded", "reader_enobufs")
 
 
 class NameSet(Protocol):
@@ -155,11 +156,13 @@ class Controller:
         reload: Callable[[], list[str] | None] | None = None,
         queue_stats: Callable[[], Mapping[str, int] | None] | None = None,
         dump_dir: str | Path | None = None,
+        reader_stats: Callable[[], Mapping[str, int] | None] | None = None,
     ) -> None:
         self.engine = engine
         self.names = names
         self.reload_patterns = reload
         self.queue_stats = queue_stats
+        self.reader_stats = reader_stats
         self.dump_dir = Path(dump_dir) if dump_dir else None
 
     def execute(self, line: str) -> Reply:
@@ -290,8 +293,10 @@ class Controller:
             clients_evicted=engine.clients.evicted,
         )
         queue = self.queue_stats() if self.queue_stats else None
+        reader = self.reader_stats() if self.reader_stats else None
         lines = [f"{key} {value}" for key, value in counters.items()]
         lines += [f"{key} {queue[key] if queue else '-'}" for key in QUEUE_FIELDS]
+        lines += [f"{key} {reader[key] if reader else '-'}" for key in READER_FIELDS]
         return Reply.ok("stats", lines)
 
     def reload(self, args: list[str]) -> Reply:
@@ -402,8 +407,9 @@ class ControlProtocol(LineReceiver):
 
 
 class ControlFactory(Factory):
-    """Serves the control port; ``names``, ``reload``, ``queue_stats`` and ``dump_dir`` are
-    optional features (see ``Controller``): without one its commands answer ``ERR``."""
+    """Serves the control port; ``names``, ``reload``, ``queue_stats``, ``dump_dir`` and
+    ``reader_stats`` are optional features (see ``Controller``): without one its commands answer
+    ``ERR`` (or ``stats`` shows ``-``)."""
 
     protocol = ControlProtocol
     noisy = False
@@ -415,5 +421,6 @@ class ControlFactory(Factory):
         reload: Callable[[], list[str] | None] | None = None,
         queue_stats: Callable[[], Mapping[str, int] | None] | None = None,
         dump_dir: str | Path | None = None,
+        reader_stats: Callable[[], Mapping[str, int] | None] | None = None,
     ) -> None:
-        self.controller = Controller(engine, names, reload, queue_stats, dump_dir)
+        self.controller = Controller(engine, names, reload, queue_stats, dump_dir, reader_stats)

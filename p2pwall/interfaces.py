@@ -95,5 +95,8 @@ class IPacketSource(Interface):
     def get_fd():
         """The file descriptor that becomes readable when packets are waiting."""
 
-    def run(block):
-        """Deliver waiting packets to the callback; with ``block=False`` stop when none is left."""
+    def run_socket(sock):
+        """Deliver waiting packets to the callback: call ``sock.recv(4096)`` in a loop and
+        hand each message to the callback; an ``OSError`` with ENOBUFS means "go on", one
+        with EAGAIN or EWOULDBLOCK ends the call, any other propagates. (A message is one
+        packet; the callback's exceptions propagate too.)"""

@@ -103,10 +103,12 @@ def makeService(
             reload=reload,
             queue_stats=lambda: read_queue_stats(options["queue"]),
             dump_dir=options["dump-dir"],
+            # reading is assigned below; the reader exists once the queue is bound.
+            reader_stats=lambda: reading.reader.stats() if reading.reader else None,
         )
         strports.service(options["control"], control, reactor=reactor).setServiceParent(top)
 
-    QueueService(
+    reading = QueueService(
         lambda: QueueReader(
             options["queue"],
             engine.verdict,
@@ -118,7 +120,8 @@ def makeService(
             want_mac=events.wants_mac,
         ),
         options["queue"],
-    ).setServiceParent(top)
+    )
+    reading.setServiceParent(top)
     return top
 
 

@@ -3,6 +3,7 @@ factory, so tests (ours and those of new detectors) run without root or a networ
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from collections.abc import Callable, Sequence
 
@@ -75,7 +76,13 @@ class FakeQueuedPacket:
 
 @implementer(IPacketSource)
 class FakePacketSource:
-    """Stands in for NetfilterQueue: ``queue`` packets, ``run`` hands them to the callback."""
+    """Stands in for NetfilterQueue: ``queue`` packets, ``run_socket`` hands them to the
+    callback the way the real one does, one per successful ``sock.recv``.
+
+    Its fd is not a kernel one, so the reader asks it for the socket to read from
+    (``open_socket``): a ``FakeNetlinkSocket`` that has a message while packets are waiting,
+    raises its queued ``errors`` first, and raises EAGAIN when nothing is left.
+    """
 
     fd = 1000
 
@@ -84,6 +91,7 @@ class FakePacketSource:
         self.bound: tuple | None = None
         self.unbound = False
         self.waiting: list[FakeQueuedPacket] = []
+        self.socket: FakeNetlinkSocket | None = None
 
     def bind(self, queue_num, user_callback, max_len, mode, range, sock_len) -> None:  # noqa: A002
         self.bound = (queue_num, max_len, mode, range, sock_len)
@@ -96,13 +104,54 @@ class FakePacketSource:
     def get_fd(self) -> int:
         return self.fd
 
+    def open_socket(self, fd: int) -> FakeNetlinkSocket:
+        assert fd == self.fd, f"socket asked for fd {fd}, not ours"
+        self.socket = FakeNetlinkSocket(self)
+        return self.socket
+
     def queue(self, *packets: FakeQueuedPacket) -> None:
         self.waiting.extend(packets)
 
-    def run(self, block: bool = True) -> None:
-        assert self.callback is not None, "run() on an unbound queue"
-        while self.waiting:
+    def run_socket(self, sock) -> None:
+        """NetfilterQueue.run_socket's loop, with a fake packet per message."""
+        assert self.callback is not None, "run_socket() on an unbound queue"
+        while True:
+            try:
+                message = sock.recv(FakeNetlinkSocket.BUFFER_SIZE)
+            except OSError as error:
+                if error.args[0] == errno.ENOBUFS:
+                    continue
+                if error.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                raise
+            assert message == FakeNetlinkSocket.MESSAGE, f"not a queue message: {message!r}"
             self.callback(self.waiting.pop(0))
+
+
+class FakeNetlinkSocket:
+    """The queue's socket for a ``FakePacketSource``: ``recv`` raises the next of ``errors``
+    if any, else returns ``MESSAGE`` while packets are waiting, else raises EAGAIN."""
+
+    BUFFER_SIZE = 4096
+    MESSAGE = b"fake nfqueue message"
+
+    def __init__(self, source: FakePacketSource) -> None:
+        self.source = source
+        self.errors: list[OSError] = []
+        self.recvs = 0
+        self.closed = False
+
+    def recv(self, bufsize: int, /) -> bytes:
+        assert not self.closed, "recv on a closed socket"
+        self.recvs += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        if not self.source.waiting:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return self.MESSAGE
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @implementer(ISpoofer)

@@ -69,6 +69,11 @@ class ControlTestCase(SynchronousTestCase):
             reload=self.reload,
             queue_stats=lambda: parse_queue_stats(QUEUE_TEXT, 3),
             dump_dir=self.dump_dir,
+            reader_stats=lambda: {
+                "reader_errors": 2,
+                "reader_undecoded": 5,
+                "reader_enobufs": 1,
+            },
         )
         self.session = Session(self.factory)
 
@@ -351,6 +356,9 @@ class ModeAndStateTests(ControlTestCase):
                 "queue_total 17",
                 "queue_dropped 412",
                 "queue_user_dropped 9",
+                "reader_errors 2",
+                "reader_undecoded 5",
+                "reader_enobufs 1",
                 "OK stats",
             ],
         )
@@ -358,7 +366,23 @@ class ModeAndStateTests(ControlTestCase):
     def test_stats_without_queue(self) -> None:
         lines = Session(ControlFactory(self.engine)).command("stats")
         self.assertEqual(
-            lines[-4:], ["queue_total -", "queue_dropped -", "queue_user_dropped -", "OK stats"]
+            lines[-7:],
+            [
+                "queue_total -",
+                "queue_dropped -",
+                "queue_user_dropped -",
+                "reader_errors -",
+                "reader_undecoded -",
+                "reader_enobufs -",
+                "OK stats",
+            ],
+        )
+
+    def test_stats_before_the_reader_exists(self) -> None:
+        factory = ControlFactory(self.engine, reader_stats=lambda: None)
+        lines = Session(factory).command("stats")
+        self.assertEqual(
+            lines[-4:-1], ["reader_errors -", "reader_undecoded -", "reader_enobufs -"]
         )
 
     def test_reload(self) -> None:
@@ -659,6 +683,13 @@ class MakeServiceTests(SynchronousTestCase):
         expected = read_queue_stats(3) or dict.fromkeys(("queue_dropped",), "-")
         stats = dict(line.split() for line in session.command("stats")[:-1])
         self.assertEqual(stats["queue_dropped"], str(expected["queue_dropped"]))
+        (reader,) = memory.getReaders()
+        reader.undecoded += 1  # the live reader's counters
+        stats = dict(line.split() for line in session.command("stats")[:-1])
+        self.assertEqual(
+            (stats["reader_errors"], stats["reader_undecoded"], stats["reader_enobufs"]),
+            ("0", "1", "0"),
+        )
 
     def test_control_can_be_off(self) -> None:
         _service, memory = self.build("--control", "")
