@@ -309,11 +309,11 @@ class ModeAndStateTests(ControlTestCase):
     def test_clients(self) -> None:
         self.assertEqual(self.command("clients"), ["OK 0 clients"])
         client = self.engine.lock(CLIENT, "test")
-        self.engine.clients.note_hello(client, b"\x27hello", 1214, PEER, 3000)
+        self.engine.clients.note_hello(client, b"\x27hello", 1214, 3000)
         self.engine.lock(packed("fd00::7"), "test")
         self.clock.advance(60)
         self.engine.tick()  # half the 120 s lock has passed: the hello is replayed as a probe
-        self.engine.probe_answered(CLIENT)
+        self.engine.probe_answered(CLIENT, 3000)
         self.clock.advance(20)
         self.assertEqual(
             self.command("clients"),
