@@ -68,8 +68,9 @@ class Options(usage.Options):
          "first.", _number(int, "max-clients")],
         ["store-interval", None, 60.0, "Seconds between store-file writes.",
          _number(float, "store-interval")],
-        ["store-max-age", None, 7 * 86400.0, "Learned peers not seen for this long are "
-         "dropped.", _number(float, "store-max-age")],
+        ["store-max-age", None, 7 * 86400.0, "Seconds after which learned peers not seen "
+         "are forgotten, in the running table (with or without -f) and in the store file; "
+         "manual blocks stay.", _number(float, "store-max-age")],
     ]  # fmt: skip
 
     compData = usage.Completions(

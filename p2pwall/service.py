@@ -2,9 +2,9 @@
 
 Read top to bottom to follow a packet: the kernel queue (``QueueReader``) decodes it and asks the
 ``Engine`` for a verdict; the engine asks its detectors, consults the block and lock tables and
-acts through the spoofer and the event log. Timers send probes and expire locks, and flush the
-store file. Services start in the order they are added and stop in reverse, so the queue is
-bound last (after the store is loaded) and released first.
+acts through the spoofer and the event log. Timers send probes and expire locks, age learned
+blocks, and flush the store file. Services start in the order they are added and stop in
+reverse, so the queue is bound last (after the store is loaded) and released first.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from functools import partial
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .control import ControlFactory, read_queue_stats
 from .detectors.dns import DnsDetector
@@ -84,6 +87,9 @@ def makeService(
             options["store-interval"],
             reactor,
         ).setServiceParent(top)
+    max_age = options["store-max-age"]
+    prune = partial(prune_blocks, engine, max_age)
+    timer(prune_interval(max_age), prune, reactor).setServiceParent(top)
     if options["client-dir"]:
         directory = ClientDirectory(options["client-dir"])
         engine.observers.append(directory)
@@ -138,6 +144,19 @@ def timer(interval: float, work: Callable[[], None], clock: IReactorTime) -> Tim
     service = TimerService(interval, guarded)
     service.clock = clock
     return service
+
+
+def prune_interval(max_age: float) -> float:
+    """How often learned blocks are aged: a tenth of ``--store-max-age``, at most an hour."""
+    return min(max_age / 10, 3600.0)
+
+
+def prune_blocks(engine: Engine, max_age: float) -> int:
+    """Forget learned blocks not seen for ``max_age`` seconds (with or without a store file)."""
+    pruned = engine.blocks.prune(engine.clock.seconds() - max_age)
+    if pruned:
+        log.info("forgot {count} blocks not seen for {age:.0f} s", count=pruned, age=max_age)
+    return pruned
 
 
 def tick_interval(time_lock: float) -> float:
@@ -196,32 +215,108 @@ class QueueService(Service):
             log.info("released NFQUEUE {queue}", queue=self._queue_num)
 
 
+Runner = Callable[..., "Deferred[int]"]
+
+# When only last-seen times changed, the store file is written every this many intervals (10 min
+# at the default 60 s): they matter only against --store-max-age (days), and a stop writes them.
+REFRESHES_WRITTEN_EVERY = 10
+
+
+def thread_runner(reactor: IReactorTime) -> Runner:
+    """Run a function in the reactor's thread pool; right here if it has none (a test clock)."""
+    if not IReactorThreads.providedBy(reactor):
+        return maybeDeferred
+    threads: IReactorThreads = reactor  # type: ignore[assignment]
+    return lambda work, *args: deferToThreadPool(threads, threads.getThreadPool(), work, *args)
+
+
 class StoreService(Service):
-    """Loads learned peers at start, writes them on a timer and at shutdown."""
+    """Loads learned peers before the queue is bound, writes them on a timer and at shutdown.
+
+    The load runs in ``privilegedStartService``, which twistd calls for every service before it
+    starts any: the queue, added after this service, is not bound (and holds no packets) while a
+    big file is read. A write is skipped when the table has not changed since the last one
+    (``BlockTable.changes``); last-seen refreshes alone are written every
+    ``REFRESHES_WRITTEN_EVERY``-th interval. The reactor thread only takes a snapshot (two list
+    copies); formatting and writing run through ``run`` (the reactor's thread pool by default),
+    one write at a time. ``stopService`` returns the last write's Deferred, so twistd waits.
+    """
 
     def __init__(
-        self, store: StoreFile, engine: Engine, interval: float, clock: IReactorTime
+        self,
+        store: StoreFile,
+        engine: Engine,
+        interval: float,
+        clock: IReactorTime,
+        run: Runner | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self._timer = timer(interval, self.save, clock)
+        self._run = run or thread_runner(clock)
+        self._loaded = False
+        self._written: tuple[int, int] | None = None
+        self._held = 0
+        self._writing: Deferred | None = None
+
+    def privilegedStartService(self) -> None:
+        self._load()
+        super().privilegedStartService()
 
     def startService(self) -> None:
+        if not self._loaded:
+            self._load()
         super().startService()
-        loaded = self.store.load(self.engine.blocks, self.engine.clock.seconds())
-        log.info("loaded {count} blocks from {path}", count=loaded, path=self.store.path)
         self._timer.startService()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         self._timer.stopService()
-        self.save()
+        return self.save(final=True)
 
-    def save(self) -> None:
-        try:
-            self.store.save(self.engine.blocks, self.engine.clock.seconds())
-        except OSError as error:
-            log.error("writing {path} failed: {error}", path=self.store.path, error=error)
+    def _load(self) -> None:
+        blocks = self.engine.blocks
+        loaded = self.store.load(blocks, self.engine.clock.seconds())
+        self._loaded = True
+        self._written = (blocks.changes, blocks.refreshes)  # the file holds what was loaded
+        log.info("loaded {count} blocks from {path}", count=loaded, path=self.store.path)
+
+    def save(self, final: bool = False) -> Deferred[None]:
+        """Write the table if it changed; fires when written (or failed, which is logged).
+
+        While a write is under way the timer's turn is skipped; the final save follows it.
+        Nothing is written before the file was loaded: that would lose the stored blocks."""
+        if not self._loaded:
+            return succeed(None)
+        if self._writing is not None:
+            if not final:
+                return succeed(None)
+            return self._writing.addCallback(lambda _: self.save(final=True))
+        blocks = self.engine.blocks
+        state = (blocks.changes, blocks.refreshes)
+        if self._written is not None:
+            if state == self._written:
+                return succeed(None)
+            if state[0] == self._written[0] and not final:
+                self._held += 1
+                if self._held < REFRESHES_WRITTEN_EVERY:
+                    return succeed(None)
+        self._held = 0
+        self._written = state
+        writing = self._run(self.store.write, blocks.snapshot(), self.engine.clock.seconds())
+        self._writing = writing
+        return writing.addCallbacks(self._wrote, self._failed)
+
+    def _wrote(self, _count: int) -> None:
+        self._writing = None
+
+    def _failed(self, failure: Failure) -> None:
+        self._writing = None
+        self._written = None  # the next turn tries again
+        if failure.check(OSError):
+            log.error("writing {path} failed: {error}", path=self.store.path, error=failure.value)
+        else:
+            log.failure("writing {path} failed", failure, path=self.store.path)
 
 
 class ClientDirectoryService(Service):

@@ -3,16 +3,20 @@ run locks and the store, the plugin is found by twistd."""
 
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.options import Options
 from p2pwall.packet import Hook
-from p2pwall.service import makeService, tick_interval
+from p2pwall.service import StoreService, makeService, prune_interval, tick_interval
+from p2pwall.store import StoreFile
 from p2pwall.testing import (
     FakePacketSource,
     FakeQueuedPacket,
     RecordingSpoofer,
+    make_engine,
     packed,
     tcp,
     udp,
@@ -22,7 +26,7 @@ HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
 
 
 class ServiceTests(SynchronousTestCase):
-    def build(self, *argv: str):
+    def build(self, *argv: str, on_bind=None):
         options = Options()
         options.parseOptions(
             ["--green", "198.18.1.0/24", "--control", "tcp:0:interface=127.0.0.1", *argv]
@@ -31,7 +35,13 @@ class ServiceTests(SynchronousTestCase):
         self.reactor.advance(1_000_000)
         self.source = FakePacketSource()
         self.spoofer = RecordingSpoofer()
-        service = makeService(options, self.reactor, lambda: self.source, self.spoofer)
+
+        def source() -> FakePacketSource:
+            if on_bind is not None:
+                on_bind(service)
+            return self.source
+
+        service = makeService(options, self.reactor, source, self.spoofer)
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
@@ -85,6 +95,74 @@ class ServiceTests(SynchronousTestCase):
         self.reactor.advance(5)
         self.assertIn("198.19.1.3 * * http", store.read_text())
 
+    def test_store_is_loaded_before_the_queue_is_bound(self) -> None:
+        store = Path(self.mktemp())
+        store.write_text("198.19.1.1 1214 * udp 999990\n")
+        at_bind = []
+        self.build(
+            "-f",
+            str(store),
+            on_bind=lambda service: at_bind.append(len(service.engine.blocks)),
+        )
+        self.assertEqual(at_bind, [1])
+
+    def test_store_written_only_when_the_table_changed(self) -> None:
+        store = Path(self.mktemp())
+        store.write_text("198.19.1.1 1214 * udp 999990\n")
+        service = self.build("-f", str(store), "--store-interval", "5")
+        (saver,) = [s for s in service if isinstance(s, StoreService)]
+        writes = []
+        write = saver.store.write
+        saver.store.write = lambda snapshot, now: writes.append(now) or write(snapshot, now)
+        self.reactor.pump([5] * 3)
+        self.assertEqual(writes, [])
+        self.assertEqual(store.read_text(), "198.19.1.1 1214 * udp 999990\n")
+        service.engine.learn(packed("198.19.1.2"), 1214, b"", "udp")
+        self.reactor.advance(5)
+        self.assertEqual(len(writes), 1)
+        # Last-seen refreshes alone: written every 10th interval, and at the stop.
+        service.engine.blocks.match(packed("198.19.1.1"), 1214, b"", self.reactor.seconds())
+        self.reactor.pump([5] * 9)
+        self.assertEqual(len(writes), 1)
+        self.reactor.advance(5)
+        self.assertEqual(len(writes), 2)
+        self.assertIn(f"198.19.1.1 1214 * udp {self.reactor.seconds() - 50:.0f}", store.read_text())
+        self.reactor.advance(5)
+        service.stopService()
+        self.assertEqual(len(writes), 2)
+        service.engine.blocks.match(packed("198.19.1.2"), 1214, b"", self.reactor.seconds())
+        service.stopService()
+        self.assertEqual(len(writes), 3)
+
+    def test_failed_store_write_is_tried_again(self) -> None:
+        store = Path(self.mktemp()) / "peers"  # no such directory yet
+        service = self.build("-f", str(store), "--store-interval", "5")
+        service.engine.learn(packed("198.19.1.3"), 0, b"", "http")
+        self.reactor.advance(5)
+        self.assertFalse(store.exists())
+        store.parent.mkdir()
+        self.reactor.advance(5)
+        self.assertIn("198.19.1.3 * * http", store.read_text())
+
+    def test_learned_blocks_age_without_a_store_file(self) -> None:
+        service = self.build("--store-max-age", "100")
+        engine = service.engine
+        engine.learn(packed("198.19.1.5"), 1214, b"", "udp")
+        engine.block(packed("198.19.1.6"))
+        self.reactor.pump([10] * 6)
+        engine.learn(packed("198.19.1.7"), 1214, b"", "udp")
+        self.reactor.pump([10] * 5)
+        self.assertEqual(
+            {key[0] for key, _ in engine.blocks.items()},
+            {packed("198.19.1.6"), packed("198.19.1.7")},
+        )
+        self.reactor.pump([10] * 6)
+        self.assertEqual({key[0] for key, _ in engine.blocks.items()}, {packed("198.19.1.6")})
+
+    def test_prune_interval(self) -> None:
+        self.assertEqual(prune_interval(7 * 86400), 3600.0)
+        self.assertEqual(prune_interval(100), 10.0)
+
     def test_client_directory(self) -> None:
         directory = Path(self.mktemp())
         service = self.build("-c", str(directory), "-t", "5")
@@ -101,6 +179,46 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(tick_interval(4), 0.4)
         self.assertEqual(tick_interval(0.1), 0.05)
         self.assertEqual(tick_interval(0), 1.0)
+
+
+class StoreServiceTests(SynchronousTestCase):
+    def test_writes_run_one_at_a_time_off_the_reactor_and_the_stop_waits(self) -> None:
+        path = Path(self.mktemp())
+        clock = Clock()
+        clock.advance(1000)
+        engine = make_engine(clock)
+        runs: list[tuple] = []
+
+        def run(work, *args) -> Deferred:
+            runs.append((work, args, Deferred()))
+            return runs[-1][2]
+
+        def finish(index: int) -> None:
+            work, args, done = runs[index]
+            done.callback(work(*args))
+
+        def peers() -> list[str]:
+            return [line.split()[0] for line in path.read_text().splitlines()[1:]]
+
+        service = StoreService(StoreFile(path, 86400), engine, 5, clock, run=run)
+        service.privilegedStartService()
+        service.startService()
+        engine.learn(packed("198.19.1.1"), 1214, b"", "udp")
+        clock.advance(5)
+        self.assertEqual(len(runs), 1)
+        self.assertFalse(path.exists())  # the runner writes, not the timer's turn
+        engine.learn(packed("198.19.1.2"), 1214, b"", "udp")
+        clock.advance(5)
+        self.assertEqual(len(runs), 1)
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        finish(0)
+        self.assertEqual(peers(), ["198.19.1.1"])  # the snapshot of the first turn
+        self.assertEqual(len(runs), 2)
+        self.assertNoResult(stopped)
+        finish(1)
+        self.successResultOf(stopped)
+        self.assertEqual(peers(), ["198.19.1.1", "198.19.1.2"])
 
 
 class PluginTests(SynchronousTestCase):

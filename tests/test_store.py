@@ -6,7 +6,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.store import ClientDirectory, StoreFile, format_block, parse_block, write_atomically
-from p2pwall.tables import BlockTable
+from p2pwall.tables import ORIGINS, BlockTable
 from p2pwall.testing import packed
 
 
@@ -49,6 +49,41 @@ class StoreFileTests(SynchronousTestCase):
         )
         table = BlockTable(100)
         self.assertEqual(StoreFile(self.path, 1e9).load(table, 2.0), 1)
+
+    def test_load_adds_in_last_seen_order_so_pruning_stays_exact(self) -> None:
+        self.path.write_text(
+            "198.19.1.1 * * udp 300\n198.19.1.2 * * manual 50\n198.19.1.3 * * udp 100\n"
+            "198.19.1.4 * * http 200\n"
+        )
+        table = BlockTable(100)
+        self.assertEqual(StoreFile(self.path, 1e9).load(table, 400.0), 4)
+        self.assertEqual(
+            [k[0][3] for k, _ in table.items()],
+            [2, 3, 4, 1],  # last octets, by last-seen
+        )
+        self.assertEqual(table.prune(250.0), 2)
+        self.assertEqual({k[0][3] for k, _ in table.items()}, {1, 2})
+
+    def test_loaded_blocks_share_the_origin_strings(self) -> None:
+        self.path.write_text("198.19.1.1 * * udp 1\n198.19.1.2 * * http 1\n")
+        table = BlockTable(100)
+        StoreFile(self.path, 1e9).load(table, 2.0)
+        for _key, block in table.items():  # not a string per line: memory, at a million lines
+            self.assertIs(block.origin, ORIGINS[ORIGINS.index(block.origin)])
+
+    def test_write_writes_the_snapshot(self) -> None:
+        table = BlockTable(100)
+        table.add(packed("198.19.1.1"), 1214, b"", "udp", 1000.0)
+        table.add(packed("198.19.1.2"), 0, b"", "udp", 10.0)  # too old to be written
+        table.add(packed("fd00::9"), 0, packed("198.18.1.10"), "manual", 10.0)
+        snapshot = table.snapshot()
+        table.remove(packed("198.19.1.1"), 1214, b"")
+        table.add(packed("198.19.1.3"), 0, b"", "udp", 1000.0)
+        self.assertEqual(StoreFile(self.path, 100).write(snapshot, 1000.0), 2)
+        self.assertEqual(
+            self.path.read_text().splitlines()[1:],
+            ["198.19.1.1 1214 * udp 1000", "fd00::9 * 198.18.1.10 manual 10"],
+        )
 
     def test_missing_file_is_empty(self) -> None:
         self.assertEqual(StoreFile(self.path, 10).load(BlockTable(10), 0.0), 0)

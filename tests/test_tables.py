@@ -2,12 +2,33 @@
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pwall import tables
 from p2pwall.tables import ANY_CLIENT, ANY_PORT, BlockTable, LockTable
 from p2pwall.testing import packed
 
 PEER = packed("198.19.1.1")
 CLIENT = packed("198.18.1.10")
 OTHER = packed("198.18.1.20")
+
+
+def addr(i: int) -> bytes:
+    return i.to_bytes(4, "big")
+
+
+class CountingDict(dict):
+    """A block table's dict that counts the entries its ``items()`` hands out."""
+
+    visited = 0
+
+    def items(self):  # type: ignore[override]
+        for item in super().items():
+            self.visited += 1
+            yield item
+
+
+def counting(table: BlockTable) -> CountingDict:
+    table._blocks = CountingDict(table._blocks)
+    return table._blocks
 
 
 class BlockTableTests(SynchronousTestCase):
@@ -62,6 +83,121 @@ class BlockTableTests(SynchronousTestCase):
         table.add(CLIENT, 0, b"", "udp", 50.0)
         self.assertEqual(table.prune(10.0), 1)
         self.assertEqual({k[0] for k, _ in table.items()}, {OTHER, CLIENT})
+
+    def test_eviction_goes_by_last_seen(self) -> None:
+        table = BlockTable(10)
+        table.add(addr(0), ANY_PORT, CLIENT, "udp", 0.0)
+        for i in range(1, 10):
+            table.add(addr(i), 1214, b"", "udp", float(i))
+        self.assertIsNotNone(table.match(addr(0), 80, CLIENT, 20.0))
+        self.assertIsNotNone(table.match(addr(1), 1214, OTHER, 20.5))
+        table.add(PEER, 1214, b"", "udp", 21.0)
+        table.add(OTHER, 1214, b"", "udp", 21.0)
+        self.assertIn((addr(0), ANY_PORT, CLIENT), table)
+        self.assertIn((addr(1), 1214, b""), table)
+        self.assertNotIn((addr(2), 1214, b""), table)
+        self.assertNotIn((addr(3), 1214, b""), table)
+        self.assertEqual(table.evicted, 2)
+
+    def test_eviction_work_is_proportional_to_what_it_evicts(self) -> None:
+        table = BlockTable(10_000)
+        for i in range(5):
+            table.add(addr(i), 0, b"", "manual", 0.0)
+        for i in range(5, 10_000):
+            table.add(addr(i), 1214, b"", "udp", float(i))
+        blocks = counting(table)
+        table.add(PEER, 1214, b"", "udp", 20_000.0)
+        self.assertEqual(table.evicted, 1000)
+        self.assertEqual(blocks.visited, 1005)
+        self.assertNotIn((addr(1004), 1214, b""), table)
+        self.assertIn((addr(1005), 1214, b""), table)
+        for i in range(5):  # kept, and moved out of the next pass's way
+            self.assertIn((addr(i), 0, b""), table)
+        for i in range(999):  # fills the table again
+            table.add(addr(100_000 + i), 1214, b"", "udp", 30_000.0)
+        self.assertEqual(table.evicted, 1000)
+        blocks.visited = 0
+        table.add(OTHER, 1214, b"", "udp", 40_000.0)
+        self.assertEqual(blocks.visited, 1000)
+        self.assertEqual(table.evicted, 2000)
+
+    def test_one_eviction_drops_at_most_evict_max_blocks(self) -> None:
+        self.patch(tables, "EVICT_MAX", 50)
+        table = BlockTable(1000)
+        for i in range(1001):
+            table.add(addr(i), 1214, b"", "udp", float(i))
+        self.assertEqual((table.evicted, len(table)), (50, 951))
+
+    def test_prune_work_is_proportional_to_what_it_forgets(self) -> None:
+        table = BlockTable(10_000)
+        table.add(PEER, 0, b"", "manual", 0.0)
+        for i in range(10_000 - 1):
+            table.add(addr(i), 1214, b"", "udp", float(i))
+        table.match(addr(3), 1214, OTHER, 50_000.0)  # seen again: young now
+        blocks = counting(table)
+        self.assertEqual(table.prune(100.0), 99)
+        self.assertEqual(blocks.visited, 101)  # 99 stale, the manual one, the first young one
+        self.assertIn((PEER, 0, b""), table)
+        self.assertIn((addr(3), 1214, b""), table)
+        self.assertNotIn((addr(99), 1214, b""), table)
+        blocks.visited = 0
+        self.assertEqual(table.prune(100.0), 0)
+        self.assertEqual(blocks.visited, 1)
+
+    def test_table_of_manual_blocks_is_not_scanned(self) -> None:
+        table = BlockTable(10)
+        for i in range(10):
+            table.add(addr(i), 0, b"", "manual", 0.0)
+        blocks = counting(table)
+        self.assertFalse(table.add(PEER, 0, b"", "udp", 1.0))
+        self.assertEqual(table.prune(1e9), 0)
+        self.assertEqual(blocks.visited, 0)
+        table.remove(addr(0), 0, b"")
+        self.assertTrue(table.add(PEER, 0, b"", "udp", 1.0))
+        self.assertEqual(table.prune(1e9), 1)
+        self.assertEqual(len(table), 9)
+
+    def test_last_seen_moves_at_most_once_a_second(self) -> None:
+        table = BlockTable(100)
+        table.add(PEER, 1214, b"", "udp", 10.0)
+        block = table.match(PEER, 1214, OTHER, 10.5)
+        assert block is not None
+        self.assertEqual((block.seen, table.refreshes), (10.0, 0))
+        table.match(PEER, 1214, OTHER, 11.0)
+        self.assertEqual((block.seen, table.refreshes), (11.0, 1))
+        table.add(PEER, 1214, b"", "udp", 12.5)
+        self.assertEqual((block.seen, table.refreshes), (12.5, 2))
+        table.match(PEER, 1214, OTHER, 5.0)  # a clock stepped back does not move it back
+        self.assertEqual(block.seen, 12.5)
+
+    def test_change_counters(self) -> None:
+        table = BlockTable(100)
+        table.add(PEER, 0, b"", "udp", 1.0)
+        table.add(OTHER, 0, b"", "udp", 1.0)
+        self.assertEqual((table.changes, table.refreshes), (2, 0))
+        table.add(PEER, 0, b"", "udp", 1.5)
+        table.match(PEER, 80, CLIENT, 1.2)
+        self.assertEqual((table.changes, table.refreshes), (2, 0))
+        table.match(PEER, 80, CLIENT, 3.0)
+        self.assertEqual((table.changes, table.refreshes), (2, 1))
+        table.add(PEER, 0, b"", "manual", 3.0)
+        self.assertEqual(table.changes, 3)
+        table.remove(CLIENT, 0, b"")
+        self.assertEqual(table.changes, 3)
+        table.prune(2.0)
+        self.assertEqual(table.changes, 4)
+        self.assertEqual([k[0] for k, _ in table.items()], [PEER])
+        table.remove(PEER, 0, b"")
+        self.assertEqual(table.changes, 5)
+
+    def test_snapshot_is_a_copy(self) -> None:
+        table = BlockTable(100)
+        table.add(PEER, 0, b"", "udp", 1.0)
+        keys, blocks = table.snapshot()
+        table.add(OTHER, 0, b"", "udp", 2.0)
+        table.remove(PEER, 0, b"")
+        self.assertEqual(keys, [(PEER, 0, b"")])
+        self.assertEqual([b.origin for b in blocks], ["udp"])
 
 
 class LockTableTests(SynchronousTestCase):
