@@ -28,13 +28,15 @@ class KazaaProofTests(LabCase):
         report = self.ftclient(*self.cache_and_hidden(), "--scale", SCALE, "--linger", "7")
         self.assertEqual(report["breakthroughs"], [], "a FastTrack connection got through")
         self.assertGreater(report["pongs_received"], 10)
-        self.assertGreaterEqual(report["probes_answered"], 5, "the lock lives on answered probes")
+        self.assertGreaterEqual(report["probes_answered"], 4)
         self.assertGreater(sum(report["connects_tried"].values()), 20)
         log = gateway.read_log()
         self.assertIn("client 198.18.1.10 identified: FastTrack hello", log)
         self.assertGreaterEqual(log.count("learned (udp) from client 198.18.1.10"), 20)
         self.assertIn("(time lock)", log)
-        self.assertIn("probe answered by 198.18.1.10", log)
+        self.assertGreaterEqual(
+            log.count("probe answered by 198.18.1.10"), 4, "the lock lives on answered probes"
+        )
         self.assertFalse(self.web_ok("rogue"), "the client lingers, answering probes: still locked")
         quit_at = time.monotonic()
         while not self.web_ok("rogue", timeout=1):
