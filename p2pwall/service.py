@@ -3,8 +3,9 @@
 Read top to bottom to follow a packet: the kernel queue (``QueueReader``) decodes it and asks the
 ``Engine`` for a verdict; the engine asks its detectors, consults the block and lock tables and
 acts through the spoofer and the event log. Timers send probes and expire locks, age learned
-blocks, and flush the store file. Services start in the order they are added and stop in
-reverse, so the queue is bound last (after the store is loaded) and released first.
+blocks, and flush the store file. Services start in the order they are added (privileged
+start first, for all of them, then start) and stop in reverse: the store is loaded and the raw
+sockets opened before the queue is bound, and the queue is released first.
 """
 
 from __future__ import annotations
