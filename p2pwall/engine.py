@@ -50,6 +50,7 @@ class Engine:
         events: IEventSink,
         no_udp_block: bool = False,
         accept_all: bool = False,
+        max_spoofs: int = 200,
     ) -> None:
         self.clock = clock
         self.blocks = blocks
@@ -61,6 +62,9 @@ class Engine:
         self.events = events
         self.no_udp_block = no_udp_block
         self.accept_all = accept_all
+        self.max_spoofs = max_spoofs
+        self._spoof_second = -1.0
+        self._spoofs_this_second = 0
         self.observers: list[IClientObserver] = []
         self.stats: Counter[str] = Counter()
         clients.on_evict = self._evicted
@@ -180,6 +184,16 @@ class Engine:
         return True
 
     def spoof(self, src: bytes | None, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
+        """Send a forged pong, at most ``max_spoofs`` a second: each costs a few hundred µs of
+        scapy, and a flood of hellos must not take the daemon's time from everyone's packets.
+        A hello over the budget is still dropped, only not answered."""
+        second = self.clock.seconds() // 1
+        if second != self._spoof_second:
+            self._spoof_second, self._spoofs_this_second = second, 0
+        if self._spoofs_this_second >= self.max_spoofs:
+            self.stats["spoofs_skipped"] += 1
+            return
+        self._spoofs_this_second += 1
         self.stats["spoofs"] += 1
         self.spoofer.send_udp(src, sport, dst, dport, payload)
 

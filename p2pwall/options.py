@@ -64,6 +64,8 @@ class Options(usage.Options):
          "write (off by default)."],
         ["max-peers", None, 1_000_000, "Most blocked peers kept; the oldest go first.",
          _number(int, "max-peers")],
+        ["max-spoofs", None, 200, "Most forged pongs sent per second (a hello flood beyond "
+         "it is dropped unanswered).", _number(int, "max-spoofs")],
         ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go "
          "first.", _number(int, "max-clients")],
         ["store-interval", None, 60.0, "Seconds between store-file writes.",
@@ -116,6 +118,7 @@ class Options(usage.Options):
         self._check_range("max-queue-len", 1, 1 << 20)
         self._check_range("max-peers", 10, 1 << 26)
         self._check_range("max-clients", 10, 1 << 24)
+        self._check_range("max-spoofs", 1, 100_000)
         self._check_range("store-interval", 1, 86400)
         self._check_range("store-max-age", 1, 86400 * 3650)
 

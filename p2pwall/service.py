@@ -77,6 +77,7 @@ def makeService(
         events=events,
         no_udp_block=options["no-udp-block"],
         accept_all=options["accept-all"],
+        max_spoofs=options["max-spoofs"],
     )
 
     top = DaemonService(engine)

@@ -84,6 +84,17 @@ class HelloTests(EngineTestCase):
         self.assertEqual(len(self.engine.blocks), 0)
         self.assertEqual(self.engine.spoofer.sent, [])
 
+    def test_a_hello_flood_is_answered_within_the_spoof_budget(self) -> None:
+        self.engine.max_spoofs = 5
+        for port in range(2000, 2012):
+            self.assertEqual(self.hello(dport=port), DROP)
+        self.assertEqual(len(self.engine.spoofer.sent), 5)
+        self.assertEqual(self.engine.stats["spoofs_skipped"], 7)
+        self.assertEqual(len(self.engine.blocks), 12)
+        self.clock.advance(1)
+        self.hello(dport=3000)
+        self.assertEqual(len(self.engine.spoofer.sent), 6)
+
     def test_hello_to_a_well_known_service_port_teaches_no_peer(self) -> None:
         self.assertEqual(self.hello(dst="198.19.0.53", dport=53), DROP)
         self.assertEqual(len(self.engine.blocks), 0)

@@ -113,5 +113,6 @@ class OptionsTests(SynchronousTestCase):
             "--green",
             "--max-peers",
             "--max-clients",
+            "--max-spoofs",
         ):
             self.assertIn(name, text)
