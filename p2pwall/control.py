@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -414,13 +414,5 @@ class ControlFactory(Factory):
     protocol = ControlProtocol
     noisy = False
 
-    def __init__(
-        self,
-        engine: Engine,
-        names: NameSet | None = None,
-        reload: Callable[[], list[str] | None] | None = None,
-        queue_stats: Callable[[], Mapping[str, int] | None] | None = None,
-        dump_dir: str | Path | None = None,
-        reader_stats: Callable[[], Mapping[str, int] | None] | None = None,
-    ) -> None:
-        self.controller = Controller(engine, names, reload, queue_stats, dump_dir, reader_stats)
+    def __init__(self, engine: Engine, **features: Any) -> None:
+        self.controller = Controller(engine, **features)

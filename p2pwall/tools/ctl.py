@@ -14,13 +14,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TextIO
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+
+from . import react_main
 
 # A client endpoint string; the daemon's --control default, tcp:4120:interface=127.0.0.1,
 # is the server form of the same port.
@@ -152,12 +154,7 @@ async def ctl(
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-
-    async def run(reactor: IReactorCore) -> None:
-        raise SystemExit(await ctl(reactor, args))
-
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+    react_main(parse_args, ctl, argv)
 
 
 if __name__ == "__main__":

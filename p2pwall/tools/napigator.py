@@ -31,6 +31,7 @@ from twisted.internet.threads import deferToThreadPool
 from ..packet import endpoint_text
 from ..serverlist import ServerEntry, detect_format, parse_server_list
 from ..store import write_atomically
+from . import react_main
 from .ctl import DEFAULT_ENDPOINT, EXIT_ERR, EXIT_NO_REPLY, EXIT_OK, ControlError, connect, exchange
 
 MAX_LIST_BYTES = 16 << 20
@@ -282,12 +283,7 @@ async def napigator(
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-
-    async def run(reactor: IReactorCore) -> None:
-        raise SystemExit(await napigator(reactor, args))
-
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+    react_main(parse_args, napigator, argv)
 
 
 if __name__ == "__main__":
