@@ -365,6 +365,10 @@ class ControlProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         self.peer = peer_text(self.transport.getPeer())
+        # Backpressure: a client that sends commands but does not read the replies fills the
+        # transport's buffer; the transport then pauses us (LineReceiver stops reading lines)
+        # instead of the daemon's memory growing without end.
+        self.transport.registerProducer(self, True)
 
     def lineReceived(self, line: bytes) -> None:
         line = line.removesuffix(b"\r")

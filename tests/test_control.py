@@ -431,6 +431,16 @@ class QueueStatsTests(SynchronousTestCase):
 
 
 class SessionTests(ControlTestCase):
+    def test_a_client_that_does_not_read_stops_being_read(self) -> None:
+        session = Session(self.factory)
+        self.assertIs(session.transport.producer, session.protocol)
+        self.assertTrue(session.transport.streaming)
+        session.protocol.pauseProducing()
+        self.assertEqual(session.send(b"ping\n"), [])
+        session.transport.clear()
+        session.protocol.resumeProducing()
+        self.assertEqual(session.transport.value(), b"OK pong\n")
+
     def test_help_is_the_command_table(self) -> None:
         lines = self.command("help")
         self.assertEqual(lines[-1], f"OK {len(COMMANDS)} commands")
