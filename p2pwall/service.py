@@ -29,6 +29,7 @@ from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .events import EventLog
 from .interfaces import IPacketSource, ISpoofer
+from .names import BannedNames
 from .networks import GreenNetworks
 from .nfqueue import QueueReader
 from .options import Options
@@ -66,7 +67,9 @@ def makeService(
     probe_source = options["probe-source"]
     spoofer = spoofer or RawSpoofer(probe_source.packed if probe_source else None)
     # Wired even without -D, so ban-dns-name works: p2pwall-rules queues DNS answers anyway.
-    dns = DnsDetector(options["dns-patterns"])
+    banned = BannedNames(f"{options['store-file']}.names" if options["store-file"] else None)
+    banned.load()
+    dns = DnsDetector(options["dns-patterns"], banned)
     engine = Engine(
         clock=reactor,
         blocks=BlockTable(options["max-peers"]),

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..interfaces import IDetector, IEventSink
+from ..names import BannedNames
 from ..packet import UDP, Hook, Packet, Verdict, addr_text
 from ..tables import ANY_CLIENT, ANY_PORT
 from .patterns import PatternSet, load_patterns
@@ -107,10 +108,12 @@ class DnsDetector:
 
     name = "dns"
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, banned: BannedNames | None = None
+    ) -> None:
         self.path = path
         self.patterns = PatternSet()
-        self.banned: set[str] = set()
+        self.banned = banned if banned is not None else BannedNames()
 
     def reload(self, engine: Engine) -> list[str]:
         """(Re-)read the patterns file and block its .wsx literal IPs (on their listed port);
