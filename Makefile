@@ -17,7 +17,7 @@ test: deps lint
 	$(BIN)/python -m twisted.trial tests
 
 lint: deps
-	$(BIN)/ruff check p2pwall tests lab bench twisted
+	$(BIN)/ruff check p2pwall tests lab bench twisted setup.py
 
 bench: need-root deps
 	$(BIN)/python -m bench.run

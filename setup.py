@@ -1,12 +1,14 @@
 """p2pwall: a Twisted daemon that keeps P2P clients on the green network from reaching peers."""
 
+from pathlib import Path
+
 from setuptools import setup
 
 setup(
     name="p2pwall",
     version="0.1.0",
     description="ftwall re-created: block FastTrack, WinMX and OpenNAP clients via NFQUEUE",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
