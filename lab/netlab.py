@@ -223,41 +223,13 @@ class Lab:
         self._ip("-n", gw, "link", "set", self.green_if, "up")
         for host, ip in GREEN_HOSTS.items():
             port = f"g-{host}"
-            if not self._has_link("gw", port):
-                self._ip(
-                    "-n",
-                    gw,
-                    "link",
-                    "add",
-                    port,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    self.ns(host),
-                )
+            self._veth(port, host)
             self._ip("-n", gw, "link", "set", port, "master", self.green_if, "up")
             self._ip("-n", self.ns(host), "addr", "replace", f"{ip}/{GREEN_PREFIX}", "dev", "eth0")
             self._ip("-n", self.ns(host), "link", "set", "eth0", "up")
             self._ip("-n", self.ns(host), "route", "replace", "default", "via", GW_GREEN)
         pub = self.ns("pub")
-        if not self._has_link("gw", self.public_if):
-            self._ip(
-                "-n",
-                gw,
-                "link",
-                "add",
-                self.public_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                pub,
-            )
+        self._veth(self.public_if, "pub")
         self._ip("-n", gw, "addr", "replace", f"{GW_PUBLIC}/24", "dev", self.public_if)
         self._ip("-n", gw, "link", "set", self.public_if, "up")
         self._ip("-n", pub, "addr", "replace", f"{PUB_LINK}/24", "dev", "eth0")
@@ -266,6 +238,12 @@ class Lab:
         self._ip("-n", pub, "route", "replace", "198.18.0.0/16", "via", GW_PUBLIC)
         batch = "".join(f"addr replace {ip}/32 dev eth0\n" for ip in self.public_addrs)
         self._ip("-n", pub, "-batch", "-", stdin=batch)
+
+    def _veth(self, gw_end: str, host: str) -> None:
+        """A veth pair: ``gw_end`` in gw, ``eth0`` in ``host`` (kept if it exists already)."""
+        if not self._has_link("gw", gw_end):
+            self._ip("-n", self.ns("gw"), "link", "add", gw_end, "type", "veth", "peer", "name",
+                     "eth0", "netns", self.ns(host))  # fmt: skip
 
     def add_public_addr(self, ip: str) -> None:
         """Give ``pub`` one more /32, e.g. a host a DNS record points at."""
