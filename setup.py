@@ -18,7 +18,6 @@ setup(
         "twisted>=24.3,<27",
         "zope.interface>=6,<9",
         "scapy>=2.5,<2.9",
-        "NetfilterQueue>=1.1,<2",
     ],
     extras_require={"dev": ["ruff>=0.6"]},
     entry_points={

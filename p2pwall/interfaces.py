@@ -65,38 +65,25 @@ class IClientObserver(Interface):
         """``addr`` (packed) is no longer locked."""
 
 
-class IVerdictTarget(Interface):
-    """One packet held by the kernel, waiting for its verdict (NetfilterQueue's Packet)."""
-
-    hook = Attribute("The netfilter hook number the packet was queued from.")
-
-    def get_payload():
-        """The packet's bytes, from the IP header on."""
-
-    def get_hw():
-        """The source MAC address as bytes, or ``None``."""
-
-    def accept():
-        """Let the packet go on."""
-
-    def drop():
-        """Discard the packet."""
-
-
 class IPacketSource(Interface):
-    """Hands queued packets (``IVerdictTarget``) to a callback; NetfilterQueue's shape."""
+    """The kernel queue's netlink socket: one message per queued packet (``netlink``'s
+    ``MSG_PACKET``), now and then an error report about a verdict."""
 
-    def bind(queue_num, user_callback, max_len, mode, range, sock_len):
-        """Attach to kernel queue ``queue_num``."""
+    def fileno():
+        """The file descriptor that becomes readable when messages are waiting."""
 
-    def unbind():
-        """Detach from the kernel queue."""
+    def recv_into(buffer):
+        """Copy the next message into ``buffer`` and return its size. Raises
+        ``BlockingIOError`` when none is waiting, ``OSError`` ENOBUFS after the kernel dropped
+        messages for a full socket buffer (the next call goes on)."""
 
-    def get_fd():
-        """The file descriptor that becomes readable when packets are waiting."""
+    def close():
+        """Detach from the kernel queue (``--queue-bypass`` rules then let packets through)."""
 
-    def run_socket(sock):
-        """Deliver waiting packets to the callback: call ``sock.recv(4096)`` in a loop and
-        hand each message to the callback; an ``OSError`` with ENOBUFS means "go on", one
-        with EAGAIN or EWOULDBLOCK ends the call, any other propagates. (A message is one
-        packet; the callback's exceptions propagate too.)"""
+
+class IVerdictTarget(Interface):
+    """Where the verdicts of one batch of packets go (the kernel queue)."""
+
+    def set_verdicts(drops, accept_through):
+        """Drop the packets whose ids are in ``drops``, then accept every packet still held
+        with an id up to ``accept_through`` (``None``: accept none)."""

@@ -1,133 +1,152 @@
-"""The NFQUEUE reader: NetfilterQueue's netlink fd as a reactor read descriptor.
+"""The NFQUEUE reader: the kernel queue's netlink socket as a reactor read descriptor.
 
 Every queued packet gets exactly one verdict, also when decoding or the engine raises (that
 packet gets the configured failure verdict and the error is logged). Modelled on
 ``twisted.pair.tuntap.TuntapPort``, read budget included: one ``doRead`` reads at most
-``budget`` netlink messages (one per packet), so a flood cannot starve the reactor's timers
-and the control port. The reactor polls level-triggered, so it calls ``doRead`` again on its
-next turn while messages remain.
+``budget`` messages (one per packet), so a flood cannot starve the reactor's timers and the
+control port; the reactor polls level-triggered and calls ``doRead`` again while messages remain.
 
-``NetfilterQueue.run(block=False)`` reads until EAGAIN and takes no budget, so the reader uses
-``run_socket(sock)`` instead: that loop calls ``sock.recv`` until it raises EAGAIN, and our
-``sock`` says EAGAIN once the budget is spent.
+A turn's verdicts leave in one ``send`` at its end: a drop per dropped packet and one batch
+accept for the rest (``netlink.verdicts``). Nothing is held across turns, so no flush timer is
+needed; a packet whose message the kernel lost (ENOBUFS) is accepted by the next batch instead of
+waiting in the queue for ever.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import struct
+from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 from twisted.internet import abstract
 from twisted.internet.interfaces import IReactorFDSet
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from . import netlink
 from .interfaces import IPacketSource, IVerdictTarget
 from .packet import ACCEPT, Packet, Verdict, decode
 
 Decide = Callable[[Packet, int], Verdict]
 
-COPY_PACKET = 2
-_COPY_RANGE = 0xFFFF
 READ_BUDGET = 256
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
-class Receiver(Protocol):
-    """The part of a socket that ``run_socket`` and the reader use."""
+@implementer(IPacketSource, IVerdictTarget)
+class KernelQueue:
+    """A bound ``nfnetlink_queue`` queue: whole packets copied, ``max_len`` held at most,
+    a ``sock_len`` receive buffer, optionally fail-open (the kernel accepts what a full queue
+    cannot hold, instead of dropping it). Closing the socket unbinds the queue."""
 
-    def recv(self, bufsize: int, /) -> bytes: ...
-    def close(self) -> None: ...
-
-
-def netfilter_queue() -> IPacketSource:
-    """The real packet source; imported late so tests and ``--help`` work without it."""
-    from netfilterqueue import NetfilterQueue
-
-    return NetfilterQueue()
-
-
-def netlink_socket(fd: int) -> socket.socket:
-    """The queue's netlink socket as a non-blocking Python socket, on a dup of ``fd``: closing
-    it leaves NetfilterQueue's own fd open. (The non-blocking flag is shared with that fd.)"""
-    sock = socket.fromfd(fd, socket.AF_NETLINK, socket.SOCK_RAW)
-    sock.setblocking(False)
-    return sock
-
-
-class BudgetedSocket:
-    """What ``run_socket`` reads from: ``sock.recv`` at most ``left`` times, then EAGAIN.
-
-    It also sees the ENOBUFS that ``run_socket`` swallows (the kernel dropped messages because
-    the socket buffer was full) and counts them in ``overruns``.
-    """
-
-    def __init__(self, sock: Receiver) -> None:
-        self.sock = sock
-        self.left = 0
-        self.overruns = 0
-
-    def recv(self, bufsize: int, /) -> bytes:
-        if self.left <= 0:
-            raise BlockingIOError(errno.EAGAIN, "read budget spent for this reactor turn")
-        self.left -= 1
+    def __init__(
+        self,
+        queue_num: int,
+        max_len: int = 4096,
+        sock_len: int = 4 * 1024 * 1024,
+        fail_open: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        self.queue_num = queue_num
+        self._early: deque[bytes] = deque()
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
         try:
-            return self.sock.recv(bufsize)
-        except OSError as error:
-            if error.errno == errno.ENOBUFS:
-                self.overruns += 1
+            self._sock.bind((0, 0))
+            set_receive_buffer(self._sock, sock_len)
+            self._sock.settimeout(timeout)
+            self._sock.send(
+                netlink.config(
+                    queue_num,
+                    netlink.CMD_BIND,
+                    copy_range=netlink.MAX_COPY_RANGE,
+                    max_len=max_len,
+                    fail_open=fail_open,
+                    seq=1,
+                )
+            )
+            self._await_ack(1)
+            self._sock.setblocking(False)
+        except BaseException:
+            self._sock.close()
             raise
 
+    def _await_ack(self, seq: int) -> None:
+        """Wait for the kernel's answer to config message ``seq``; packets queued meanwhile
+        are kept for ``recv_into``. A refusal raises ``OSError`` with the kernel's errno."""
+        while True:
+            try:
+                data = self._sock.recv(netlink.MAX_MESSAGE)
+            except TimeoutError:
+                raise OSError(errno.ETIMEDOUT, "nfnetlink_queue did not answer") from None
+            for kind, start, _end in netlink.messages(data, len(data)):
+                if kind == netlink.MSG_PACKET:
+                    self._early.append(data)
+                elif kind == netlink.NLMSG_ERROR and netlink.message_seq(data, start) == seq:
+                    code = netlink.error_code(data, start)
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    return
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv_into(self, buffer: bytearray) -> int:
+        if self._early:
+            data = self._early.popleft()
+            buffer[: len(data)] = data
+            return len(data)
+        return self._sock.recv_into(buffer)
+
+    def set_verdicts(self, drops: list[int], accept_through: int | None) -> None:
+        self._sock.send(netlink.verdicts(self.queue_num, drops, accept_through))
+
     def close(self) -> None:
-        self.sock.close()
+        self._sock.close()
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """``size`` bytes of receive buffer; beyond ``rmem_max`` only with CAP_NET_ADMIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 class QueueReader(abstract.FileDescriptor):
-    """Drains the queue when its fd is readable and hands each packet to ``decide``."""
+    """Reads a queue's messages when its fd is readable, hands each packet to ``decide`` and
+    sends the turn's verdicts."""
 
     log = Logger()
 
     def __init__(
         self,
-        queue_num: int,
+        queue: IPacketSource,
         decide: Decide,
         reactor: IReactorFDSet,
-        source: IPacketSource | None = None,
-        max_len: int = 4096,
-        sock_len: int = 4 * 1024 * 1024,
         failure_verdict: Verdict = Verdict.ACCEPT,
         want_mac: bool = False,
         budget: int = READ_BUDGET,
-        open_socket: Callable[[int], Receiver] | None = None,
+        name: str = "nfqueue",
     ) -> None:
-        """``budget``: netlink messages read per ``doRead``. ``open_socket(fd)``: the socket
-        that ``run_socket`` reads; by default ``netlink_socket``, or the source's own
-        ``open_socket`` when it has one (the tests' fake source has no kernel fd)."""
+        """``queue`` provides ``IPacketSource`` and ``IVerdictTarget`` (a ``KernelQueue``, or a
+        fake); ``budget``: messages read per ``doRead``; ``name`` names the queue in logs."""
         super().__init__(reactor)
-        self.queue_num = queue_num
+        self.queue = queue
         self.decide = decide
         self.failure_verdict = failure_verdict
         self.want_mac = want_mac
         self.budget = budget
+        self.name = name
         self.errors = 0
         self.undecoded = 0
-        self._source = source if source is not None else netfilter_queue()
-        if open_socket is None:
-            open_socket = getattr(self._source, "open_socket", netlink_socket)
-        self._source.bind(queue_num, self._handle, max_len, COPY_PACKET, _COPY_RANGE, sock_len)
-        self._fd = self._source.get_fd()
-        try:
-            self._socket = BudgetedSocket(open_socket(self._fd))
-        except BaseException:
-            self._source.unbind()
-            raise
-
-    @property
-    def overruns(self) -> int:
-        """ENOBUFS seen: times the kernel dropped messages for a full socket buffer (the
-        packets themselves are counted in /proc/net/netfilter/nfnetlink_queue)."""
-        return self._socket.overruns
+        self.overruns = 0
+        self._fd = queue.fileno()
+        self._buffer = bytearray(netlink.MAX_MESSAGE)
+        self._view = memoryview(self._buffer)
 
     def stats(self) -> dict[str, int]:
         """The reader's counters, as the control port's ``stats`` shows them."""
@@ -141,17 +160,73 @@ class QueueReader(abstract.FileDescriptor):
         return self._fd
 
     def logPrefix(self) -> str:
-        return f"nfqueue-{self.queue_num}"
+        return self.name
 
     def doRead(self) -> None:
-        self._socket.left = self.budget
+        drops: list[int] = []
+        accept_through = None
+        recv_into = self.queue.recv_into
+        buffer, view = self._buffer, self._view
+        for _ in range(self.budget):
+            try:
+                size = recv_into(buffer)
+            except BlockingIOError:
+                break
+            except OSError as error:
+                if error.errno == errno.ENOBUFS:
+                    self.overruns += 1
+                    continue
+                self.errors += 1
+                self.log.error("reading {name} failed: {error}", name=self.name, error=error)
+                break
+            try:
+                if netlink.message_kind(view) != netlink.MSG_PACKET:
+                    self._kernel_reports(view, size)
+                    continue
+                packet_id, hook, data, hw = netlink.queued_packet(view, size)
+            except (ValueError, KeyError, struct.error) as error:
+                self.errors += 1
+                self.log.error(
+                    "malformed message from {name}: {error}", name=self.name, error=error
+                )
+                continue
+            if self._verdict(data, hook, hw) == ACCEPT:
+                accept_through = packet_id
+            else:
+                drops.append(packet_id)
+        if drops or accept_through is not None:
+            try:
+                self.queue.set_verdicts(drops, accept_through)
+            except OSError as error:
+                self.errors += 1
+                self.log.error("sending verdicts failed: {error}", error=error)
+
+    def _verdict(self, data: bytes, hook: int, hw: bytes | None) -> Verdict:
         try:
-            self._source.run_socket(self._socket)
-        except OSError as error:
+            packet = decode(data)
+            if packet is None:
+                self.undecoded += 1
+                return ACCEPT
+            if self.want_mac:
+                packet.mac = hw
+            return self.decide(packet, hook)
+        except Exception:
             self.errors += 1
-            self.log.error(
-                "reading queue {queue} failed: {error}", queue=self.queue_num, error=error
+            self.log.failure(
+                "deciding a packet failed; it gets {verdict}", verdict=self.failure_verdict.name
             )
+            return self.failure_verdict
+
+    def _kernel_reports(self, view: memoryview, size: int) -> None:
+        """The kernel answers a message it refused (a verdict for an unknown id, say) with an
+        error report; there is nothing to retry, so count and log it."""
+        for kind, start, _end in netlink.messages(view, size):
+            code = netlink.error_code(view, start) if kind == netlink.NLMSG_ERROR else 0
+            if code:
+                self.errors += 1
+                self.log.error(
+                    "{name} refused a message: {error}", name=self.name, error=os.strerror(code)
+                )
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
@@ -161,31 +236,5 @@ class QueueReader(abstract.FileDescriptor):
         """Stop reading and detach from the kernel queue (``--queue-bypass`` then applies)."""
         self.stopReading()
         if self._fd >= 0:
-            self._socket.close()
-            self._source.unbind()
+            self.queue.close()
             self._fd = -1
-
-    def _handle(self, queued: IVerdictTarget) -> None:
-        try:
-            packet = decode(queued.get_payload())
-            if packet is None:
-                self.undecoded += 1
-                verdict = ACCEPT
-            else:
-                if self.want_mac:
-                    packet.mac = queued.get_hw()
-                verdict = self.decide(packet, queued.hook)
-        except Exception:
-            self.errors += 1
-            self.log.failure(
-                "deciding a packet failed; it gets {verdict}", verdict=self.failure_verdict.name
-            )
-            verdict = self.failure_verdict
-        try:
-            if verdict == ACCEPT:
-                queued.accept()
-            else:
-                queued.drop()
-        except Exception:
-            self.errors += 1
-            self.log.failure("setting a verdict failed")

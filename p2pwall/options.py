@@ -40,6 +40,12 @@ class Options(usage.Options):
     optFlags = [
         ["no-udp-block", "n", "Do not drop FastTrack UDP (testing only, as ftwall -n)."],
         ["accept-all", None, "Start in accept-all mode: every packet is accepted."],
+        [
+            "fail-open",
+            None,
+            "When the kernel queue is full, accept packets instead of "
+            "dropping them (NFQA_CFG_F_FAIL_OPEN).",
+        ],
     ]
 
     optParameters = [

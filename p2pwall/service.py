@@ -31,7 +31,7 @@ from .events import EventLog
 from .interfaces import IPacketSource, ISpoofer
 from .names import BannedNames
 from .networks import GreenNetworks
-from .nfqueue import QueueReader
+from .nfqueue import KernelQueue, QueueReader
 from .options import Options
 from .packet import Verdict
 from .spoof import RawSpoofer
@@ -119,18 +119,24 @@ def makeService(
         )
         strports.service(options["control"], control, reactor=reactor).setServiceParent(top)
 
+    queue_num = options["queue"]
+    open_queue = packet_source or partial(
+        KernelQueue,
+        queue_num,
+        max_len=options["max-queue-len"],
+        sock_len=options["buffer"],
+        fail_open=options["fail-open"],
+    )
     reading = QueueService(
         lambda: QueueReader(
-            options["queue"],
+            open_queue(),
             engine.verdict,
             reactor,
-            source=packet_source() if packet_source else None,
-            max_len=options["max-queue-len"],
-            sock_len=options["buffer"],
             failure_verdict=Verdict[options["failure-verdict"].upper()],
             want_mac=events.wants_mac,
+            name=f"NFQUEUE {queue_num}",
         ),
-        options["queue"],
+        queue_num,
     )
     reading.setServiceParent(top)
     return top

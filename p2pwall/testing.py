@@ -3,19 +3,20 @@ factory, so tests (ours and those of new detectors) run without root or a networ
 
 from __future__ import annotations
 
-import errno
 import ipaddress
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Sequence
 
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from . import netlink
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .events import EventLog
 from .interfaces import IDetector, IPacketSource, ISpoofer, IVerdictTarget
 from .networks import GreenNetworks
-from .packet import Hook
+from .packet import Hook, Verdict
 from .tables import BlockTable, LockTable
 
 
@@ -46,112 +47,76 @@ def _ip(src: str, dst: str):
     return (IPv6 if ":" in src else IP)(src=src, dst=dst)
 
 
-@implementer(IVerdictTarget)
-class FakeQueuedPacket:
-    """A packet held for a verdict; refuses a second verdict, as the kernel would lose it."""
+@implementer(IPacketSource, IVerdictTarget)
+class FakeKernelQueue:
+    """A kernel queue in memory that speaks the real protocol: ``queue`` a packet and its
+    ``MSG_PACKET`` message waits on a socket pair (a real fd, so a real reactor can poll it);
+    verdicts are encoded, parsed back and applied by the kernel's rules, batch accepts
+    included. A verdict for a packet not held is kept in ``refused``, never applied twice.
+    ``errors`` are raised by ``recv_into`` before anything else."""
 
-    def __init__(self, data: bytes, hook: int = Hook.FORWARD, hw: bytes | None = None) -> None:
-        self.data = data
-        self.hook = hook
-        self.hw = hw
-        self.verdict: str | None = None
-
-    def get_payload(self) -> bytes:
-        return self.data
-
-    def get_hw(self) -> bytes | None:
-        return self.hw
-
-    def accept(self) -> None:
-        self._set("accept")
-
-    def drop(self) -> None:
-        self._set("drop")
-
-    def _set(self, verdict: str) -> None:
-        if self.verdict is not None:
-            raise RuntimeError(f"second verdict {verdict} after {self.verdict}")
-        self.verdict = verdict
-
-
-@implementer(IPacketSource)
-class FakePacketSource:
-    """Stands in for NetfilterQueue: ``queue`` packets, ``run_socket`` hands them to the
-    callback the way the real one does, one per successful ``sock.recv``.
-
-    Its fd is not a kernel one, so the reader asks it for the socket to read from
-    (``open_socket``): a ``FakeNetlinkSocket`` that has a message while packets are waiting,
-    raises its queued ``errors`` first, and raises EAGAIN when nothing is left.
-    """
-
-    fd = 1000
-
-    def __init__(self) -> None:
-        self.callback: Callable[[IVerdictTarget], None] | None = None
-        self.bound: tuple | None = None
-        self.unbound = False
-        self.waiting: list[FakeQueuedPacket] = []
-        self.socket: FakeNetlinkSocket | None = None
-
-    def bind(self, queue_num, user_callback, max_len, mode, range, sock_len) -> None:  # noqa: A002
-        self.bound = (queue_num, max_len, mode, range, sock_len)
-        self.callback = user_callback
-
-    def unbind(self) -> None:
-        self.unbound = True
-        self.callback = None
-
-    def get_fd(self) -> int:
-        return self.fd
-
-    def open_socket(self, fd: int) -> FakeNetlinkSocket:
-        assert fd == self.fd, f"socket asked for fd {fd}, not ours"
-        self.socket = FakeNetlinkSocket(self)
-        return self.socket
-
-    def queue(self, *packets: FakeQueuedPacket) -> None:
-        self.waiting.extend(packets)
-
-    def run_socket(self, sock) -> None:
-        """NetfilterQueue.run_socket's loop, with a fake packet per message."""
-        assert self.callback is not None, "run_socket() on an unbound queue"
-        while True:
-            try:
-                message = sock.recv(FakeNetlinkSocket.BUFFER_SIZE)
-            except OSError as error:
-                if error.args[0] == errno.ENOBUFS:
-                    continue
-                if error.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    break
-                raise
-            assert message == FakeNetlinkSocket.MESSAGE, f"not a queue message: {message!r}"
-            self.callback(self.waiting.pop(0))
-
-
-class FakeNetlinkSocket:
-    """The queue's socket for a ``FakePacketSource``: ``recv`` raises the next of ``errors``
-    if any, else returns ``MESSAGE`` while packets are waiting, else raises EAGAIN."""
-
-    BUFFER_SIZE = 4096
-    MESSAGE = b"fake nfqueue message"
-
-    def __init__(self, source: FakePacketSource) -> None:
-        self.source = source
+    def __init__(self, queue_num: int = 0) -> None:
+        self.queue_num = queue_num
+        self._kernel, self._user = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._user.setblocking(False)
+        self._next_id = 1
+        self.held: dict[int, bytes] = {}
+        self.verdicts: dict[int, Verdict] = {}
+        self.refused: list[tuple[int, int]] = []
         self.errors: list[OSError] = []
         self.recvs = 0
         self.closed = False
 
-    def recv(self, bufsize: int, /) -> bytes:
-        assert not self.closed, "recv on a closed socket"
+    def queue(
+        self,
+        data: bytes,
+        hook: int = Hook.FORWARD,
+        hw: bytes | None = None,
+        announce: bool = True,
+    ) -> int:
+        """Hold ``data`` for a verdict and announce it (``announce=False``: its message is
+        lost, as under ENOBUFS); returns its packet id."""
+        packet_id = self._next_id
+        self._next_id += 1
+        self.held[packet_id] = data
+        if announce:
+            self.send_raw(netlink.packet_message(self.queue_num, packet_id, hook, data, hw))
+        return packet_id
+
+    def send_raw(self, message: bytes) -> None:
+        """Put any message on the socket, as the kernel would (error reports, junk)."""
+        self._kernel.send(message)
+
+    def verdict(self, packet_id: int) -> Verdict | None:
+        return self.verdicts.get(packet_id)
+
+    def fileno(self) -> int:
+        return self._user.fileno()
+
+    def recv_into(self, buffer: bytearray) -> int:
+        assert not self.closed, "recv_into on a closed queue"
         self.recvs += 1
         if self.errors:
             raise self.errors.pop(0)
-        if not self.source.waiting:
-            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
-        return self.MESSAGE
+        return self._user.recv_into(buffer)
+
+    def set_verdicts(self, drops: list[int], accept_through: int | None) -> None:
+        data = netlink.verdicts(self.queue_num, drops, accept_through)
+        for kind, verdict, last in netlink.verdicts_in(data):
+            if kind == netlink.MSG_VERDICT_BATCH:
+                ids = [packet_id for packet_id in self.held if packet_id <= last]
+            else:
+                ids = [last] if last in self.held else []
+            if not ids:
+                self.refused.append((kind, last))
+            for packet_id in ids:
+                del self.held[packet_id]
+                self.verdicts[packet_id] = Verdict(verdict)
 
     def close(self) -> None:
         self.closed = True
+        self._kernel.close()
+        self._user.close()
 
 
 @implementer(ISpoofer)

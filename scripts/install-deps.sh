@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+# libnetfilter-queue-dev and gcc build the benchmark's C reader; the daemon needs neither.
 for pkg in libnetfilter-queue-dev iptables nftables iproute2 dnsmasq-base curl netcat-openbsd \
-           dnsutils gcc make python3-venv python3-dev; do
+           dnsutils gcc make python3-venv; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -26,7 +26,7 @@ from p2pwall.packet import Hook, decode
 from p2pwall.service import makeService
 from p2pwall.store import HEADER, StoreFile
 from p2pwall.tables import BlockTable
-from p2pwall.testing import FakePacketSource, RecordingSpoofer, make_engine, packed, tcp, udp
+from p2pwall.testing import FakeKernelQueue, RecordingSpoofer, make_engine, packed, tcp, udp
 
 NOW = 1_700_000_000
 FIXTURES = Path(__file__).parent / "tools" / "fixtures"
@@ -672,7 +672,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--queue", "3", *argv])
         memory = MemoryReactorClock()
-        service = makeService(options, memory, FakePacketSource, RecordingSpoofer())
+        service = makeService(options, memory, FakeKernelQueue, RecordingSpoofer())
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)

@@ -9,7 +9,7 @@ from p2pwall.detectors.dns import DnsDetector
 from p2pwall.names import BannedNames
 from p2pwall.options import Options
 from p2pwall.service import makeService
-from p2pwall.testing import FakePacketSource, RecordingSpoofer
+from p2pwall.testing import FakeKernelQueue, RecordingSpoofer
 
 
 class BannedNamesTests(SynchronousTestCase):
@@ -42,7 +42,7 @@ class ServiceTests(SynchronousTestCase):
     def build(self, store: Path):
         options = Options()
         options.parseOptions(["-f", str(store), "--control", "tcp:0:interface=127.0.0.1"])
-        service = makeService(options, MemoryReactorClock(), FakePacketSource, RecordingSpoofer())
+        service = makeService(options, MemoryReactorClock(), FakeKernelQueue, RecordingSpoofer())
         (dns,) = [d for d in service.engine.detectors if isinstance(d, DnsDetector)]
         return dns
 

@@ -1,9 +1,8 @@
 """The queue reader gives every packet exactly one verdict, whatever happens while deciding,
-and reads at most a budget of packets per reactor turn."""
+sends a reactor turn's verdicts in one go, and reads at most a budget of packets per turn."""
 
 import errno
-import os
-import socket
+import struct
 from itertools import pairwise
 
 from twisted.internet.defer import Deferred
@@ -11,50 +10,101 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pwall.nfqueue import QueueReader, netlink_socket
+from p2pwall import netlink
+from p2pwall.nfqueue import QueueReader
 from p2pwall.packet import Hook, Packet, Verdict
-from p2pwall.testing import FakeNetlinkSocket, FakePacketSource, FakeQueuedPacket, tcp, udp
+from p2pwall.testing import FakeKernelQueue, tcp, udp
+
+ACCEPT, DROP = Verdict.ACCEPT, Verdict.DROP
+
+
+def datagram(dport: int) -> bytes:
+    return udp("198.18.1.10", "198.19.1.1", 5, dport)
+
+
+class CountingQueue(FakeKernelQueue):
+    """Counts the verdict sends: one per reactor turn is the point of batching."""
+
+    def __init__(self) -> None:
+        super().__init__(3)
+        self.sends: list[tuple[list[int], int | None]] = []
+
+    def set_verdicts(self, drops: list[int], accept_through: int | None) -> None:
+        self.sends.append((list(drops), accept_through))
+        super().set_verdicts(drops, accept_through)
 
 
 class QueueReaderTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactor()
-        self.source = FakePacketSource()
+        self.queue = CountingQueue()
+        self.addCleanup(lambda: self.queue.closed or self.queue.close())
         self.seen: list[tuple[Packet, int]] = []
 
     def reader(self, decide=None, **kwargs) -> QueueReader:
         def record(packet: Packet, hook: int) -> Verdict:
             self.seen.append((packet, hook))
-            return Verdict.DROP if packet.dport == 1214 else Verdict.ACCEPT
+            return DROP if packet.dport == 1214 else ACCEPT
 
-        return QueueReader(3, decide or record, self.reactor, source=self.source, **kwargs)
+        return QueueReader(self.queue, decide or record, self.reactor, **kwargs)
 
-    def test_binds_with_options_and_reads_from_the_reactor(self) -> None:
-        reader = self.reader(max_len=77, sock_len=1 << 20)
-        self.assertEqual(self.source.bound, (3, 77, 2, 0xFFFF, 1 << 20))
+    def verdicts(self, ids: list[int]) -> list[Verdict | None]:
+        return [self.queue.verdict(packet_id) for packet_id in ids]
+
+    def test_reads_from_the_reactor_and_close_releases_the_queue_once(self) -> None:
+        reader = self.reader()
         reader.startReading()
         self.assertIn(reader, self.reactor.getReaders())
-        self.assertEqual(reader.fileno(), FakePacketSource.fd)
+        self.assertEqual(reader.fileno(), self.queue.fileno())
         reader.close()
-        self.assertTrue(self.source.unbound)
+        reader.close()
+        self.assertTrue(self.queue.closed)
         self.assertNotIn(reader, self.reactor.getReaders())
         self.assertEqual(reader.fileno(), -1)
 
     def test_verdicts_follow_the_decision(self) -> None:
         reader = self.reader()
-        drop = FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 1214), Hook.FORWARD)
-        accept = FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 80), Hook.INPUT)
-        self.source.queue(drop, accept)
+        drop = self.queue.queue(datagram(1214), Hook.FORWARD)
+        accept = self.queue.queue(datagram(80), Hook.INPUT)
         reader.doRead()
-        self.assertEqual((drop.verdict, accept.verdict), ("drop", "accept"))
+        self.assertEqual(self.verdicts([drop, accept]), [DROP, ACCEPT])
         self.assertEqual([hook for _, hook in self.seen], [Hook.FORWARD, Hook.INPUT])
+        self.assertEqual(self.queue.refused, [])
+
+    def test_a_turn_sends_its_verdicts_at_once_drops_first_then_one_batch_accept(self) -> None:
+        reader = self.reader()
+        ids = [self.queue.queue(datagram(1214 if n % 3 == 0 else 80)) for n in range(10)]
+        reader.doRead()
+        self.assertEqual(self.queue.sends, [([ids[0], ids[3], ids[6], ids[9]], ids[8])])
+        self.assertEqual(self.verdicts(ids), [DROP if n % 3 == 0 else ACCEPT for n in range(10)])
+        self.assertEqual((self.queue.held, self.queue.refused), ({}, []))
+
+    def test_a_turn_of_drops_sends_no_batch_accept(self) -> None:
+        """The kernel refuses a batch that matches nothing (ENOENT)."""
+        reader = self.reader()
+        ids = [self.queue.queue(datagram(1214)) for _ in range(3)]
+        reader.doRead()
+        self.assertEqual(self.queue.sends, [(ids, None)])
+        self.assertEqual(self.queue.refused, [])
+
+    def test_a_packet_whose_message_was_lost_is_accepted_by_the_next_batch(self) -> None:
+        """ENOBUFS: the kernel still holds the packet; without a verdict it would fill the
+        queue for ever."""
+        reader = self.reader()
+        lost = self.queue.queue(datagram(80), announce=False)
+        self.queue.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
+        after = self.queue.queue(datagram(80))
+        reader.doRead()
+        self.assertEqual(self.verdicts([lost, after]), [ACCEPT, ACCEPT])
+        self.assertEqual(reader.stats(), {
+            "reader_errors": 0, "reader_undecoded": 0, "reader_enobufs": 1,
+        })  # fmt: skip
 
     def test_undecodable_packets_are_accepted_without_asking(self) -> None:
         reader = self.reader()
-        junk = FakeQueuedPacket(b"\x45garbage")
-        self.source.queue(junk)
+        junk = self.queue.queue(b"\x45garbage")
         reader.doRead()
-        self.assertEqual(junk.verdict, "accept")
+        self.assertEqual(self.queue.verdict(junk), ACCEPT)
         self.assertEqual(self.seen, [])
         self.assertEqual(reader.undecoded, 1)
 
@@ -62,105 +112,93 @@ class QueueReaderTests(SynchronousTestCase):
         def explode(packet: Packet, hook: int) -> Verdict:
             raise ZeroDivisionError("engine bug")
 
-        reader = self.reader(explode, failure_verdict=Verdict.DROP)
-        first = FakeQueuedPacket(tcp("198.18.1.10", "198.19.1.1", 5, 80))
-        second = FakeQueuedPacket(tcp("198.18.1.10", "198.19.1.1", 5, 81))
-        self.source.queue(first, second)
+        reader = self.reader(explode, failure_verdict=DROP)
+        ids = [self.queue.queue(tcp("198.18.1.10", "198.19.1.1", 5, port)) for port in (80, 81)]
         reader.doRead()
-        self.assertEqual((first.verdict, second.verdict), ("drop", "drop"))
+        self.assertEqual(self.verdicts(ids), [DROP, DROP])
         self.assertEqual(reader.errors, 2)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
 
-    def test_mac_is_fetched_only_when_wanted(self) -> None:
+    def test_mac_is_passed_on_only_when_wanted(self) -> None:
         for want in (False, True):
             self.seen.clear()
             reader = self.reader(want_mac=want)
-            self.source.queue(
-                FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 6), hw=b"\x02" * 6)
-            )
+            self.queue.queue(datagram(6), hw=b"\x02\x00\x00\x00\x00\x07")
             reader.doRead()
-            self.assertEqual(self.seen[0][0].mac, b"\x02" * 6 if want else None)
+            self.assertEqual(self.seen[0][0].mac, b"\x02\x00\x00\x00\x00\x07" if want else None)
 
     def test_a_flood_is_read_in_batches_of_the_budget(self) -> None:
         reader = self.reader(budget=10)
-        flood = [
-            FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 1214 if n % 2 else 80))
-            for n in range(25)
-        ]
-        self.source.queue(*flood)
-        socket = self.source.socket
+        ids = [self.queue.queue(datagram(1214 if n % 2 else 80)) for n in range(25)]
         reader.doRead()
-        self.assertEqual((len(self.seen), len(self.source.waiting), socket.recvs), (10, 15, 10))
+        self.assertEqual((len(self.seen), len(self.queue.held), self.queue.recvs), (10, 15, 10))
         reader.doRead()
-        self.assertEqual((len(self.seen), len(self.source.waiting), socket.recvs), (20, 5, 20))
+        self.assertEqual((len(self.seen), len(self.queue.held), self.queue.recvs), (20, 5, 20))
         reader.doRead()  # the last 5, then EAGAIN from the socket itself
-        self.assertEqual((len(self.seen), len(self.source.waiting), socket.recvs), (25, 0, 26))
-        self.assertEqual(
-            [packet.verdict for packet in flood],
-            ["drop" if n % 2 else "accept" for n in range(25)],
-        )
-        self.assertEqual((reader.errors, reader.undecoded), (0, 0))
+        self.assertEqual((len(self.seen), len(self.queue.held), self.queue.recvs), (25, 0, 26))
+        self.assertEqual(len(self.queue.sends), 3)
+        self.assertEqual(self.verdicts(ids), [DROP if n % 2 else ACCEPT for n in range(25)])
+        self.assertEqual((reader.errors, reader.undecoded, self.queue.refused), (0, 0, []))
 
-    def test_eagain_on_an_empty_queue_ends_a_read(self) -> None:
+    def test_an_empty_queue_ends_a_read_without_verdicts(self) -> None:
         reader = self.reader()
         reader.doRead()
-        self.assertEqual((self.source.socket.recvs, reader.errors), (1, 0))
-        self.assertEqual(self.seen, [])
+        self.assertEqual((self.queue.recvs, self.queue.sends, reader.errors), (1, [], 0))
 
     def test_a_read_error_is_logged_and_counted_not_raised(self) -> None:
         reader = self.reader()
-        packet = FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 6))
-        self.source.queue(packet)
-        self.source.socket.errors.append(OSError(errno.EBADF, "Bad file descriptor"))
+        packet = self.queue.queue(datagram(6))
+        self.queue.errors.append(OSError(errno.EBADF, "Bad file descriptor"))
+        with capturedLogs() as events:
+            reader.doRead()
+        self.assertEqual((reader.errors, self.queue.verdict(packet)), (1, None))
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["reading nfqueue failed: [Errno 9] Bad file descriptor"],
+        )
+        reader.doRead()  # the next turn goes on reading
+        self.assertEqual(self.queue.verdict(packet), ACCEPT)
+
+    def test_kernel_error_reports_are_counted_and_logged_acks_ignored(self) -> None:
+        reader = self.reader(name="NFQUEUE 3")
+        for code in (0, errno.ENOENT):
+            header = struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, 0, 0)
+            self.queue.send_raw(header + struct.pack("=i", -code) + bytes(16))
+        packet = self.queue.queue(datagram(6))
         with capturedLogs() as events:
             reader.doRead()
         self.assertEqual(reader.errors, 1)
-        self.assertEqual(packet.verdict, None)
         self.assertEqual(
             [formatEvent(event) for event in events],
-            ["reading queue 3 failed: [Errno 9] Bad file descriptor"],
+            ["NFQUEUE 3 refused a message: No such file or directory"],
         )
-        reader.doRead()  # the next turn goes on reading
-        self.assertEqual(packet.verdict, "accept")
+        self.assertEqual(self.queue.verdict(packet), ACCEPT)
 
-    def test_enobufs_is_counted_and_reading_goes_on(self) -> None:
+    def test_a_malformed_message_is_counted_and_the_rest_decided(self) -> None:
         reader = self.reader()
-        packets = [FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, 6)) for _ in range(2)]
-        self.source.queue(*packets)
-        self.source.socket.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
-        reader.doRead()
-        self.assertEqual([packet.verdict for packet in packets], ["accept", "accept"])
-        self.assertEqual((reader.overruns, reader.errors), (1, 0))
+        whole = netlink.packet_message(3, 99, Hook.FORWARD, datagram(6))
+        self.queue.send_raw(whole[:30])
+        packet = self.queue.queue(datagram(6))
+        with capturedLogs() as events:
+            reader.doRead()
+        self.assertEqual(reader.errors, 1)
+        self.assertIn("malformed message from nfqueue", formatEvent(events[0]))
+        self.assertEqual(self.queue.verdict(packet), ACCEPT)
+
+    def test_a_failed_verdict_send_is_counted_and_logged(self) -> None:
+        def refuse(drops: list[int], accept_through: int | None) -> None:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+        reader = self.reader()
+        self.queue.set_verdicts = refuse
+        self.queue.queue(datagram(6))
+        with capturedLogs() as events:
+            reader.doRead()
+        self.assertEqual(reader.errors, 1)
         self.assertEqual(
-            reader.stats(), {"reader_errors": 0, "reader_undecoded": 0, "reader_enobufs": 1}
+            [formatEvent(event) for event in events],
+            ["sending verdicts failed: [Errno 12] Cannot allocate memory"],
         )
-
-    def test_close_closes_the_socket_once(self) -> None:
-        reader = self.reader()
-        reader.close()
-        reader.close()
-        self.assertTrue(self.source.socket.closed)
-        self.assertTrue(self.source.unbound)
-
-    def test_a_socket_that_cannot_be_opened_leaves_the_queue_unbound(self) -> None:
-        def fail(fd: int):
-            raise OSError(errno.EMFILE, "Too many open files")
-
-        self.assertRaises(OSError, self.reader, open_socket=fail)
-        self.assertTrue(self.source.unbound)
-
-
-class NetlinkSocketTests(SynchronousTestCase):
-    def test_a_nonblocking_dup_that_leaves_the_original_open(self) -> None:
-        original = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-        self.addCleanup(original.close)
-        sock = netlink_socket(original.fileno())
-        self.assertNotEqual(sock.fileno(), original.fileno())
-        self.assertEqual((sock.family, sock.type), (socket.AF_NETLINK, socket.SOCK_RAW))
-        self.assertFalse(sock.getblocking())
-        self.assertRaises(BlockingIOError, sock.recv, 4096)
-        sock.close()
-        os.fstat(original.fileno())  # still open
 
 
 class ReactorTurnTests(TestCase):
@@ -172,27 +210,16 @@ class ReactorTurnTests(TestCase):
     def test_timers_run_between_batches(self) -> None:
         from twisted.internet import reactor
 
-        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        receiver.bind(("127.0.0.1", 0))
-        receiver.setblocking(False)
-        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(sender.close)
-        source = FakePacketSource()
-        source.fd = receiver.fileno()
+        queue = FakeKernelQueue(3)
         seen: list[Packet] = []
 
         def decide(packet: Packet, hook: int) -> Verdict:
             seen.append(packet)
-            return Verdict.ACCEPT
+            return ACCEPT
 
-        reader = QueueReader(
-            3, decide, reactor, source=source, budget=8, open_socket=lambda fd: receiver
-        )
+        reader = QueueReader(queue, decide, reactor, budget=8)
         self.addCleanup(reader.close)
-        flood = [FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 5, n)) for n in range(60)]
-        source.queue(*flood)
-        for _ in flood:  # one datagram stands for one netlink message
-            sender.sendto(FakeNetlinkSocket.MESSAGE, receiver.getsockname())
+        flood = [queue.queue(datagram(n)) for n in range(60)]
 
         progress: list[int] = []
         done: Deferred[None] = Deferred()
@@ -208,10 +235,10 @@ class ReactorTurnTests(TestCase):
         reader.startReading()
 
         def check(_: None) -> None:
-            self.assertEqual([packet.verdict for packet in flood], ["accept"] * len(flood))
+            self.assertEqual([queue.verdict(n) for n in flood], [ACCEPT] * len(flood))
             steps = [after - before for before, after in pairwise(progress)]
             self.assertLessEqual(max(steps), 8)
             self.assertGreater(len([p for p in progress if 0 < p < len(flood)]), 4)
-            self.assertEqual(reader.errors, 0)
+            self.assertEqual((reader.errors, queue.refused), (0, []))
 
         return done.addCallback(check)

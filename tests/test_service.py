@@ -9,12 +9,11 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.options import Options
-from p2pwall.packet import Hook
+from p2pwall.packet import Hook, Verdict
 from p2pwall.service import StoreService, makeService, prune_interval, tick_interval
 from p2pwall.store import StoreFile
 from p2pwall.testing import (
-    FakePacketSource,
-    FakeQueuedPacket,
+    FakeKernelQueue,
     RecordingSpoofer,
     make_engine,
     packed,
@@ -33,10 +32,10 @@ class ServiceTests(SynchronousTestCase):
         )
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_000_000)
-        self.source = FakePacketSource()
+        self.source = FakeKernelQueue()
         self.spoofer = RecordingSpoofer()
 
-        def source() -> FakePacketSource:
+        def source() -> FakeKernelQueue:
             if on_bind is not None:
                 on_bind(service)
             return self.source
@@ -49,29 +48,29 @@ class ServiceTests(SynchronousTestCase):
 
     def read(self) -> None:
         """What the reactor does when the queue's fd is readable."""
-        (reader,) = [r for r in self.reactor.getReaders() if r.fileno() == FakePacketSource.fd]
+        (reader,) = [r for r in self.reactor.getReaders() if r.fileno() == self.source.fileno()]
         reader.doRead()
 
     def test_queue_to_engine_to_verdict(self) -> None:
         service = self.build("-t", "10")
-        hello = FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
-        web = FakeQueuedPacket(tcp("198.18.1.10", "198.19.0.80", 4000, 80))
-        self.source.queue(hello, web)
+        hello = self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
+        web = self.source.queue(tcp("198.18.1.10", "198.19.0.80", 4000, 80))
         self.read()
-        self.assertEqual((hello.verdict, web.verdict), ("drop", "drop"))
+        self.assertEqual(
+            (self.source.verdict(hello), self.source.verdict(web)), (Verdict.DROP, Verdict.DROP)
+        )
         self.assertEqual(len(self.spoofer.sent), 1)
         self.reactor.pump([0.5] * 22)
-        web_again = FakeQueuedPacket(tcp("198.18.1.10", "198.19.0.80", 4001, 80))
-        self.source.queue(web_again)
+        web_again = self.source.queue(tcp("198.18.1.10", "198.19.0.80", 4001, 80))
         self.read()
-        self.assertEqual(web_again.verdict, "accept")
+        self.assertEqual(self.source.verdict(web_again), Verdict.ACCEPT)
         self.assertEqual(service.engine.stats["probes_sent"], 1)
 
     def test_stop_releases_the_queue_and_the_raw_sockets(self) -> None:
         service = self.build()
         self.assertEqual(self.spoofer.state, "open")
         service.stopService()
-        self.assertTrue(self.source.unbound)
+        self.assertTrue(self.source.closed)
         self.assertEqual(self.spoofer.state, "closed")
 
     def test_store_file_loaded_at_start_and_written_at_stop(self) -> None:
@@ -166,8 +165,7 @@ class ServiceTests(SynchronousTestCase):
     def test_client_directory(self) -> None:
         directory = Path(self.mktemp())
         service = self.build("-c", str(directory), "-t", "5")
-        packet = FakeQueuedPacket(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO), Hook.FORWARD)
-        self.source.queue(packet)
+        self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO), Hook.FORWARD)
         self.read()
         self.assertEqual([p.name for p in directory.iterdir()], ["198.18.1.10"])
         self.reactor.pump([0.5] * 12)

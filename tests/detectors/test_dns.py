@@ -24,7 +24,7 @@ from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict, decode
 from p2pwall.service import makeService
 from p2pwall.tables import ANY_CLIENT, ANY_PORT
-from p2pwall.testing import FakePacketSource, make_engine, packed, tcp, udp
+from p2pwall.testing import FakeKernelQueue, make_engine, packed, tcp, udp
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PCAPS = Path("/work/shared/pcaps")
@@ -555,7 +555,7 @@ class ServiceTests(SynchronousTestCase):
             ["--green", "198.18.1.0/24", "--control", "tcp:0:interface=127.0.0.1", *argv]
         )
         reactor = ThreadsReactor()
-        service = makeService(options, reactor, FakePacketSource)
+        service = makeService(options, reactor, FakeKernelQueue)
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
