@@ -47,6 +47,7 @@ MAX_COPY_RANGE = 0xFFFF
 MAX_MESSAGE = 0x10000 + 1024
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, portid
+_FIRST = struct.Struct("=4xH14xHH")  # a message's type, its first attribute's length and type
 _NFGEN = struct.Struct("!BBH")  # nfgenmsg: family, version, queue number
 _ATTR = struct.Struct("=HH")  # nlattr: length, type
 _PACKET_HDR = struct.Struct("!IHB")  # packet id, hw protocol, hook
@@ -56,6 +57,8 @@ _HWADDR_LEN = struct.Struct("!H")
 _BE32 = struct.Struct("!I")
 
 HEADER_SIZE = _HEADER.size + _NFGEN.size
+_FIRST_DATA = HEADER_SIZE + _ATTR.size  # where the first attribute's data starts
+_TYPE_END = 6  # where a message's type field ends
 _ALIGN = 3
 
 
@@ -113,11 +116,6 @@ def verdicts(queue_num: int, drops: Iterable[int], accept_through: int | None) -
     return b"".join(parts)
 
 
-def message_kind(buffer: bytes | bytearray | memoryview) -> int:
-    """The type of the message at the start of ``buffer``."""
-    return _HEADER.unpack_from(buffer)[1]
-
-
 def messages(data: bytes | bytearray | memoryview, size: int) -> Iterator[tuple[int, int, int]]:
     """``(type, start, end)`` of each message in the first ``size`` bytes of ``data``; a
     truncated or impossible header ends the walk with ``ValueError``."""
@@ -130,35 +128,90 @@ def messages(data: bytes | bytearray | memoryview, size: int) -> Iterator[tuple[
         offset += (length + _ALIGN) & ~_ALIGN
 
 
-def attributes(
-    data: bytes | bytearray | memoryview, start: int, end: int
-) -> dict[int, tuple[int, int]]:
-    """Where each attribute's data lies in ``data[start:end]``: ``{type: (first, stop)}``."""
-    found = {}
-    unpack = _ATTR.unpack_from
-    while start + 4 <= end:
-        length, kind = unpack(data, start)
-        if length < 4 or start + length > end:
-            raise ValueError(f"netlink attribute of {length} bytes at {start} of {end}")
-        found[kind & 0x3FFF] = (start + 4, start + length)
-        start += (length + _ALIGN) & ~_ALIGN
-    return found
+QueuedPacket = tuple[int, int, int, int, "bytes | None"]
 
 
-def queued_packet(
-    data: bytes | bytearray | memoryview, size: int
-) -> tuple[int, int, bytes, bytes | None]:
-    """``(packet id, hook, IP packet, source MAC or None)`` of a ``MSG_PACKET`` message."""
-    found = attributes(data, HEADER_SIZE, size)
-    first, _ = found[NFQA_PACKET_HDR]
-    packet_id, _proto, hook = _PACKET_HDR.unpack_from(data, first)
-    first, stop = found.get(NFQA_PAYLOAD, (0, 0))
-    payload = bytes(data[first:stop])
-    hw = found.get(NFQA_HWADDR)
-    if hw is None:
-        return packet_id, hook, payload, None
-    length = _HWADDR_LEN.unpack_from(data, hw[0])[0]
-    return packet_id, hook, payload, bytes(data[hw[0] + 4 : hw[0] + 4 + min(length, 8)])
+class PacketParser:
+    """Reads ``MSG_PACKET`` messages: ``(packet id, hook, start, end, source MAC or None)``,
+    where ``data[start:end]`` is the IP packet (left in place: the caller decodes it there).
+
+    The per-packet hot path. The kernel puts the packet header first and the payload last
+    (``nfqnl_build_packet_message``), and the attributes between depend only on the hook and
+    interfaces, so consecutive messages share one layout. A full walk over the attributes
+    remembers it as a ``struct`` that reads every attribute header at once; the next message
+    is checked against it in one ``unpack`` and one compare (every header in the chain must
+    match exactly, so the result is the walk's), and walked again when it differs.
+    """
+
+    def __init__(self) -> None:
+        self._headers: struct.Struct | None = None
+        self._expected: tuple[int, ...] = ()
+        self._payload_at = 0
+        self._hw_at = 0
+
+    def parse(self, data: bytes | bytearray | memoryview, size: int) -> QueuedPacket | None:
+        """The packet in ``data[:size]``; ``None`` for another kind of message (an error
+        report, say); ``ValueError`` for a cut or impossible one."""
+        headers = self._headers
+        at = self._payload_at
+        if headers is not None and size >= at + 4:
+            values = headers.unpack_from(data)
+            end = at + values[-2]
+            if (
+                values[:-2] == self._expected
+                and values[-1] == NFQA_PAYLOAD
+                and at + 4 <= end <= size
+            ):
+                packet_id, _proto, hook = _PACKET_HDR.unpack_from(data, _FIRST_DATA)
+                hw = _hwaddr(data, self._hw_at) if self._hw_at else None
+                return packet_id, hook, at + 4, end, hw
+        return self._walk(data, size)
+
+    def _walk(self, data: bytes | bytearray | memoryview, size: int) -> QueuedPacket | None:
+        if size < _FIRST.size:
+            raise ValueError(f"netlink message of {size} bytes")
+        kind, length, attr = _FIRST.unpack_from(data)
+        if kind != MSG_PACKET:
+            return None
+        if attr != NFQA_PACKET_HDR or length < _ATTR.size + _PACKET_HDR.size or size < 32:
+            raise ValueError("packet message without a packet header")
+        packet_id, _proto, hook = _PACKET_HDR.unpack_from(data, _FIRST_DATA)
+        chain = [(HEADER_SIZE, length, attr)]
+        hw_at = 0
+        offset = (HEADER_SIZE + length + _ALIGN) & ~_ALIGN
+        while offset + 4 <= size:
+            length, attr = _ATTR.unpack_from(data, offset)
+            end = offset + length
+            if length < 4 or end > size:
+                raise ValueError(f"netlink attribute of {length} bytes at {offset} of {size}")
+            if attr == NFQA_PAYLOAD:
+                self._remember(chain, offset, hw_at)
+                return packet_id, hook, offset + 4, end, _hwaddr(data, hw_at)
+            if attr == NFQA_HWADDR and length >= 16:
+                hw_at = offset
+            chain.append((offset, length, attr))
+            offset = (end + _ALIGN) & ~_ALIGN
+        return packet_id, hook, size, size, _hwaddr(data, hw_at)
+
+    def _remember(self, chain: list[tuple[int, int, int]], payload_at: int, hw_at: int) -> None:
+        fmt, position, expected = ["=4xH"], _TYPE_END, [MSG_PACKET]
+        for offset, length, attr in chain:
+            fmt.append(f"{offset - position}xHH")
+            position = offset + _ATTR.size
+            expected += (length, attr)
+        fmt.append(f"{payload_at - position}xHH")
+        self._headers = struct.Struct("".join(fmt))
+        self._expected = tuple(expected)
+        self._payload_at = payload_at
+        self._hw_at = hw_at
+
+
+def _hwaddr(data: bytes | bytearray | memoryview, at: int) -> bytes | None:
+    """The address in the ``NFQA_HWADDR`` attribute at ``at`` (0: none)."""
+    if not at:
+        return None
+    length = _HWADDR_LEN.unpack_from(data, at + _ATTR.size)[0]
+    return bytes(data[at + 8 : at + 8 + min(length, 8)])
 
 
 def message_seq(data: bytes | bytearray | memoryview, start: int) -> int:
@@ -186,7 +239,9 @@ def packet_message(
 
 def verdicts_in(data: bytes) -> Iterator[tuple[int, int, int]]:
     """``(message type, verdict, packet id)`` of each verdict message in ``data`` (for fakes)."""
-    for kind, start, end in messages(data, len(data)):
-        first, _ = attributes(data, start + HEADER_SIZE, end)[NFQA_VERDICT_HDR]
-        verdict, packet_id = _VERDICT_HDR.unpack_from(data, first)
+    for kind, start, _end in messages(data, len(data)):
+        _length, attr = _ATTR.unpack_from(data, start + HEADER_SIZE)
+        if attr != NFQA_VERDICT_HDR:
+            raise ValueError(f"verdict message without a verdict header at {start}")
+        verdict, packet_id = _VERDICT_HDR.unpack_from(data, start + HEADER_SIZE + _ATTR.size)
         yield kind, verdict, packet_id

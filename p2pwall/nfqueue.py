@@ -18,7 +18,6 @@ import errno
 import os
 import socket
 import struct
-from collections import deque
 from collections.abc import Callable
 
 from twisted.internet import abstract
@@ -52,7 +51,6 @@ class KernelQueue:
         timeout: float = 5.0,
     ) -> None:
         self.queue_num = queue_num
-        self._early: deque[bytes] = deque()
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_NETFILTER)
         try:
             self._sock.bind((0, 0))
@@ -68,15 +66,22 @@ class KernelQueue:
                     seq=1,
                 )
             )
-            self._await_ack(1)
+            early = self._await_ack(1)
             self._sock.setblocking(False)
+            if early is not None:
+                self.set_verdicts([], early)
         except BaseException:
             self._sock.close()
             raise
+        self.recv_into = self._sock.recv_into
 
-    def _await_ack(self, seq: int) -> None:
-        """Wait for the kernel's answer to config message ``seq``; packets queued meanwhile
-        are kept for ``recv_into``. A refusal raises ``OSError`` with the kernel's errno."""
+    def _await_ack(self, seq: int) -> int | None:
+        """Wait for the kernel's answer to config message ``seq``; a refusal raises
+        ``OSError`` with the kernel's errno. Packets queued in the meantime are accepted (the
+        daemon is not running yet, as with ``--queue-bypass`` a moment before): returns the
+        last one's id, if any."""
+        early = None
+        parse = netlink.PacketParser().parse
         while True:
             try:
                 data = self._sock.recv(netlink.MAX_MESSAGE)
@@ -84,22 +89,15 @@ class KernelQueue:
                 raise OSError(errno.ETIMEDOUT, "nfnetlink_queue did not answer") from None
             for kind, start, _end in netlink.messages(data, len(data)):
                 if kind == netlink.MSG_PACKET:
-                    self._early.append(data)
+                    early = parse(data[start:], len(data) - start)[0]
                 elif kind == netlink.NLMSG_ERROR and netlink.message_seq(data, start) == seq:
                     code = netlink.error_code(data, start)
                     if code:
                         raise OSError(code, os.strerror(code))
-                    return
+                    return early
 
     def fileno(self) -> int:
         return self._sock.fileno()
-
-    def recv_into(self, buffer: bytearray) -> int:
-        if self._early:
-            data = self._early.popleft()
-            buffer[: len(data)] = data
-            return len(data)
-        return self._sock.recv_into(buffer)
 
     def set_verdicts(self, drops: list[int], accept_through: int | None) -> None:
         self._sock.send(netlink.verdicts(self.queue_num, drops, accept_through))
@@ -147,6 +145,7 @@ class QueueReader(abstract.FileDescriptor):
         self._fd = queue.fileno()
         self._buffer = bytearray(netlink.MAX_MESSAGE)
         self._view = memoryview(self._buffer)
+        self._parser = netlink.PacketParser()
 
     def stats(self) -> dict[str, int]:
         """The reader's counters, as the control port's ``stats`` shows them."""
@@ -163,10 +162,13 @@ class QueueReader(abstract.FileDescriptor):
         return self.name
 
     def doRead(self) -> None:
+        """One reactor turn: up to ``budget`` messages, then the turn's verdicts in one send.
+        Decoding and deciding are inline: this loop runs once per queued packet."""
         drops: list[int] = []
         accept_through = None
         recv_into = self.queue.recv_into
         buffer, view = self._buffer, self._view
+        decide, want_mac, parse = self.decide, self.want_mac, self._parser.parse
         for _ in range(self.budget):
             try:
                 size = recv_into(buffer)
@@ -180,17 +182,33 @@ class QueueReader(abstract.FileDescriptor):
                 self.log.error("reading {name} failed: {error}", name=self.name, error=error)
                 break
             try:
-                if netlink.message_kind(view) != netlink.MSG_PACKET:
-                    self._kernel_reports(view, size)
-                    continue
-                packet_id, hook, data, hw = netlink.queued_packet(view, size)
-            except (ValueError, KeyError, struct.error) as error:
+                queued = parse(view, size)
+            except (ValueError, struct.error) as error:
                 self.errors += 1
                 self.log.error(
                     "malformed message from {name}: {error}", name=self.name, error=error
                 )
                 continue
-            if self._verdict(data, hook, hw) == ACCEPT:
+            if queued is None:
+                self._kernel_reports(view, size)
+                continue
+            packet_id, hook, start, end, hw = queued
+            try:
+                packet = decode(buffer, start, end)
+                if packet is None:
+                    self.undecoded += 1
+                    verdict = ACCEPT
+                else:
+                    if want_mac:
+                        packet.mac = hw
+                    verdict = decide(packet, hook)
+            except Exception:
+                self.errors += 1
+                self.log.failure(
+                    "deciding a packet failed; it gets {verdict}", verdict=self.failure_verdict.name
+                )
+                verdict = self.failure_verdict
+            if verdict == ACCEPT:
                 accept_through = packet_id
             else:
                 drops.append(packet_id)
@@ -200,22 +218,6 @@ class QueueReader(abstract.FileDescriptor):
             except OSError as error:
                 self.errors += 1
                 self.log.error("sending verdicts failed: {error}", error=error)
-
-    def _verdict(self, data: bytes, hook: int, hw: bytes | None) -> Verdict:
-        try:
-            packet = decode(data)
-            if packet is None:
-                self.undecoded += 1
-                return ACCEPT
-            if self.want_mac:
-                packet.mac = hw
-            return self.decide(packet, hook)
-        except Exception:
-            self.errors += 1
-            self.log.failure(
-                "deciding a packet failed; it gets {verdict}", verdict=self.failure_verdict.name
-            )
-            return self.failure_verdict
 
     def _kernel_reports(self, view: memoryview, size: int) -> None:
         """The kernel answers a message it refused (a verdict for an unknown id, say) with an

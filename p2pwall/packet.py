@@ -1,8 +1,8 @@
 """Decode the headers of one queued packet, fast.
 
-This is the per-packet hot path: ``struct`` and ``memoryview`` only, no scapy, no copies of the
-payload. Anything that is not a whole, unfragmented IPv4/IPv6 UDP or TCP packet decodes to
-``None`` ("unknown"), which the engine accepts.
+This is the per-packet hot path: ``struct`` and offsets only, no scapy; the transport payload
+is the one copy made. Anything that is not a whole, unfragmented IPv4/IPv6 UDP or TCP packet
+decodes to ``None`` ("unknown"), which the engine accepts.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Packet:
         sport: int,
         dport: int,
         flags: int,
-        payload: memoryview,
+        payload: bytes | bytearray,
     ) -> None:
         self.version = version
         self.src = src
@@ -83,53 +83,55 @@ class Packet:
         )
 
 
-def decode(data: bytes) -> Packet | None:
-    """Decode an IP packet as queued by the kernel; ``None`` when it is not whole UDP/TCP.
+def decode(data: bytes | bytearray, at: int = 0, end: int | None = None) -> Packet | None:
+    """Decode the IP packet in ``data[at:end]`` as queued by the kernel; ``None`` when it is
+    not whole UDP/TCP.
 
-    One function, offsets into ``data`` and a single memoryview for the payload: this runs for
-    every queued packet.
+    One function, offsets into ``data`` (the reader's receive buffer, so nothing is copied
+    before the packet is known) and one slice for the payload, a copy of the transport payload
+    alone: this runs for every queued packet.
     """
-    size = len(data)
+    limit = len(data) if end is None else end
+    size = limit - at
     if size < 20:
         return None
-    version = data[0] >> 4
+    version = data[at] >> 4
     if version == 4:
-        vihl, total, frag, proto, src, dst = _IPV4_HEADER.unpack_from(data)
-        start = (vihl & 0x0F) * 4
-        if start < 20 or frag & 0x3FFF or total < start:
+        vihl, total, frag, proto, src, dst = _IPV4_HEADER.unpack_from(data, at)
+        header = (vihl & 0x0F) * 4
+        if header < 20 or frag & 0x3FFF or total < header:
             return None
-        end = total if total < size else size
+        start = at + header
+        stop = at + total if total < size else limit
     elif version == 6:
         if size < 40:
             return None
-        plen, proto, src, dst = _IPV6_HEADER.unpack_from(data)
-        end = 40 + plen if 40 + plen < size else size
-        start = 40
+        plen, proto, src, dst = _IPV6_HEADER.unpack_from(data, at)
+        stop = at + 40 + plen if 40 + plen < size else limit
+        start = at + 40
         while proto in _IPV6_SKIPPABLE:
-            if start + 8 > end:
+            if start + 8 > stop:
                 return None
             proto = data[start]
             start += (data[start + 1] + 1) * 8
     else:
         return None
     if proto == UDP:
-        if end - start < 8:
+        if stop - start < 8:
             return None
         sport, dport, length = _TRANSPORT.unpack_from(data, start)
         if length < 8:
             return None
-        stop = start + length if start + length < end else end
-        return Packet(version, src, dst, UDP, sport, dport, 0, memoryview(data)[start + 8 : stop])
+        last = start + length if start + length < stop else stop
+        return Packet(version, src, dst, UDP, sport, dport, 0, data[start + 8 : last])
     if proto == TCP:
-        if end - start < 20:
+        if stop - start < 20:
             return None
         sport, dport, _seq = _TRANSPORT.unpack_from(data, start)
         offset = start + (data[start + 12] >> 4) * 4
-        if offset < start + 20 or offset > end:
+        if offset < start + 20 or offset > stop:
             return None
-        return Packet(
-            version, src, dst, TCP, sport, dport, data[start + 13], memoryview(data)[offset:end]
-        )
+        return Packet(version, src, dst, TCP, sport, dport, data[start + 13], data[offset:stop])
     return None
 
 

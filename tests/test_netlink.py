@@ -1,0 +1,170 @@
+"""The NFQUEUE netlink messages, checked byte by byte against the kernel's layouts
+(``linux/netlink.h``, ``linux/netfilter/nfnetlink.h``, ``nfnetlink_queue.h``)."""
+
+import struct
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pwall import netlink
+
+
+def read(data: bytes, parser: netlink.PacketParser | None = None, size: int | None = None):
+    """What the parser finds, with the packet's bytes in place of its offsets."""
+    size = len(data) if size is None else size
+    found = (parser or netlink.PacketParser()).parse(data, size)
+    if found is None:
+        return None
+    packet_id, hook, start, end, hw = found
+    return packet_id, hook, data[start:end], hw
+
+
+def nlmsghdr(length: int, kind: int, flags: int, seq: int = 0) -> bytes:
+    return struct.pack("<IHHII", length, kind, flags, seq, 0)
+
+
+class EncodingTests(SynchronousTestCase):
+    def test_drop_verdict(self) -> None:
+        expected = (
+            nlmsghdr(32, 0x0301, 0x0001)
+            + bytes.fromhex("00 00 0005")  # nfgenmsg: AF_UNSPEC, v0, queue 5 (big endian)
+            + bytes.fromhex("0c00 0200")  # nlattr: length 12, NFQA_VERDICT_HDR
+            + bytes.fromhex("00000000 00000007")  # NF_DROP, packet id 7
+        )
+        self.assertEqual(netlink.verdicts(5, [7], None), expected)
+
+    def test_drops_come_before_the_batch_accept(self) -> None:
+        data = netlink.verdicts(5, [7, 9], 10)
+        self.assertEqual(
+            list(netlink.verdicts_in(data)),
+            [
+                (netlink.MSG_VERDICT, 0, 7),
+                (netlink.MSG_VERDICT, 0, 9),
+                (netlink.MSG_VERDICT_BATCH, 1, 10),
+            ],
+        )
+        self.assertEqual(data[-28:-24], struct.pack("<HH", 0x0303, 1))  # batch type, request
+
+    def test_nothing_to_say_is_no_bytes(self) -> None:
+        self.assertEqual(netlink.verdicts(5, [], None), b"")
+
+    def test_bind_and_set_up_in_one_acked_config_message(self) -> None:
+        data = netlink.config(
+            3, netlink.CMD_BIND, copy_range=0xFFFF, max_len=4096, fail_open=True, seq=1
+        )
+        attributes = (
+            bytes.fromhex("0800 0100 01 00 0000")  # CMD: bind, pad, pf 0
+            + bytes.fromhex("0900 0200 0000ffff 02 000000")  # PARAMS: range, copy packet, pad
+            + bytes.fromhex("0800 0300 00001000")  # QUEUE_MAXLEN 4096
+            + bytes.fromhex("0800 0500 00000001")  # FLAGS: fail open
+            + bytes.fromhex("0800 0400 00000001")  # MASK: fail open
+        )
+        self.assertEqual(
+            data, nlmsghdr(20 + len(attributes), 0x0302, 0x0005, 1) + b"\0\0\0\3" + attributes
+        )
+
+    def test_config_leaves_out_what_is_not_asked(self) -> None:
+        self.assertEqual(
+            netlink.config(3, netlink.CMD_UNBIND),
+            nlmsghdr(28, 0x0302, 0x0005) + b"\0\0\0\3" + bytes.fromhex("0800 0100 02 00 0000"),
+        )
+
+
+class DecodingTests(SynchronousTestCase):
+    def kernel_packet(self, payload: bytes) -> bytes:
+        """A packet message laid out as the kernel builds it for FORWARD: the packet header,
+        interface indexes, the MAC, a timestamp, then the payload last."""
+        attributes = (
+            bytes.fromhex("0b00 0100 0000002a 0800 02 00")  # PACKET_HDR: id 42, IPv4, hook 2
+            + bytes.fromhex("0800 0500 00000003")  # IFINDEX_INDEV 3
+            + bytes.fromhex("0800 0600 00000004")  # IFINDEX_OUTDEV 4
+            + bytes.fromhex("1000 0900 0006 0000 020000000007 0000")  # HWADDR, 6 bytes
+            + bytes.fromhex("1400 0400") + bytes(16)  # TIMESTAMP
+            + struct.pack("<HH", 4 + len(payload), 10) + payload + b"\0" * (-len(payload) % 4)
+        )  # fmt: skip
+        return nlmsghdr(20 + len(attributes), 0x0300, 0) + b"\0\0\0\3" + attributes
+
+    def test_a_kernel_packet_message(self) -> None:
+        payload = bytes(range(45))
+        data = self.kernel_packet(payload)
+        self.assertEqual(
+            read(data),
+            (42, 2, payload, b"\x02\x00\x00\x00\x00\x07"),
+        )
+
+    def test_the_fakes_packet_message_reads_back(self) -> None:
+        data = netlink.packet_message(3, 7, 1, b"abcde")
+        self.assertEqual(read(data), (7, 1, b"abcde", None))
+
+    def test_a_packet_message_without_payload_has_empty_data(self) -> None:
+        """Copy mode META, the kernel's default before the config takes effect."""
+        data = (
+            nlmsghdr(32, 0x0300, 0) + b"\0\0\0\3" + bytes.fromhex("0b00 0100 00000001 0800 01 00")
+        )
+        self.assertEqual(read(data), (1, 1, b"", None))
+
+    def test_cut_messages_and_attributes_raise_value_error(self) -> None:
+        data = self.kernel_packet(b"x" * 40)
+        with self.assertRaises(ValueError):
+            list(netlink.messages(data, len(data) - 8))
+        with self.assertRaises(ValueError):
+            read(data, size=len(data) - 8)
+
+    def test_a_datagram_with_two_messages(self) -> None:
+        first = netlink.packet_message(3, 1, 1, b"abc")  # padded to a multiple of 4
+        second = netlink.packet_message(3, 2, 1, b"de")
+        data = first + second
+        self.assertEqual(
+            list(netlink.messages(data, len(data))),
+            [
+                (netlink.MSG_PACKET, 0, len(first)),
+                (netlink.MSG_PACKET, len(first), len(data)),
+            ],
+        )
+
+    def test_error_report_and_ack(self) -> None:
+        for code in (0, 16):
+            data = nlmsghdr(36, netlink.NLMSG_ERROR, 0, 9) + struct.pack("<i", -code) + bytes(16)
+            self.assertEqual((netlink.error_code(data, 0), netlink.message_seq(data, 0)), (code, 9))
+            self.assertIsNone(read(data))
+
+    def test_too_short_for_a_packet_header(self) -> None:
+        with self.assertRaises(ValueError):
+            read(nlmsghdr(16, 0x0300, 0))
+
+
+class LayoutTests(SynchronousTestCase):
+    """The parser remembers the last layout; whatever comes next, it answers as a walk."""
+
+    def message(self, packet_id: int, payload: bytes, extra: bytes = b"") -> bytes:
+        header = netlink.attribute(
+            netlink.NFQA_PACKET_HDR, struct.pack("!IHB", packet_id, 0x800, 2)
+        )
+        attributes = header + extra + netlink.attribute(netlink.NFQA_PAYLOAD, payload)
+        return netlink.message(netlink.MSG_PACKET, 0, attributes)
+
+    def test_layouts_change_and_come_back(self) -> None:
+        parser = netlink.PacketParser()
+        hw = netlink.attribute(netlink.NFQA_HWADDR, bytes.fromhex("0006 0000 020000000009 0000"))
+        stamp = netlink.attribute(4, bytes(16))
+        mac = b"\x02\x00\x00\x00\x00\x09"
+        # After a layout with a timestamp, one without: the payload's first bytes sit where
+        # the old payload header was, and are made to look like one (length 8, type 10).
+        trap = struct.pack("=HH", 8, netlink.NFQA_PAYLOAD) + b"evil" + b"rest of it"
+        cases = [
+            (self.message(1, b"first", hw + stamp), (1, 2, b"first", mac)),
+            (self.message(2, b"second!", hw + stamp), (2, 2, b"second!", mac)),
+            (self.message(3, b"x" * 20 + trap, hw), (3, 2, b"x" * 20 + trap, mac)),
+            (self.message(4, trap, hw), (4, 2, trap, mac)),
+            (self.message(5, b"plain"), (5, 2, b"plain", None)),
+            (self.message(6, b"stamped" * 3, hw + stamp), (6, 2, b"stamped" * 3, mac)),
+        ]
+        for data, expected in cases:
+            self.assertEqual(read(data, parser), expected)
+            self.assertEqual(read(data), expected)
+
+    def test_a_remembered_layout_does_not_hide_a_cut_message(self) -> None:
+        parser = netlink.PacketParser()
+        data = self.message(1, b"a whole payload")
+        read(data, parser)
+        with self.assertRaises(ValueError):
+            read(data, parser, len(data) - 4)
