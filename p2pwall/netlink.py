@@ -128,12 +128,13 @@ def messages(data: bytes | bytearray | memoryview, size: int) -> Iterator[tuple[
         offset += (length + _ALIGN) & ~_ALIGN
 
 
-QueuedPacket = tuple[int, int, int, int, "bytes | None"]
+QueuedPacket = tuple[int, int, int, int, int]
 
 
 class PacketParser:
-    """Reads ``MSG_PACKET`` messages: ``(packet id, hook, start, end, source MAC or None)``,
-    where ``data[start:end]`` is the IP packet (left in place: the caller decodes it there).
+    """Reads ``MSG_PACKET`` messages: ``(packet id, hook, start, end, hw_at)``, where
+    ``data[start:end]`` is the IP packet (left in place: the caller decodes it there) and
+    ``hwaddr(data, hw_at)`` its source MAC (read only when wanted).
 
     The per-packet hot path. The kernel puts the packet header first and the payload last
     (``nfqnl_build_packet_message``), and the attributes between depend only on the hook and
@@ -163,8 +164,7 @@ class PacketParser:
                 and at + 4 <= end <= size
             ):
                 packet_id, _proto, hook = _PACKET_HDR.unpack_from(data, _FIRST_DATA)
-                hw = _hwaddr(data, self._hw_at) if self._hw_at else None
-                return packet_id, hook, at + 4, end, hw
+                return packet_id, hook, at + 4, end, self._hw_at
         return self._walk(data, size)
 
     def _walk(self, data: bytes | bytearray | memoryview, size: int) -> QueuedPacket | None:
@@ -186,12 +186,12 @@ class PacketParser:
                 raise ValueError(f"netlink attribute of {length} bytes at {offset} of {size}")
             if attr == NFQA_PAYLOAD:
                 self._remember(chain, offset, hw_at)
-                return packet_id, hook, offset + 4, end, _hwaddr(data, hw_at)
+                return packet_id, hook, offset + 4, end, hw_at
             if attr == NFQA_HWADDR and length >= 16:
                 hw_at = offset
             chain.append((offset, length, attr))
             offset = (end + _ALIGN) & ~_ALIGN
-        return packet_id, hook, size, size, _hwaddr(data, hw_at)
+        return packet_id, hook, size, size, hw_at
 
     def _remember(self, chain: list[tuple[int, int, int]], payload_at: int, hw_at: int) -> None:
         fmt, position, expected = ["=4xH"], _TYPE_END, [MSG_PACKET]
@@ -206,7 +206,7 @@ class PacketParser:
         self._hw_at = hw_at
 
 
-def _hwaddr(data: bytes | bytearray | memoryview, at: int) -> bytes | None:
+def hwaddr(data: bytes | bytearray | memoryview, at: int) -> bytes | None:
     """The address in the ``NFQA_HWADDR`` attribute at ``at`` (0: none)."""
     if not at:
         return None

@@ -192,7 +192,7 @@ class QueueReader(abstract.FileDescriptor):
             if queued is None:
                 self._kernel_reports(view, size)
                 continue
-            packet_id, hook, start, end, hw = queued
+            packet_id, hook, start, end, hw_at = queued
             try:
                 packet = decode(buffer, start, end)
                 if packet is None:
@@ -200,7 +200,7 @@ class QueueReader(abstract.FileDescriptor):
                     verdict = ACCEPT
                 else:
                     if want_mac:
-                        packet.mac = hw
+                        packet.mac = netlink.hwaddr(buffer, hw_at)
                     verdict = decide(packet, hook)
             except Exception:
                 self.errors += 1

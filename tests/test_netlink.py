@@ -14,8 +14,8 @@ def read(data: bytes, parser: netlink.PacketParser | None = None, size: int | No
     found = (parser or netlink.PacketParser()).parse(data, size)
     if found is None:
         return None
-    packet_id, hook, start, end, hw = found
-    return packet_id, hook, data[start:end], hw
+    packet_id, hook, start, end, hw_at = found
+    return packet_id, hook, data[start:end], netlink.hwaddr(data, hw_at)
 
 
 def nlmsghdr(length: int, kind: int, flags: int, seq: int = 0) -> bytes:
