@@ -371,8 +371,11 @@ class Lab:
         self.wait_listening("pub", "tcp", WEB_ADDR, 80, proc, "web.log")
         return proc
 
-    def start_dns(self, records: Mapping[str, Sequence[str] | str]) -> subprocess.Popen[bytes]:
-        """dnsmasq on 198.19.0.53 answering only ``records`` (name -> A addresses).
+    def start_dns(
+        self, records: Mapping[str, Sequence[str] | str], options: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """dnsmasq on 198.19.0.53 answering only ``records`` (name -> A addresses), with
+        ``options`` added to its command line.
 
         Addresses in 198.19.0.0/16 are also put on ``pub``, so connections to them
         reach the public side (a listener there, or a RST) instead of vanishing.
@@ -391,6 +394,7 @@ class Lab:
             f"--log-facility={self.workdir / 'dnsmasq.log'}",
             "--log-queries",
             "--user=root",
+            *options,
         ]
         for name, ips in records.items():
             if not HOSTNAME_RE.fullmatch(name) or "," in name:

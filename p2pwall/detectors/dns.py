@@ -19,6 +19,7 @@ import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from scapy.config import conf
 from scapy.layers.dns import DNS, dnstypes
 from scapy.packet import Raw
 from twisted.logger import Logger
@@ -44,6 +45,9 @@ _A, _CNAME, _AAAA = 1, 5, 28
 _TCP_LENGTH = struct.Struct("!H")
 # Appended before parsing; see parse_message.
 _END = b"\0end"
+# Records one message can hold: each takes at least 11 bytes of at most 64 KiB. Scapy's list
+# fields stop at conf.max_list_count (100), which would call a big answer malformed.
+MAX_RECORDS = 0x10000 // 11
 
 log = Logger()
 
@@ -69,10 +73,13 @@ def parse_message(message: bytes) -> DNS | None:
     be read to its exact length (an A record's RDLENGTH of 6 leaves 2 bytes over), and be a
     record at all, which keeps attribute errors out of the callers.
     """
+    saved, conf.max_list_count = conf.max_list_count, MAX_RECORDS
     try:
         dns = DNS(message + _END)
     except Exception:  # bad input makes scapy raise struct.error, IndexError, its own errors...
         return None
+    finally:
+        conf.max_list_count = saved
     if not bytes(dns.payload).endswith(_END):
         return None
     for records in (dns.qd, dns.an, dns.ns, dns.ar):

@@ -141,6 +141,14 @@ class AnswerTests(DnsTestCase):
         self.reply(message)
         self.assertEqual(self.learned(), {PEER: "cache1.winmx.com"})
 
+    def test_an_answer_with_hundreds_of_records(self) -> None:
+        """Scapy stops at 100 list items by default; such an answer is not malformed."""
+        addrs = [f"198.19.{n // 250 + 10}.{n % 250 + 1}" for n in range(300)]
+        message = answer("big.winmx.com", *(rr("big.winmx.com", "A", a) for a in addrs))
+        self.assertEqual(self.reply(message), Verdict.ACCEPT)
+        self.assertEqual(self.learned(), dict.fromkeys(addrs, "big.winmx.com"))
+        self.assertEqual(self.engine.stats["dns_malformed"], 0)
+
     def test_green_addresses_are_never_learned(self) -> None:
         self.reply(answer("www.winmx.com", rr("www.winmx.com", "A", "198.18.1.99")))
         self.assertEqual(self.learned(), {})
