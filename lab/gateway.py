@@ -39,6 +39,30 @@ def nft_queue_supported(lab: Lab) -> bool:
     )
 
 
+# Where the kernel has no nft ``queue`` (CONFIG_NFT_QUEUE), the nft rule set still does all the
+# choosing: each ``queue`` statement becomes this mark, and one xtables NFQUEUE rule per hook
+# (run after the nft chains) hands the marked packets to the daemon.
+HANDOFF_MARK = 0x70320001
+RULE_SETS = ("iptables", "nft", "nft-xt")
+
+
+def nft_via_xtables(script: str, queue: int) -> str:
+    """``p2pwall-rules --format nft`` output with its queue statements turned into marks,
+    in chains that run just before iptables' own."""
+    statement = f"queue num {queue} bypass"
+    if statement not in script:
+        raise LabError(f"no {statement!r} in the nft rules")
+    marked = script.replace(statement, f"meta mark set {HANDOFF_MARK:#x} accept")
+    return marked.replace("priority filter;", "priority filter - 1;")
+
+
+def handoff_rules(queue: int) -> list[list[str]]:
+    """The iptables rules (what follows ``-A``/``-D``) that queue the marked packets."""
+    handoff = ["-m", "mark", "--mark", f"{HANDOFF_MARK:#x}", "-j", "NFQUEUE",
+               "--queue-num", str(queue), "--queue-bypass"]  # fmt: skip
+    return [[chain, *handoff] for chain in ("FORWARD", "INPUT")]
+
+
 class Gateway:
     """``twistd -n p2pwall`` plus its queue rules in the lab's ``gw`` namespace."""
 
@@ -51,8 +75,8 @@ class Gateway:
         queue: int = 0,
         log: str = "p2pwall.log",
     ) -> None:
-        if rules not in ("iptables", "nft"):
-            raise LabError(f"rules must be iptables or nft, not {rules!r}")
+        if rules not in RULE_SETS:
+            raise LabError(f"rules must be one of {', '.join(RULE_SETS)}, not {rules!r}")
         self.lab = lab
         self.options = list(options)
         self.rules = rules
@@ -63,8 +87,10 @@ class Gateway:
         self._rules_installed = False
 
     def rules_command(self, delete: bool = False) -> str:
+        """The admin's command line: ``p2pwall-rules ... | sh -e``."""
+        rule_format = "nft" if self.rules == "nft-xt" else self.rules
         argv = [str(BIN / "p2pwall-rules"), "--green-if", self.lab.green_if, "--queue",
-                str(self.queue), "--format", self.rules, *self.rule_options]  # fmt: skip
+                str(self.queue), "--format", rule_format, *self.rule_options]  # fmt: skip
         if delete:
             argv.append("--delete")
         return shlex.join(argv) + " | sh -e"
@@ -72,24 +98,39 @@ class Gateway:
     def install_rules(self) -> None:
         if self.rules == "nft" and not nft_queue_supported(self.lab):
             raise LabError("this kernel has no nft queue support (CONFIG_NFT_QUEUE not set)")
-        done = self.lab.run(
+        if self.rules == "nft-xt":
+            self._install_nft_via_xtables()
+        else:
+            self._gw_shell(self.rules_command())
+        self._rules_installed = True
+
+    def _install_nft_via_xtables(self) -> None:
+        printed = self.lab.run(
             "gw",
-            ["bash", "-o", "pipefail", "-c", self.rules_command()],
+            ["bash", "-o", "pipefail", "-c", self.rules_command().removesuffix(" | sh -e")],
             capture_output=True,
+            text=True,
             env=ENV,
         )
-        if done.returncode:
+        if printed.returncode:
+            raise LabError(f"p2pwall-rules failed: {printed.stderr}")
+        self._gw_shell(nft_via_xtables(printed.stdout, self.queue))
+        for rule in handoff_rules(self.queue):
+            self._gw_shell(shlex.join(["iptables", "-A", *rule]))
+
+    def _gw_shell(self, command: str, check: bool = True) -> None:
+        done = self.lab.run(
+            "gw", ["bash", "-o", "pipefail", "-c", command], capture_output=True, env=ENV
+        )
+        if check and done.returncode:
             raise LabError(f"installing {self.rules} rules failed: {done.stderr.decode()}")
-        self._rules_installed = True
 
     def remove_rules(self) -> None:
         if self._rules_installed:
-            self.lab.run(
-                "gw",
-                ["bash", "-o", "pipefail", "-c", self.rules_command(delete=True)],
-                capture_output=True,
-                env=ENV,
-            )
+            self._gw_shell(self.rules_command(delete=True), check=False)
+            if self.rules == "nft-xt":
+                for rule in handoff_rules(self.queue):
+                    self._gw_shell(shlex.join(["iptables", "-D", *rule]), check=False)
             self._rules_installed = False
 
     def start(self, extra: Sequence[str] = (), wait: float = 20.0) -> None:

@@ -57,6 +57,11 @@ class KazaaProofTests(LabCase):
             raise self.skipTest("this kernel has no nft queue support (CONFIG_NFT_QUEUE not set)")
         self.kazaa_run("nft")
 
+    def test_three_phases_end_with_no_breakthrough_nft_selecting_xtables_queueing(self) -> None:
+        """The nft rule set chooses every packet; where the kernel lacks nft's ``queue``, an
+        xtables NFQUEUE rule hands the packets it marked to the daemon."""
+        self.kazaa_run("nft-xt")
+
     def test_names_and_encryption_types(self) -> None:
         gateway = self.gateway("-t", str(TIME_LOCK), "-L", "c")
         for name, enc in (("fileshare", "0xA9"), ("Grokster", "0x29")):
@@ -165,7 +170,14 @@ class UdpFlowTests(LabCase):
         self.assertEqual(self.lab.run(host, argv).returncode, 0)
 
     def test_blocked_flow_stays_dropped_and_ordinary_flow_leaves_the_queue(self) -> None:
-        gateway = self.gateway("-t", "30")
+        self.check_flows("iptables")
+
+    def test_the_same_with_nft_choosing(self) -> None:
+        """nft's ``ct original packets <= 3`` (queued via xtables, see ``Gateway``)."""
+        self.check_flows("nft-xt")
+
+    def check_flows(self, rules: str) -> None:
+        gateway = self.gateway("-t", "30", rules=rules)
         known, other = (ip for ip, _port in self.lab.peers)
         hello = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
         followups = [b"\x2a\x00\x00\x00%c" % i for i in range(12)]
