@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
             continue;
         }
         if (errno == ENOBUFS) {
-            enobufs++; /* the kernel lost packets; keep going, as NetfilterQueue does */
+            enobufs++; /* the kernel lost packets; keep going, as the daemon does */
             continue;
         }
         if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
