@@ -73,6 +73,7 @@ class KernelQueue:
         except BaseException:
             self._sock.close()
             raise
+        # IPacketSource.recv_into, bound straight to the socket's: it runs once per packet.
         self.recv_into = self._sock.recv_into
 
     def _await_ack(self, seq: int) -> int | None:

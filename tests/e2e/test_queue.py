@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import signal
 import sys
 import time
+
+from lab.gateway import ENV
 
 from .support import LabCase
 
@@ -78,3 +82,34 @@ class FailOpenTests(LabCase):
 
     def test_a_full_queue_lets_packets_through_with_fail_open(self) -> None:
         self.assertEqual(self.run_with_daemon_stopped("--fail-open"), self.FLOWS)
+
+
+class KernelQueueTests(LabCase):
+    """``KernelQueue`` against the real ``nfnetlink_queue``, in the lab's gateway namespace."""
+
+    peers = 0
+    SCRIPT = (
+        "import json\n"
+        "from p2pwall.nfqueue import KernelQueue\n"
+        "PROC = '/proc/net/netfilter/nfnetlink_queue'\n"
+        "first = KernelQueue(7, max_len=64, fail_open=True)\n"
+        "row = open(PROC).read().split()\n"
+        "try:\n"
+        "    KernelQueue(7)\n"
+        "    second = 0\n"
+        "except OSError as error:\n"
+        "    second = error.errno\n"
+        "first.close()\n"
+        "print(json.dumps({'row': row, 'second': second, 'after': open(PROC).read()}))\n"
+    )
+
+    def test_bind_copy_whole_packets_refuse_a_second_reader_unbind_on_close(self) -> None:
+        done = self.lab.run(
+            "gw", [sys.executable, "-c", self.SCRIPT], capture_output=True, text=True, env=ENV
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        found = json.loads(done.stdout)
+        queue, _portid, _waiting, copy_mode, copy_range = found["row"][:5]
+        self.assertEqual((queue, copy_mode, copy_range), ("7", "2", "65531"))
+        self.assertIn(found["second"], (errno.EPERM, errno.EBUSY))
+        self.assertEqual(found["after"], "", "closing the socket unbinds the queue")
