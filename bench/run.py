@@ -120,6 +120,16 @@ def targets(results: dict) -> list[Target]:
                 "x",
             )
         )
+        found.append(
+            Target(
+                "(b) the same vs a gateway that tracks connections anyway (one conntrack "
+                "rule, as NAT needs; median of per-run ratios)",
+                median(paired_ratios(bulk["p2pwall_b"]["runs"], bulk["conntrack"]["runs"])),
+                0.95,
+                True,
+                "x",
+            )
+        )
     engine = results.get("engine")
     if engine:
         for name, micros in engine["us_per_packet"].items():
@@ -209,6 +219,7 @@ def _tcp_sections(lab: dict, s: dict) -> list[str]:
         f"{key}: {', '.join(f'{v:.2f}' for v in bulk[key]['runs'])}" for key in bulk
     )
     run_ratios = paired_ratios(bulk["p2pwall_b"]["runs"], bulk["none"]["runs"])
+    tracked_ratios = paired_ratios(bulk["p2pwall_b"]["runs"], bulk["conntrack"]["runs"])
     return [
         f"### TCP bulk data, one established connection ({s['seconds']:g} s x {s['reps']} "
         "runs, median)",
@@ -220,6 +231,10 @@ def _tcp_sections(lab: dict, s: dict) -> list[str]:
         "Per-run ratio (b) / no queue (runs next to each other in time): "
         + ", ".join(fmt(r) for r in run_ratios)
         + f"; median {fmt(median(run_ratios))}",
+        "",
+        "Per-run ratio (b) / one conntrack rule: "
+        + ", ".join(fmt(r) for r in tracked_ratios)
+        + f"; median {fmt(median(tracked_ratios))}",
         "",
         f"### TCP connect latency, user -> pub ({s['connects']} sequential connects per "
         f"scenario, in {s['reps']} alternating blocks)",

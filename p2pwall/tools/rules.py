@@ -20,6 +20,7 @@ from ..spoof import SPOOF_MARK
 
 CHAIN_FORWARD = "p2pwall-fwd"
 CHAIN_INPUT = "p2pwall-in"
+CHAIN_DOWNLOAD = "p2pwall-dl"
 CHAIN_RAW = "p2pwall-raw"
 NFT_TABLE = "p2pwall"
 DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ", "PeerEnabler/")
@@ -67,14 +68,17 @@ class RuleSet:
             ["-i", green, "-p", "udp", *udp_start, *target],
             ["-i", green, "-p", "tcp", "--syn", *target],
         ]
+        downloads = []
         if self.http:
+            # One connbytes test per data packet, then the markers in their own chain: bulk
+            # data of an established connection costs one match here, not one per marker.
             early = ["-m", "connbytes", "--connbytes", EARLY_PACKETS, "--connbytes-dir",
                      "original", "--connbytes-mode", "packets"]  # fmt: skip
-            forward += [
-                ["-i", green, "-p", "tcp", "!", "--syn", *early, "-m", "string", "--algo", "bm",
-                 "--string", marker, *target]
+            forward.append(["-i", green, "-p", "tcp", "!", "--syn", *early, "-j", CHAIN_DOWNLOAD])
+            downloads = [
+                ["-m", "string", "--algo", "bm", "--string", marker, *target]
                 for marker in DOWNLOAD_MARKERS
-            ]  # fmt: skip
+            ]
         answers = ["-m", "conntrack", "--ctstate", "ESTABLISHED"]
         if self.dns:
             forward.append(["-o", green, "-p", "udp", "--sport", "53", *answers, *target])
@@ -88,7 +92,8 @@ class RuleSet:
             inbound.append(["!", "-i", green, "-p", "udp", "--sport", "53", *answers, *target])
         raw = [command, "-t", "raw"]
         argv = [[command, "-N", CHAIN_FORWARD], [command, "-N", CHAIN_INPUT],
-                [*raw, "-N", CHAIN_RAW]]  # fmt: skip
+                [command, "-N", CHAIN_DOWNLOAD], [*raw, "-N", CHAIN_RAW]]  # fmt: skip
+        argv += [[command, "-A", CHAIN_DOWNLOAD, *rule] for rule in downloads]
         argv += [[command, "-A", CHAIN_FORWARD, *rule] for rule in forward]
         argv += [[command, "-A", CHAIN_INPUT, *rule] for rule in inbound]
         argv.append([*raw, "-A", CHAIN_RAW, "-m", "mark", "--mark", hex(SPOOF_MARK), "-j", "CT",
@@ -109,6 +114,8 @@ class RuleSet:
             [*raw, "-D", "OUTPUT", "-j", CHAIN_RAW],
             [command, "-F", CHAIN_FORWARD],
             [command, "-X", CHAIN_FORWARD],
+            [command, "-F", CHAIN_DOWNLOAD],
+            [command, "-X", CHAIN_DOWNLOAD],
             [command, "-F", CHAIN_INPUT],
             [command, "-X", CHAIN_INPUT],
             [*raw, "-F", CHAIN_RAW],

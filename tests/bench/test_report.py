@@ -194,6 +194,7 @@ class RenderTests(SynchronousTestCase):
         self.assertAlmostEqual(found["(a) p2pwall"].value, 0.6)
         self.assertFalse(found["(a) p2pwall"].passed)
         self.assertTrue(found["(b) ordinary traffic"].passed)
+        self.assertTrue(found["(b) the same vs a gateway that tracks connections anyway"].passed)
         self.assertTrue(found["memory per learned peer at 1"].passed)
         text = render(results, "make bench")
         self.assertIn("Command: `make bench`", text)

@@ -30,8 +30,10 @@ class RuleTextTests(SynchronousTestCase):
             "-A p2pwall-fwd -i br-green -p udp -m connbytes --connbytes 0:3 --connbytes-dir "
             "original --connbytes-mode packets -j NFQUEUE --queue-num 3 --queue-bypass",
             "-A p2pwall-fwd -i br-green -p tcp --syn -j NFQUEUE",
-            "--string X-Kazaa-",
-            "--string 'GET /.hash='",
+            "-A p2pwall-fwd -i br-green -p tcp ! --syn -m connbytes --connbytes 0:4 "
+            "--connbytes-dir original --connbytes-mode packets -j p2pwall-dl",
+            "-A p2pwall-dl -m string --algo bm --string X-Kazaa- -j NFQUEUE --queue-num 3",
+            "-A p2pwall-dl -m string --algo bm --string 'GET /.hash=' -j NFQUEUE",
             "-A p2pwall-fwd -o br-green -p udp --sport 53 -m conntrack --ctstate ESTABLISHED -j",
             "--string PeerEnabler/",
             "-t raw -A p2pwall-raw -m mark --mark 0x70327077 -j CT --notrack",
@@ -50,6 +52,7 @@ class RuleTextTests(SynchronousTestCase):
         self.assertNotIn("--queue-bypass", text)
         self.assertNotIn("--sport 53", text)
         self.assertNotIn("string", text)
+        self.assertNotIn("-j p2pwall-dl", text)
         self.assertNotIn("-A p2pwall-in", text)
 
     def test_nft_script(self) -> None:
@@ -100,6 +103,8 @@ class KernelAcceptsRulesTests(SynchronousTestCase):
             self.assertEqual(result.returncode, 0, (argv, result.stderr))
         listing = self.run_in(["iptables", "-S", "p2pwall-fwd"]).stdout
         self.assertIn("--queue-num 5", listing)
+        self.assertIn("-j p2pwall-dl", listing)
+        self.assertEqual(self.run_in(["iptables", "-S", "p2pwall-dl"]).stdout.count("NFQUEUE"), 4)
         for argv in RuleSet.iptables_delete() + RuleSet.iptables_delete("ip6tables"):
             self.assertEqual(self.run_in(argv).returncode, 0, argv)
         self.assertNotIn("p2pwall", self.run_in(["iptables", "-S"]).stdout)
