@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .detectors.wsx import parse_endpoint
 from .engine import Engine
 from .packet import addr_text, endpoint_text
-from .store import HEADER, format_block, table_entries, write_atomically
+from .store import HEADER, snapshot_lines, write_lines
 from .tables import ANY_CLIENT, ANY_PORT
 
 log = Logger()
@@ -141,13 +143,29 @@ def _name(text: str) -> str:
     return endpoint[0]
 
 
+def _write_error(path: Path, failure: Failure) -> str:
+    """The ``ERR`` text for a dump that could not be written; anything but an ``OSError`` is a
+    bug, re-raised (the protocol logs it and answers ``internal error``)."""
+    failure.trap(OSError)
+    error = failure.value
+    return f"cannot write {path}: {getattr(error, 'strerror', None) or error}"
+
+
 def _describe(peer: bytes, port: int, client: bytes) -> str:
     target = endpoint_text(peer, port)
     return f"{target} for client {addr_text(client)}" if client else target
 
 
+Runner = Callable[..., "Deferred[Any]"]
+
+
 class Controller:
-    """Runs command lines against the engine; knows nothing of connections."""
+    """Runs command lines against the engine; knows nothing of connections.
+
+    ``run(work, *args)`` runs slow work (formatting and writing ``dump-blocks``, seconds at a
+    million blocks) off the reactor thread: the daemon passes a thread-pool runner, so packets
+    keep their verdicts meanwhile; by default the work runs right away.
+    """
 
     def __init__(
         self,
@@ -157,15 +175,17 @@ class Controller:
         queue_stats: Callable[[], Mapping[str, int] | None] | None = None,
         dump_dir: str | Path | None = None,
         reader_stats: Callable[[], Mapping[str, int] | None] | None = None,
+        run: Runner = maybeDeferred,
     ) -> None:
         self.engine = engine
+        self.run = run
         self.names = names
         self.reload_patterns = reload
         self.queue_stats = queue_stats
         self.reader_stats = reader_stats
         self.dump_dir = Path(dump_dir) if dump_dir else None
 
-    def execute(self, line: str) -> Reply:
+    def execute(self, line: str) -> Reply | Deferred[Reply]:
         """Run one command line; every failure becomes an ``ERR`` reply, never an exception."""
         word, *args = line.split()
         command = COMMANDS_BY_NAME.get(word.lower())
@@ -209,11 +229,24 @@ class Controller:
             raise CommandError(f"not blocked: {_describe(*key)}")
         return Reply.ok(f"unblocked {_describe(*key)}")
 
-    def dump_blocks(self, args: list[str]) -> Reply:
-        lines = [format_block(entry) for entry in table_entries(self.engine.blocks)]
-        if args:
-            return self._dump(args[0], lines, "blocks", HEADER)
-        return Reply.ok(f"{len(lines)} blocks", lines)
+    def dump_blocks(self, args: list[str]) -> Deferred[Reply]:
+        """The table as it is now (a snapshot: two list copies), formatted by ``run``."""
+        snapshot = self.engine.blocks.snapshot()
+        if not args:
+            done = self.run(snapshot_lines, snapshot)
+            return done.addCallback(lambda lines: Reply.ok(f"{len(lines)} blocks", lines))
+        path = self._dump_path(args[0])
+
+        def write() -> int:
+            lines = snapshot_lines(snapshot)
+            write_lines(path, lines, HEADER)
+            return len(lines)
+
+        done = self.run(write)
+        return done.addCallbacks(
+            lambda count: Reply.ok(f"{count} blocks written to {path}"),
+            lambda failure: Reply.error(_write_error(path, failure)),
+        )
 
     # DNS names
 
@@ -238,23 +271,23 @@ class Controller:
 
     def dump_dns_names(self, args: list[str]) -> Reply:
         lines = sorted(self._name_set())
-        if args:
-            return self._dump(args[0], lines, "names")
-        return Reply.ok(f"{len(lines)} names", lines)
+        if not args:
+            return Reply.ok(f"{len(lines)} names", lines)
+        path = self._dump_path(args[0])
+        try:
+            write_lines(path, lines)
+        except OSError as error:
+            raise CommandError(_write_error(path, Failure(error))) from None
+        return Reply.ok(f"{len(lines)} names written to {path}")
 
-    def _dump(self, name: str, lines: list[str], what: str, header: str = "") -> Reply:
-        """Write into the dump directory only: a plain name, replaced atomically by rename,
+    def _dump_path(self, name: str) -> Path:
+        """Dumps go into the dump directory only: a plain name, replaced atomically by rename,
         which replaces a symlink planted there instead of following it."""
         if self.dump_dir is None:
             raise CommandError("no dump directory configured (--dump-dir)")
         if "/" in name or ".." in name or name.startswith("."):
             raise CommandError(f"bad file name {name[:80]!r}: a plain name, no '/' or '..'")
-        path = self.dump_dir / name
-        try:
-            write_atomically(path, header + "".join(line + "\n" for line in lines))
-        except OSError as error:
-            raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
-        return Reply.ok(f"{len(lines)} {what} written to {path}")
+        return self.dump_dir / name
 
     # Modes and state
 
@@ -369,6 +402,7 @@ class ControlProtocol(LineReceiver):
         # transport's buffer; the transport then pauses us (LineReceiver stops reading lines)
         # instead of the daemon's memory growing without end.
         self.transport.registerProducer(self, True)
+        self._replies: Deferred[object] = succeed(None)
 
     def lineReceived(self, line: bytes) -> None:
         line = line.removesuffix(b"\r")
@@ -384,9 +418,10 @@ class ControlProtocol(LineReceiver):
     def readConnectionLost(self) -> None:
         """The client is done sending (``echo stats | nc -N``): flush the replies, then close.
 
-        Without this a half-close would drop the connection with the answers still unsent.
+        Without this a half-close would drop the connection with the answers still unsent;
+        the close waits for replies still being worked on.
         """
-        self.transport.loseConnection()
+        self._replies.addBoth(lambda _: self.transport.loseConnection())
 
     def writeConnectionLost(self) -> None:
         """Nothing to do: the client stopped reading, we just stop being heard."""
@@ -395,7 +430,18 @@ class ControlProtocol(LineReceiver):
         reply = Reply(f"ERR line too long (max {self.MAX_LENGTH} bytes)", close=True)
         self._answer(f"<{len(line)} bytes, too long>", reply)
 
-    def _answer(self, command: str, reply: Reply) -> None:
+    def _answer(self, command: str, reply: Reply | Deferred[Reply]) -> None:
+        """Replies leave in command order, also while one is being worked on off the reactor
+        thread (``dump-blocks``): each waits on one chain for those before it."""
+        self._replies.addCallback(lambda _: reply)
+        self._replies.addErrback(self._internal_error, command)
+        self._replies.addCallback(self._write, command)
+
+    def _internal_error(self, failure: Failure, command: str) -> Reply:
+        log.failure("control command {command!r} failed", failure=failure, command=command)
+        return Reply.error("internal error (see the daemon log)")
+
+    def _write(self, reply: Reply, command: str) -> None:
         self.transport.write(
             "".join(line + "\n" for line in [*reply.lines, reply.final]).encode("utf-8", "replace")
         )

@@ -116,6 +116,7 @@ def makeService(
             dump_dir=options["dump-dir"],
             # reading is assigned below; the reader exists once the queue is bound.
             reader_stats=lambda: reading.reader.stats() if reading.reader else None,
+            run=thread_runner(reactor),
         )
         strports.service(options["control"], control, reactor=reactor).setServiceParent(top)
 

@@ -7,10 +7,11 @@ of the directory): a crash leaves the old file or the new one, never half of one
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -67,11 +68,6 @@ def parse_block(line: str) -> StoredBlock:
     return StoredBlock(*_parse(line))
 
 
-def table_entries(blocks: BlockTable) -> Iterator[StoredBlock]:
-    for (peer, port, client), block in blocks.items():
-        yield StoredBlock(peer, port, client, block.origin, block.seen, block.name)
-
-
 def _addr_text(addr: bytes) -> str:
     """``addr_text``, without ``ipaddress`` for IPv4 (the same text, several times faster)."""
     return socket.inet_ntop(socket.AF_INET, addr) if len(addr) == 4 else addr_text(addr)
@@ -125,6 +121,25 @@ def _parse(line: str) -> Parsed:
 Snapshot = tuple[list[BlockKey], list[Block]]
 
 
+def snapshot_lines(snapshot: Snapshot, cutoff: float = -math.inf) -> list[str]:
+    """Store-file lines of a ``BlockTable.snapshot()``: manual blocks and those seen since
+    ``cutoff``. Safe in a thread: it reads only the snapshot's blocks (a field changed
+    meanwhile is written old or new, each whole)."""
+    lines = []
+    keys, values = snapshot
+    for (peer, port, client), block in zip(keys, values, strict=True):
+        origin = block.origin
+        seen = block.seen
+        if seen >= cutoff or origin == MANUAL:
+            lines.append(_format(peer, port, client, origin, seen, block.name))
+    return lines
+
+
+def write_lines(path: Path, lines: list[str], header: str = "") -> None:
+    """``header`` and one line each, written atomically (``write_atomically``)."""
+    write_atomically(path, header + "".join(line + "\n" for line in lines))
+
+
 class StoreFile:
     """Learned peers with their last-seen time; entries older than ``max_age`` are dropped.
 
@@ -167,18 +182,10 @@ class StoreFile:
         return self.write(blocks.snapshot(), now)
 
     def write(self, snapshot: Snapshot, now: float) -> int:
-        """Write a ``BlockTable.snapshot()``; safe in a thread, it reads only the snapshot's
-        blocks (a field changed meanwhile is written old or new, each whole)."""
-        cutoff = now - self.max_age
-        lines = [HEADER]
-        keys, values = snapshot
-        for (peer, port, client), block in zip(keys, values, strict=True):
-            origin = block.origin
-            seen = block.seen
-            if seen >= cutoff or origin == MANUAL:
-                lines.append(_format(peer, port, client, origin, seen, block.name) + "\n")
-        write_atomically(self.path, "".join(lines))
-        return len(lines) - 1
+        """Write a ``BlockTable.snapshot()``; safe in a thread (see ``snapshot_lines``)."""
+        lines = snapshot_lines(snapshot, now - self.max_age)
+        write_lines(self.path, lines, HEADER)
+        return len(lines)
 
 
 @implementer(IClientObserver)

@@ -25,7 +25,7 @@ from p2pwall.options import Options
 from p2pwall.packet import Hook, decode
 from p2pwall.service import makeService
 from p2pwall.store import HEADER, StoreFile
-from p2pwall.tables import BlockTable
+from p2pwall.tables import ANY_CLIENT, ANY_PORT, BlockTable
 from p2pwall.testing import FakeKernelQueue, RecordingSpoofer, make_engine, packed, tcp, udp
 
 NOW = 1_700_000_000
@@ -243,6 +243,65 @@ class DumpFileTests(ControlTestCase):
             session.command("dump-blocks x"),
             [f"ERR cannot write {missing / 'x'}: No such file or directory"],
         )
+
+
+class SlowWorkTests(ControlTestCase):
+    """``dump-blocks`` formats off the reactor thread (``run``); replies keep command order."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.pending: list[tuple[defer.Deferred, object, tuple]] = []
+
+        def run(work, *args) -> defer.Deferred:
+            done: defer.Deferred = defer.Deferred()
+            self.pending.append((done, work, args))
+            return done
+
+        self.session = Session(ControlFactory(self.engine, dump_dir=self.dump_dir, run=run))
+
+    def finish(self) -> list[str]:
+        """Do the pending work (as the thread would) and return the lines it let out."""
+        self.session.transport.clear()
+        done, work, args = self.pending.pop(0)
+        done.callback(work(*args))
+        return self.session.transport.value().decode().split("\n")[:-1]
+
+    def test_later_replies_wait_for_the_dump_and_it_shows_the_table_as_it_was(self) -> None:
+        self.engine.block(PEER)
+        self.assertEqual(self.session.send(b"dump-blocks\nblock 203.0.113.6\nping\n"), [])
+        self.assertIn((packed("203.0.113.6"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
+        self.assertEqual(
+            self.finish(),
+            [f"203.0.113.5 * * manual {NOW}", "OK 1 blocks", "OK blocked 203.0.113.6", "OK pong"],
+        )
+
+    def test_a_half_close_waits_for_the_reply_being_worked_on(self) -> None:
+        """``echo dump-blocks | nc -N``: the client is done sending before the dump is done."""
+        self.session.command("dump-blocks")
+        self.session.protocol.readConnectionLost()
+        self.assertFalse(self.session.transport.disconnecting)
+        self.assertEqual(self.finish(), ["OK 0 blocks"])
+        self.assertTrue(self.session.transport.disconnecting)
+
+    def test_a_dump_file_is_written_by_the_work(self) -> None:
+        self.engine.block(PEER)
+        self.assertEqual(self.session.command("dump-blocks saved"), [])
+        self.assertFalse((self.dump_dir / "saved").exists())
+        self.assertEqual(self.finish(), [f"OK 1 blocks written to {self.dump_dir / 'saved'}"])
+        self.assertEqual(
+            (self.dump_dir / "saved").read_text(), f"{HEADER}203.0.113.5 * * manual {NOW}\n"
+        )
+
+    def test_failing_work_is_logged_and_answered_and_the_session_goes_on(self) -> None:
+        self.session.command("dump-blocks")
+        self.session.transport.clear()
+        done, _work, _args = self.pending.pop(0)
+        done.errback(ZeroDivisionError("bug"))
+        self.assertEqual(
+            self.session.transport.value(), b"ERR internal error (see the daemon log)\n"
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.session.command("ping"), ["OK pong"])
 
 
 class DnsNameTests(ControlTestCase):
