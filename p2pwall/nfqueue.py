@@ -184,14 +184,14 @@ class QueueReader(abstract.FileDescriptor):
                 break
             try:
                 queued = parse(view, size)
+                if queued is None:
+                    self._kernel_reports(view, size)
+                    continue
             except (ValueError, struct.error) as error:
                 self.errors += 1
                 self.log.error(
                     "malformed message from {name}: {error}", name=self.name, error=error
                 )
-                continue
-            if queued is None:
-                self._kernel_reports(view, size)
                 continue
             packet_id, hook, start, end, hw_at = queued
             try:

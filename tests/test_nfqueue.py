@@ -185,6 +185,16 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertIn("malformed message from nfqueue", formatEvent(events[0]))
         self.assertEqual(self.queue.verdict(packet), ACCEPT)
 
+    def test_a_cut_error_report_is_counted_and_the_rest_decided(self) -> None:
+        reader = self.reader()
+        self.queue.send_raw(struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, 0, 0) + bytes(4))
+        packet = self.queue.queue(datagram(6))
+        with capturedLogs() as events:
+            reader.doRead()
+        self.assertEqual(reader.errors, 1)
+        self.assertIn("malformed message from nfqueue", formatEvent(events[0]))
+        self.assertEqual(self.queue.verdict(packet), ACCEPT)
+
     def test_a_failed_verdict_send_is_counted_and_logged(self) -> None:
         def refuse(drops: list[int], accept_through: int | None) -> None:
             raise OSError(errno.ENOMEM, "Cannot allocate memory")
