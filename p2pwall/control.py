@@ -67,11 +67,13 @@ class CommandError(Exception):
 
 @dataclass
 class Reply:
-    """Data lines, then one final ``OK``/``ERR`` line; ``close`` ends the connection."""
+    """Data lines, then one final ``OK``/``ERR`` line; ``close`` ends the connection. ``body``
+    holds data lines already rendered (``rendered``), by work done off the reactor thread."""
 
     final: str
     lines: list[str] = field(default_factory=list)
     close: bool = False
+    body: bytes = b""
 
     @classmethod
     def ok(cls, text: str, lines: Iterable[str] = (), close: bool = False) -> Reply:
@@ -141,6 +143,11 @@ def _name(text: str) -> str:
     if endpoint is None or not isinstance(endpoint[0], str) or endpoint[1] is not None:
         raise CommandError(f"bad DNS name {text[:80]!r}: expected a host name like a.example.com")
     return endpoint[0]
+
+
+def rendered(lines: Iterable[str]) -> bytes:
+    """Reply lines as they go on the wire."""
+    return "".join(line + "\n" for line in lines).encode("utf-8", "replace")
 
 
 def _write_error(path: Path, failure: Failure) -> str:
@@ -233,8 +240,13 @@ class Controller:
         """The table as it is now (a snapshot: two list copies), formatted by ``run``."""
         snapshot = self.engine.blocks.snapshot()
         if not args:
-            done = self.run(snapshot_lines, snapshot)
-            return done.addCallback(lambda lines: Reply.ok(f"{len(lines)} blocks", lines))
+
+            def render() -> tuple[int, bytes]:
+                lines = snapshot_lines(snapshot)
+                return len(lines), rendered(lines)
+
+            done = self.run(render)
+            return done.addCallback(lambda result: Reply(f"OK {result[0]} blocks", body=result[1]))
         path = self._dump_path(args[0])
 
         def write() -> int:
@@ -442,9 +454,9 @@ class ControlProtocol(LineReceiver):
         return Reply.error("internal error (see the daemon log)")
 
     def _write(self, reply: Reply, command: str) -> None:
-        self.transport.write(
-            "".join(line + "\n" for line in [*reply.lines, reply.final]).encode("utf-8", "replace")
-        )
+        if reply.body:
+            self.transport.write(reply.body)
+        self.transport.write(rendered([*reply.lines, reply.final]))
         self.factory.controller.engine.events.event(
             "x",
             "control {peer}: {command} -> {reply}",
