@@ -64,8 +64,8 @@ class EncodingTests(SynchronousTestCase):
 
     def test_config_leaves_out_what_is_not_asked(self) -> None:
         self.assertEqual(
-            netlink.config(3, netlink.CMD_UNBIND),
-            nlmsghdr(28, 0x0302, 0x0005) + b"\0\0\0\3" + bytes.fromhex("0800 0100 02 00 0000"),
+            netlink.config(3, netlink.CMD_BIND),
+            nlmsghdr(28, 0x0302, 0x0005) + b"\0\0\0\3" + bytes.fromhex("0800 0100 01 00 0000"),
         )
 
 
