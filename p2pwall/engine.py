@@ -56,6 +56,8 @@ class Engine:
         self.blocks = blocks
         self.clients = clients
         self.green = green
+        # The gateway's own addresses (``localaddrs``), kept fresh by a timer in service.py.
+        self.local: frozenset[bytes] = frozenset()
         self.detectors = tuple(detectors)
         self._inspectors = tuple((d.name, d.inspect) for d in self.detectors)
         self.spoofer = spoofer
@@ -121,8 +123,9 @@ class Engine:
         seen_from: bytes | None = None,
         name: str | None = None,
     ) -> bool:
-        """Block a peer learned from traffic; green addresses are never blocked."""
-        if peer in self.green:
+        """Block a peer learned from traffic; green addresses and the gateway's own are never
+        blocked."""
+        if peer in self.green or peer in self.local:
             return False
         new = self.blocks.add(peer, port, client, origin, self.clock.seconds(), name)
         if new:

@@ -29,6 +29,7 @@ from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .events import EventLog
 from .interfaces import IPacketSource, ISpoofer
+from .localaddrs import read_local_addresses
 from .names import BannedNames
 from .networks import GreenNetworks
 from .nfqueue import KernelQueue, QueueReader
@@ -39,6 +40,9 @@ from .store import ClientDirectory, StoreFile
 from .tables import BlockTable, LockTable
 
 log = Logger()
+
+# Seconds between re-reads of the gateway's own addresses (a DHCP lease may change them).
+LOCAL_ADDRESSES_INTERVAL = 60.0
 
 
 class DaemonService(MultiService):
@@ -92,6 +96,7 @@ def makeService(
             options["store-interval"],
             reactor,
         ).setServiceParent(top)
+    timer(LOCAL_ADDRESSES_INTERVAL, partial(refresh_local, engine), reactor).setServiceParent(top)
     max_age = options["store-max-age"]
     prune = partial(prune_blocks, engine, max_age)
     timer(prune_interval(max_age), prune, reactor).setServiceParent(top)
@@ -156,6 +161,13 @@ def timer(interval: float, work: Callable[[], None], clock: IReactorTime) -> Tim
     service = TimerService(interval, guarded)
     service.clock = clock
     return service
+
+
+def refresh_local(
+    engine: Engine, read: Callable[[], frozenset[bytes]] = read_local_addresses
+) -> None:
+    """Tell the engine the gateway's own addresses (never learned as peers)."""
+    engine.local = read()
 
 
 def prune_interval(max_age: float) -> float:

@@ -241,6 +241,14 @@ class HttpSafetyNetTests(EngineTestCase):
         (header_line,) = self.engine.events.of("h", debug=True)
         self.assertIn("x-kazaa-supernodeip", header_line)
 
+    def test_the_gateways_own_address_is_never_learned(self) -> None:
+        """Behind NAT, X-Kazaa-IP names the gateway's public address."""
+        self.engine.local = frozenset({packed("198.19.0.1")})
+        get = self.GET.replace(b"198.18.1.10:1214", b"198.19.0.1:1214")
+        self.assertEqual(self.send(tcp(ROGUE, PEER2, 40000, 1214, "PA", get)), DROP)
+        self.assertNotIn((packed("198.19.0.1"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
+        self.assertEqual(len(self.engine.blocks), 2)
+
     def test_header_lines_are_logged_escaped(self) -> None:
         data = b"GET /.hash=1\x1b[2J\rforged HTTP/1.1\r\nX-Kazaa-Network: Ka\x07\r\n\r\n"
         self.send(tcp(ROGUE, PEER2, 40000, 1214, "PA", data))

@@ -10,7 +10,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict
-from p2pwall.service import StoreService, makeService, prune_interval, tick_interval
+from p2pwall.service import (
+    LOCAL_ADDRESSES_INTERVAL,
+    StoreService,
+    makeService,
+    prune_interval,
+    tick_interval,
+)
 from p2pwall.store import StoreFile
 from p2pwall.testing import (
     FakeKernelQueue,
@@ -171,6 +177,13 @@ class ServiceTests(SynchronousTestCase):
         self.reactor.pump([0.5] * 12)
         self.assertEqual(list(directory.iterdir()), [])
         self.assertEqual(service.engine.stats["clients_released"], 1)
+
+    def test_the_gateways_own_addresses_are_read_at_start_and_on_a_timer(self) -> None:
+        service = self.build()
+        self.assertIn(packed("127.0.0.1"), service.engine.local)  # lo is in every namespace
+        service.engine.local = frozenset()
+        self.reactor.advance(LOCAL_ADDRESSES_INTERVAL)
+        self.assertIn(packed("127.0.0.1"), service.engine.local)
 
     def test_tick_interval(self) -> None:
         self.assertEqual(tick_interval(120), 1.0)
