@@ -10,6 +10,7 @@ headers are host order, nfnetlink payloads network order, attributes padded to 4
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Iterator
 
@@ -167,15 +168,11 @@ class PacketParser:
         return self._walk(data, size)
 
     def _walk(self, data: bytes | bytearray | memoryview, size: int) -> QueuedPacket | None:
-        if size < _FIRST.size:
-            raise ValueError(f"netlink message of {size} bytes")
-        kind, length, attr = _FIRST.unpack_from(data)
-        if kind != MSG_PACKET:
+        header = _packet_header(data, size)
+        if header is None:
             return None
-        if attr != NFQA_PACKET_HDR or length < _ATTR.size + _PACKET_HDR.size or size < 32:
-            raise ValueError("packet message without a packet header")
-        packet_id, _proto, hook = _PACKET_HDR.unpack_from(data, _FIRST_DATA)
-        chain = [(HEADER_SIZE, length, attr)]
+        packet_id, hook, length = header
+        chain = [(HEADER_SIZE, length, NFQA_PACKET_HDR)]
         hw_at = 0
         offset = (HEADER_SIZE + length + _ALIGN) & ~_ALIGN
         while offset + 4 <= size:
@@ -205,6 +202,29 @@ class PacketParser:
         self._hw_at = hw_at
 
 
+def _packet_header(data: bytes | bytearray | memoryview, size: int) -> tuple[int, int, int] | None:
+    """``(packet id, hook, header attribute length)`` of a ``MSG_PACKET`` message, ``None``
+    for another kind of message, ``ValueError`` when the message is cut before its header."""
+    if size < _FIRST.size:
+        raise ValueError(f"netlink message of {size} bytes")
+    kind, length, attr = _FIRST.unpack_from(data)
+    if kind != MSG_PACKET:
+        return None
+    if attr != NFQA_PACKET_HDR or length < _ATTR.size + _PACKET_HDR.size or size < 32:
+        raise ValueError("packet message without a packet header")
+    packet_id, _proto, hook = _PACKET_HDR.unpack_from(data, _FIRST_DATA)
+    return packet_id, hook, length
+
+
+def packet_id(data: bytes | bytearray | memoryview, size: int) -> int | None:
+    """The id of a packet message whose packet header is whole, however broken the rest."""
+    try:
+        header = _packet_header(data, size)
+    except ValueError:
+        return None
+    return header[0] if header else None
+
+
 def hwaddr(data: bytes | bytearray | memoryview, at: int) -> bytes | None:
     """The address in the ``NFQA_HWADDR`` attribute at ``at`` (0: none)."""
     if not at:
@@ -213,14 +233,29 @@ def hwaddr(data: bytes | bytearray | memoryview, at: int) -> bytes | None:
     return bytes(data[at + 8 : at + 8 + min(length, 8)])
 
 
+def message_type(data: bytes | bytearray | memoryview) -> int | None:
+    """The type of the message at the start of ``data``; ``None`` when it is too short."""
+    return _HEADER.unpack_from(data)[1] if len(data) >= _HEADER.size else None
+
+
 def message_seq(data: bytes | bytearray | memoryview, start: int) -> int:
     """The sequence number of the message at ``start`` (an ack echoes the request's)."""
     return _HEADER.unpack_from(data, start)[3]
 
 
-def error_code(data: bytes | bytearray | memoryview, start: int) -> int:
-    """The errno of an ``NLMSG_ERROR`` message (0 for an ack)."""
+def error_code(data: bytes | bytearray | memoryview, start: int, end: int) -> int:
+    """The errno of the ``NLMSG_ERROR`` message in ``data[start:end]`` (0 for an ack)."""
+    if end - start < _HEADER.size + _ERROR.size:
+        raise ValueError(f"error report of {end - start} bytes")
     return -_ERROR.unpack_from(data, start + _HEADER.size)[0]
+
+
+def error_text(code: int) -> str:
+    """``os.strerror``, for any number a message may carry."""
+    try:
+        return os.strerror(code)
+    except (ValueError, OverflowError):
+        return f"error {code}"
 
 
 def packet_message(

@@ -8,16 +8,15 @@ control port; the reactor polls level-triggered and calls ``doRead`` again while
 
 A turn's verdicts leave in one ``send`` at its end: a drop per dropped packet and one batch
 accept for the rest (``netlink.verdicts``). Nothing is held across turns, so no flush timer is
-needed; a packet whose message the kernel lost (ENOBUFS) is accepted by the next batch instead of
-waiting in the queue for ever.
+needed (only verdicts whose ``send`` failed wait, to go first in the next turn's). A message the
+kernel could not deliver (ENOBUFS) never reaches us, and the kernel does not hold its packet:
+it drops it (``queue_user_dropped``), or accepts it with ``--fail-open``.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import socket
-import struct
 from collections.abc import Callable
 
 from twisted.internet import abstract
@@ -82,20 +81,24 @@ class KernelQueue:
         daemon is not running yet, as with ``--queue-bypass`` a moment before): returns the
         last one's id, if any."""
         early = None
-        parse = netlink.PacketParser().parse
         while True:
             try:
                 data = self._sock.recv(netlink.MAX_MESSAGE)
             except TimeoutError:
                 raise OSError(errno.ETIMEDOUT, "nfnetlink_queue did not answer") from None
-            for kind, start, _end in netlink.messages(data, len(data)):
-                if kind == netlink.MSG_PACKET:
-                    early = parse(data[start:], len(data) - start)[0]
-                elif kind == netlink.NLMSG_ERROR and netlink.message_seq(data, start) == seq:
-                    code = netlink.error_code(data, start)
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return early
+            except OSError as error:
+                if error.errno == errno.ENOBUFS:
+                    continue
+                raise
+            kind = netlink.message_type(data)
+            if kind == netlink.MSG_PACKET:
+                found = netlink.packet_id(data, len(data))
+                early = early if found is None else found
+            elif kind == netlink.NLMSG_ERROR and netlink.message_seq(data, 0) == seq:
+                code = netlink.error_code(data, 0, len(data))
+                if code:
+                    raise OSError(code, netlink.error_text(code))
+                return early
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -147,6 +150,8 @@ class QueueReader(abstract.FileDescriptor):
         self._buffer = bytearray(netlink.MAX_MESSAGE)
         self._view = memoryview(self._buffer)
         self._parser = netlink.PacketParser()
+        # Verdicts whose send failed: they go first in the next turn's.
+        self._unsent: tuple[list[int], int | None] = ([], None)
 
     def stats(self) -> dict[str, int]:
         """The reader's counters, as the control port's ``stats`` shows them."""
@@ -165,8 +170,8 @@ class QueueReader(abstract.FileDescriptor):
     def doRead(self) -> None:
         """One reactor turn: up to ``budget`` messages, then the turn's verdicts in one send.
         Decoding and deciding are inline: this loop runs once per queued packet."""
-        drops: list[int] = []
-        accept_through = None
+        drops, accept_through = self._unsent
+        self._unsent = ([], None)
         recv_into = self.queue.recv_into
         buffer, view = self._buffer, self._view
         decide, want_mac, parse = self.decide, self.want_mac, self._parser.parse
@@ -176,39 +181,40 @@ class QueueReader(abstract.FileDescriptor):
             except BlockingIOError:
                 break
             except OSError as error:
-                if error.errno == errno.ENOBUFS:
-                    self.overruns += 1
-                    continue
-                self.errors += 1
-                self.log.error("reading {name} failed: {error}", name=self.name, error=error)
-                break
+                if error.errno != errno.ENOBUFS:
+                    self.errors += 1
+                    self.log.error("reading {name} failed: {error}", name=self.name, error=error)
+                    break
+                self.overruns += 1
+                continue
             try:
                 queued = parse(view, size)
                 if queued is None:
                     self._kernel_reports(view, size)
                     continue
-            except (ValueError, struct.error) as error:
-                self.errors += 1
-                self.log.error(
-                    "malformed message from {name}: {error}", name=self.name, error=error
-                )
-                continue
-            packet_id, hook, start, end, hw_at = queued
-            try:
-                packet = decode(buffer, start, end)
-                if packet is None:
-                    self.undecoded += 1
-                    verdict = ACCEPT
-                else:
-                    if want_mac:
-                        packet.mac = netlink.hwaddr(buffer, hw_at)
-                    verdict = decide(packet, hook)
-            except Exception:
-                self.errors += 1
-                self.log.failure(
-                    "deciding a packet failed; it gets {verdict}", verdict=self.failure_verdict.name
-                )
+            except Exception as error:
+                packet_id = self._malformed(view, size, error)
+                if packet_id is None:
+                    continue
                 verdict = self.failure_verdict
+            else:
+                packet_id, hook, start, end, hw_at = queued
+                try:
+                    packet = decode(buffer, start, end)
+                    if packet is None:
+                        self.undecoded += 1
+                        verdict = ACCEPT
+                    else:
+                        if want_mac:
+                            packet.mac = netlink.hwaddr(buffer, hw_at)
+                        verdict = decide(packet, hook)
+                except Exception:
+                    self.errors += 1
+                    self.log.failure(
+                        "deciding a packet failed; it gets {verdict}",
+                        verdict=self.failure_verdict.name,
+                    )
+                    verdict = self.failure_verdict
             if verdict == ACCEPT:
                 accept_through = packet_id
             else:
@@ -218,17 +224,29 @@ class QueueReader(abstract.FileDescriptor):
                 self.queue.set_verdicts(drops, accept_through)
             except OSError as error:
                 self.errors += 1
-                self.log.error("sending verdicts failed: {error}", error=error)
+                self.log.error(
+                    "sending verdicts failed, kept for the next turn: {error}", error=error
+                )
+                self._unsent = (drops, accept_through)
+
+    def _malformed(self, view: memoryview, size: int, error: Exception) -> int | None:
+        """A message the kernel should never send: counted and logged. If it still names a
+        packet, its id is returned, so the packet gets the failure verdict."""
+        self.errors += 1
+        self.log.error("malformed message from {name}: {error}", name=self.name, error=error)
+        return netlink.packet_id(view, size)
 
     def _kernel_reports(self, view: memoryview, size: int) -> None:
         """The kernel answers a message it refused (a verdict for an unknown id, say) with an
         error report; there is nothing to retry, so count and log it."""
-        for kind, start, _end in netlink.messages(view, size):
-            code = netlink.error_code(view, start) if kind == netlink.NLMSG_ERROR else 0
+        for kind, start, end in netlink.messages(view, size):
+            code = netlink.error_code(view, start, end) if kind == netlink.NLMSG_ERROR else 0
             if code:
                 self.errors += 1
                 self.log.error(
-                    "{name} refused a message: {error}", name=self.name, error=os.strerror(code)
+                    "{name} refused a message: {error}",
+                    name=self.name,
+                    error=netlink.error_text(code),
                 )
 
     def connectionLost(self, reason: Failure) -> None:

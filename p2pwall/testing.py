@@ -72,15 +72,15 @@ class FakeKernelQueue:
         data: bytes,
         hook: int = Hook.FORWARD,
         hw: bytes | None = None,
-        announce: bool = True,
+        cut: int | None = None,
     ) -> int:
-        """Hold ``data`` for a verdict and announce it (``announce=False``: its message is
-        lost, as under ENOBUFS); returns its packet id."""
+        """Hold ``data`` for a verdict and announce it; returns its packet id. ``cut``: send
+        only that many bytes of its message (one the kernel would never send)."""
         packet_id = self._next_id
         self._next_id += 1
         self.held[packet_id] = data
-        if announce:
-            self.send_raw(netlink.packet_message(self.queue_num, packet_id, hook, data, hw))
+        message = netlink.packet_message(self.queue_num, packet_id, hook, data, hw)
+        self.send_raw(message[:cut])
         return packet_id
 
     def send_raw(self, message: bytes) -> None:

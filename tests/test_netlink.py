@@ -124,8 +124,23 @@ class DecodingTests(SynchronousTestCase):
     def test_error_report_and_ack(self) -> None:
         for code in (0, 16):
             data = nlmsghdr(36, netlink.NLMSG_ERROR, 0, 9) + struct.pack("<i", -code) + bytes(16)
-            self.assertEqual((netlink.error_code(data, 0), netlink.message_seq(data, 0)), (code, 9))
+            self.assertEqual(
+                (netlink.error_code(data, 0, 36), netlink.message_seq(data, 0)), (code, 9)
+            )
+            self.assertEqual(netlink.message_type(data), netlink.NLMSG_ERROR)
             self.assertIsNone(read(data))
+        self.assertRaises(ValueError, netlink.error_code, nlmsghdr(16, 2, 0), 0, 16)
+        self.assertIsNone(netlink.message_type(b"short"))
+
+    def test_error_text_for_any_number(self) -> None:
+        self.assertEqual(netlink.error_text(2), "No such file or directory")
+        self.assertEqual(netlink.error_text(2**40), f"error {2**40}")
+
+    def test_packet_id_of_a_message_cut_after_its_header(self) -> None:
+        data = netlink.packet_message(3, 77, 2, b"payload")
+        self.assertEqual(netlink.packet_id(data, 32), 77)
+        self.assertIsNone(netlink.packet_id(data, 30))
+        self.assertIsNone(netlink.packet_id(nlmsghdr(36, 2, 0) + bytes(20), 36))
 
     def test_too_short_for_a_packet_header(self) -> None:
         with self.assertRaises(ValueError):

@@ -87,18 +87,45 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertEqual(self.queue.sends, [(ids, None)])
         self.assertEqual(self.queue.refused, [])
 
-    def test_a_packet_whose_message_was_lost_is_accepted_by_the_next_batch(self) -> None:
-        """ENOBUFS: the kernel still holds the packet; without a verdict it would fill the
-        queue for ever."""
+    def test_enobufs_is_counted_and_reading_goes_on(self) -> None:
         reader = self.reader()
-        lost = self.queue.queue(datagram(80), announce=False)
         self.queue.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
-        after = self.queue.queue(datagram(80))
+        packet = self.queue.queue(datagram(80))
         reader.doRead()
-        self.assertEqual(self.verdicts([lost, after]), [ACCEPT, ACCEPT])
+        self.assertEqual(self.queue.verdict(packet), ACCEPT)
         self.assertEqual(reader.stats(), {
             "reader_errors": 0, "reader_undecoded": 0, "reader_enobufs": 1,
         })  # fmt: skip
+
+    def test_a_cut_packet_message_gets_the_failure_verdict(self) -> None:
+        reader = self.reader(failure_verdict=DROP)
+        cut = self.queue.queue(datagram(80), cut=40)
+        whole = self.queue.queue(datagram(80))
+        with capturedLogs() as events:
+            reader.doRead()
+        self.assertEqual(self.verdicts([cut, whole]), [DROP, ACCEPT])
+        self.assertIn("malformed message from nfqueue", formatEvent(events[0]))
+        self.assertEqual(reader.errors, 1)
+
+    def test_verdicts_whose_send_failed_go_first_in_the_next_turn(self) -> None:
+        reader = self.reader()
+        sends = self.queue.set_verdicts
+        failures = [OSError(errno.ENOBUFS, "No buffer space available")]
+
+        def flaky(drops: list[int], accept_through: int | None) -> None:
+            if failures:
+                raise failures.pop()
+            sends(drops, accept_through)
+
+        self.queue.set_verdicts = flaky
+        first = [self.queue.queue(datagram(port)) for port in (1214, 80)]
+        reader.doRead()
+        self.assertEqual(self.verdicts(first), [None, None])
+        later = self.queue.queue(datagram(1214))
+        reader.doRead()
+        self.assertEqual(self.queue.sends, [([first[0], later], first[1])])
+        self.assertEqual(self.verdicts([*first, later]), [DROP, ACCEPT, DROP])
+        self.assertEqual((reader.errors, self.queue.refused), (1, []))
 
     def test_undecodable_packets_are_accepted_without_asking(self) -> None:
         reader = self.reader()
@@ -161,16 +188,19 @@ class QueueReaderTests(SynchronousTestCase):
 
     def test_kernel_error_reports_are_counted_and_logged_acks_ignored(self) -> None:
         reader = self.reader(name="NFQUEUE 3")
-        for code in (0, errno.ENOENT):
+        for code in (0, errno.ENOENT, 2**31 - 1):
             header = struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, 0, 0)
             self.queue.send_raw(header + struct.pack("=i", -code) + bytes(16))
         packet = self.queue.queue(datagram(6))
         with capturedLogs() as events:
             reader.doRead()
-        self.assertEqual(reader.errors, 1)
+        self.assertEqual(reader.errors, 2)
         self.assertEqual(
             [formatEvent(event) for event in events],
-            ["NFQUEUE 3 refused a message: No such file or directory"],
+            [
+                "NFQUEUE 3 refused a message: No such file or directory",
+                f"NFQUEUE 3 refused a message: {netlink.error_text(2**31 - 1)}",
+            ],
         )
         self.assertEqual(self.queue.verdict(packet), ACCEPT)
 
@@ -208,7 +238,7 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertEqual(reader.errors, 1)
         self.assertEqual(
             [formatEvent(event) for event in events],
-            ["sending verdicts failed: [Errno 12] Cannot allocate memory"],
+            ["sending verdicts failed, kept for the next turn: [Errno 12] Cannot allocate memory"],
         )
 
 
