@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -414,7 +414,9 @@ class ControlProtocol(LineReceiver):
         # transport's buffer; the transport then pauses us (LineReceiver stops reading lines)
         # instead of the daemon's memory growing without end.
         self.transport.registerProducer(self, True)
-        self._replies: Deferred[object] = succeed(None)
+        self._working = False  # a reply is being worked on off the reactor thread
+        self._write_paused = False  # the transport's buffer is full
+        self._client_done = False  # the client half-closed
 
     def lineReceived(self, line: bytes) -> None:
         line = line.removesuffix(b"\r")
@@ -428,12 +430,11 @@ class ControlProtocol(LineReceiver):
             self._answer(text, self.factory.controller.execute(text))
 
     def readConnectionLost(self) -> None:
-        """The client is done sending (``echo stats | nc -N``): flush the replies, then close.
-
-        Without this a half-close would drop the connection with the answers still unsent;
-        the close waits for replies still being worked on.
-        """
-        self._replies.addBoth(lambda _: self.transport.loseConnection())
+        """The client is done sending (``echo stats | nc -N``): answer everything it sent,
+        then close. Without this a half-close would drop the connection with the answers
+        still unsent."""
+        self._client_done = True
+        self._close_when_answered()
 
     def writeConnectionLost(self) -> None:
         """Nothing to do: the client stopped reading, we just stop being heard."""
@@ -442,16 +443,51 @@ class ControlProtocol(LineReceiver):
         reply = Reply(f"ERR line too long (max {self.MAX_LENGTH} bytes)", close=True)
         self._answer(f"<{len(line)} bytes, too long>", reply)
 
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: read no more commands until it drains."""
+        self._write_paused = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        self._read_on()
+
     def _answer(self, command: str, reply: Reply | Deferred[Reply]) -> None:
-        """Replies leave in command order, also while one is being worked on off the reactor
-        thread (``dump-blocks``): each waits on one chain for those before it."""
-        self._replies.addCallback(lambda _: reply)
-        self._replies.addErrback(self._internal_error, command)
-        self._replies.addCallback(self._write, command)
+        """Commands run one at a time, so replies leave in command order: while a reply is
+        worked on off the reactor thread (``dump-blocks``), no further line is read."""
+        if not isinstance(reply, Deferred):
+            self._write_guarded(reply, command)
+            return
+        self._working = True
+        super().pauseProducing()
+        reply.addErrback(self._internal_error, command)
+        reply.addCallback(self._write_guarded, command)
+        reply.addCallback(self._worked)
+
+    def _worked(self, _: object) -> None:
+        self._working = False
+        self._read_on()
+
+    def _read_on(self) -> None:
+        """Read the next commands (those buffered first), unless something still holds us."""
+        if self._working or self._write_paused or self.transport.disconnecting:
+            return
+        super().resumeProducing()
+        self._close_when_answered()
+
+    def _close_when_answered(self) -> None:
+        if self._client_done and not (self._working or self._write_paused):
+            self.transport.loseConnection()
 
     def _internal_error(self, failure: Failure, command: str) -> Reply:
         log.failure("control command {command!r} failed", failure=failure, command=command)
         return Reply.error("internal error (see the daemon log)")
+
+    def _write_guarded(self, reply: Reply, command: str) -> None:
+        try:
+            self._write(reply, command)
+        except Exception:
+            log.failure("writing the reply to {command!r} failed", command=command)
 
     def _write(self, reply: Reply, command: str) -> None:
         if reply.body:

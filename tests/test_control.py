@@ -266,14 +266,28 @@ class SlowWorkTests(ControlTestCase):
         done.callback(work(*args))
         return self.session.transport.value().decode().split("\n")[:-1]
 
-    def test_later_replies_wait_for_the_dump_and_it_shows_the_table_as_it_was(self) -> None:
+    def test_commands_after_a_dump_wait_for_its_reply(self) -> None:
         self.engine.block(PEER)
         self.assertEqual(self.session.send(b"dump-blocks\nblock 203.0.113.6\nping\n"), [])
-        self.assertIn((packed("203.0.113.6"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
+        self.assertNotIn((packed("203.0.113.6"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
         self.assertEqual(
             self.finish(),
             [f"203.0.113.5 * * manual {NOW}", "OK 1 blocks", "OK blocked 203.0.113.6", "OK pong"],
         )
+        self.assertIn((packed("203.0.113.6"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
+
+    def test_nothing_after_quit_runs_even_behind_a_dump(self) -> None:
+        self.session.send(b"dump-blocks\nquit\nblock 203.0.113.6\n")
+        self.assertEqual(self.finish(), ["OK 0 blocks", "OK bye"])
+        self.assertTrue(self.session.transport.disconnecting)
+        self.assertEqual(len(self.engine.blocks), 0)
+
+    def test_a_half_close_answers_the_lines_still_waiting(self) -> None:
+        self.session.send(b"dump-blocks\nping\n")
+        self.session.protocol.readConnectionLost()
+        self.assertFalse(self.session.transport.disconnecting)
+        self.assertEqual(self.finish(), ["OK 0 blocks", "OK pong"])
+        self.assertTrue(self.session.transport.disconnecting)
 
     def test_a_half_close_waits_for_the_reply_being_worked_on(self) -> None:
         """``echo dump-blocks | nc -N``: the client is done sending before the dump is done."""
@@ -291,6 +305,19 @@ class SlowWorkTests(ControlTestCase):
         self.assertEqual(
             (self.dump_dir / "saved").read_text(), f"{HEADER}203.0.113.5 * * manual {NOW}\n"
         )
+
+    def test_a_reply_that_cannot_be_written_does_not_cost_the_next_one(self) -> None:
+        transport = self.session.transport
+        write, broken = transport.write, [OSError("gone")]
+
+        def write_once_broken(data: bytes) -> None:
+            if broken:
+                raise broken.pop()
+            write(data)
+
+        transport.write = write_once_broken
+        self.assertEqual(self.session.send(b"ping\nping\n"), ["OK pong"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_failing_work_is_logged_and_answered_and_the_session_goes_on(self) -> None:
         self.session.command("dump-blocks")

@@ -17,7 +17,14 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.detectors.dns import BANNED, WSX, DnsDetector, cname_chain, name_text
+from p2pwall.detectors.dns import (
+    BANNED,
+    MAX_RECORDS,
+    WSX,
+    DnsDetector,
+    cname_chain,
+    name_text,
+)
 from p2pwall.detectors.fasttrack import FastTrackDetector
 from p2pwall.detectors.patterns import WSX_HOST, PatternSet
 from p2pwall.options import Options
@@ -148,6 +155,13 @@ class AnswerTests(DnsTestCase):
         self.assertEqual(self.reply(message), Verdict.ACCEPT)
         self.assertEqual(self.learned(), dict.fromkeys(addrs, "big.winmx.com"))
         self.assertEqual(self.engine.stats["dns_malformed"], 0)
+
+    def test_more_records_than_a_real_answer_holds_are_not_read(self) -> None:
+        addrs = [f"198.19.{n // 250 + 10}.{n % 250 + 1}" for n in range(MAX_RECORDS + 1)]
+        message = answer("big.winmx.com", *(rr("big.winmx.com", "A", a) for a in addrs))
+        self.assertEqual(self.reply(message), Verdict.ACCEPT)
+        self.assertEqual(self.learned(), {})
+        self.assertEqual(self.engine.stats["dns_malformed"], 1)
 
     def test_green_addresses_are_never_learned(self) -> None:
         self.reply(answer("www.winmx.com", rr("www.winmx.com", "A", "198.18.1.99")))
