@@ -55,11 +55,12 @@ class FakeKernelQueue:
     included. A verdict for a packet not held is kept in ``refused``, never applied twice.
     ``errors`` are raised by ``recv_into`` before anything else."""
 
-    def __init__(self, queue_num: int = 0) -> None:
+    def __init__(self, queue_num: int = 0, first_id: int = 1) -> None:
+        """``first_id``: the id of the first packet (ids wrap at 2**32, as the kernel's)."""
         self.queue_num = queue_num
         self._kernel, self._user = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._user.setblocking(False)
-        self._next_id = 1
+        self._next_id = first_id
         self.held: dict[int, bytes] = {}
         self.verdicts: dict[int, Verdict] = {}
         self.refused: list[tuple[int, int]] = []
@@ -77,7 +78,7 @@ class FakeKernelQueue:
         """Hold ``data`` for a verdict and announce it; returns its packet id. ``cut``: send
         only that many bytes of its message (one the kernel would never send)."""
         packet_id = self._next_id
-        self._next_id += 1
+        self._next_id = (packet_id + 1) % 2**32
         self.held[packet_id] = data
         message = netlink.packet_message(self.queue_num, packet_id, hook, data, hw)
         self.send_raw(message[:cut])
@@ -104,7 +105,8 @@ class FakeKernelQueue:
         data = netlink.verdicts(self.queue_num, drops, accept_through)
         for kind, verdict, last in netlink.verdicts_in(data):
             if kind == netlink.MSG_VERDICT_BATCH:
-                ids = [packet_id for packet_id in self.held if packet_id <= last]
+                # Every held id not after ``last``, in the kernel's wrapping order (nfq_id_after).
+                ids = [packet_id for packet_id in self.held if (last - packet_id) % 2**32 < 2**31]
             else:
                 ids = [last] if last in self.held else []
             if not ids:

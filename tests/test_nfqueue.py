@@ -25,8 +25,8 @@ def datagram(dport: int) -> bytes:
 class CountingQueue(FakeKernelQueue):
     """Counts the verdict sends: one per reactor turn is the point of batching."""
 
-    def __init__(self) -> None:
-        super().__init__(3)
+    def __init__(self, first_id: int = 1) -> None:
+        super().__init__(3, first_id)
         self.sends: list[tuple[list[int], int | None]] = []
 
     def set_verdicts(self, drops: list[int], accept_through: int | None) -> None:
@@ -77,6 +77,16 @@ class QueueReaderTests(SynchronousTestCase):
         reader.doRead()
         self.assertEqual(self.queue.sends, [([ids[0], ids[3], ids[6], ids[9]], ids[8])])
         self.assertEqual(self.verdicts(ids), [DROP if n % 3 == 0 else ACCEPT for n in range(10)])
+        self.assertEqual((self.queue.held, self.queue.refused), ({}, []))
+
+    def test_packet_ids_wrapping_at_2_to_the_32(self) -> None:
+        self.queue.close()
+        self.queue = CountingQueue(first_id=2**32 - 2)
+        reader = self.reader()
+        ids = [self.queue.queue(datagram(port)) for port in (80, 1214, 80, 1214, 80)]
+        self.assertEqual(ids, [2**32 - 2, 2**32 - 1, 0, 1, 2])
+        reader.doRead()
+        self.assertEqual(self.verdicts(ids), [ACCEPT, DROP, ACCEPT, DROP, ACCEPT])
         self.assertEqual((self.queue.held, self.queue.refused), ({}, []))
 
     def test_a_turn_of_drops_sends_no_batch_accept(self) -> None:
