@@ -86,14 +86,16 @@ class Gateway:
         self.proc: subprocess.Popen[bytes] | None = None
         self._rules_installed = False
 
-    def rules_command(self, delete: bool = False) -> str:
-        """The admin's command line: ``p2pwall-rules ... | sh -e``."""
+    def rules_argv(self, delete: bool = False) -> list[str]:
+        """``p2pwall-rules`` with this gateway's options (nft-xt prints the nft rules)."""
         rule_format = "nft" if self.rules == "nft-xt" else self.rules
         argv = [str(BIN / "p2pwall-rules"), "--green-if", self.lab.green_if, "--queue",
                 str(self.queue), "--format", rule_format, *self.rule_options]  # fmt: skip
-        if delete:
-            argv.append("--delete")
-        return shlex.join(argv) + " | sh -e"
+        return [*argv, "--delete"] if delete else argv
+
+    def rules_command(self, delete: bool = False) -> str:
+        """The admin's command line: ``p2pwall-rules ... | sh -e``."""
+        return shlex.join(self.rules_argv(delete)) + " | sh -e"
 
     def install_rules(self) -> None:
         if self.rules == "nft" and not nft_queue_supported(self.lab):
@@ -105,13 +107,7 @@ class Gateway:
         self._rules_installed = True
 
     def _install_nft_via_xtables(self) -> None:
-        printed = self.lab.run(
-            "gw",
-            ["bash", "-o", "pipefail", "-c", self.rules_command().removesuffix(" | sh -e")],
-            capture_output=True,
-            text=True,
-            env=ENV,
-        )
+        printed = self.lab.run("gw", self.rules_argv(), capture_output=True, text=True, env=ENV)
         if printed.returncode:
             raise LabError(f"p2pwall-rules failed: {printed.stderr}")
         self._gw_shell(nft_via_xtables(printed.stdout, self.queue))

@@ -150,12 +150,9 @@ def rendered(lines: Iterable[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode("utf-8", "replace")
 
 
-def _write_error(path: Path, failure: Failure) -> str:
-    """The ``ERR`` text for a dump that could not be written; anything but an ``OSError`` is a
-    bug, re-raised (the protocol logs it and answers ``internal error``)."""
-    failure.trap(OSError)
-    error = failure.value
-    return f"cannot write {path}: {getattr(error, 'strerror', None) or error}"
+def _write_error(path: Path, error: OSError) -> str:
+    """The ``ERR`` text for a dump that could not be written."""
+    return f"cannot write {path}: {error.strerror or error}"
 
 
 def _describe(peer: bytes, port: int, client: bytes) -> str:
@@ -254,10 +251,14 @@ class Controller:
             write_lines(path, lines, HEADER)
             return len(lines)
 
+        def failed(failure: Failure) -> Reply:
+            # Anything but an OSError is a bug: it goes on to the protocol's internal error.
+            failure.trap(OSError)
+            return Reply.error(_write_error(path, failure.value))
+
         done = self.run(write)
         return done.addCallbacks(
-            lambda count: Reply.ok(f"{count} blocks written to {path}"),
-            lambda failure: Reply.error(_write_error(path, failure)),
+            lambda count: Reply.ok(f"{count} blocks written to {path}"), failed
         )
 
     # DNS names
@@ -289,7 +290,7 @@ class Controller:
         try:
             write_lines(path, lines)
         except OSError as error:
-            raise CommandError(_write_error(path, Failure(error))) from None
+            raise CommandError(_write_error(path, error)) from None
         return Reply.ok(f"{len(lines)} names written to {path}")
 
     def _dump_path(self, name: str) -> Path:

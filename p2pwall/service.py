@@ -163,11 +163,9 @@ def timer(interval: float, work: Callable[[], None], clock: IReactorTime) -> Tim
     return service
 
 
-def refresh_local(
-    engine: Engine, read: Callable[[], frozenset[bytes]] = read_local_addresses
-) -> None:
+def refresh_local(engine: Engine) -> None:
     """Tell the engine the gateway's own addresses (never learned as peers)."""
-    engine.local = read()
+    engine.local = read_local_addresses()
 
 
 def prune_interval(max_age: float) -> float:

@@ -214,10 +214,10 @@ class QueueReaderTests(SynchronousTestCase):
         )
         self.assertEqual(self.queue.verdict(packet), ACCEPT)
 
-    def test_a_malformed_message_is_counted_and_the_rest_decided(self) -> None:
+    def check_malformed_then_decided(self, junk: bytes) -> None:
+        """``junk`` is counted and logged as malformed; the packet after it is decided."""
         reader = self.reader()
-        whole = netlink.packet_message(3, 99, Hook.FORWARD, datagram(6))
-        self.queue.send_raw(whole[:30])
+        self.queue.send_raw(junk)
         packet = self.queue.queue(datagram(6))
         with capturedLogs() as events:
             reader.doRead()
@@ -225,16 +225,16 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertIn("malformed message from nfqueue", formatEvent(events[0]))
         self.assertEqual(self.queue.verdict(packet), ACCEPT)
 
+    def test_a_malformed_message_is_counted_and_the_rest_decided(self) -> None:
+        self.check_malformed_then_decided(
+            netlink.packet_message(3, 99, Hook.FORWARD, datagram(6))[:30]
+        )
+
     def test_a_cut_error_report_is_counted_and_the_rest_decided(self) -> None:
-        reader = self.reader()
         # It claims 64 bytes and brings 36: past the header, so only the report walk sees it.
-        self.queue.send_raw(struct.pack("=IHHII", 64, netlink.NLMSG_ERROR, 0, 0, 0) + bytes(20))
-        packet = self.queue.queue(datagram(6))
-        with capturedLogs() as events:
-            reader.doRead()
-        self.assertEqual(reader.errors, 1)
-        self.assertIn("malformed message from nfqueue", formatEvent(events[0]))
-        self.assertEqual(self.queue.verdict(packet), ACCEPT)
+        self.check_malformed_then_decided(
+            struct.pack("=IHHII", 64, netlink.NLMSG_ERROR, 0, 0, 0) + bytes(20)
+        )
 
     def test_a_failed_verdict_send_is_counted_and_logged(self) -> None:
         def refuse(drops: list[int], accept_through: int | None) -> None:

@@ -148,18 +148,21 @@ class AnswerTests(DnsTestCase):
         self.reply(message)
         self.assertEqual(self.learned(), {PEER: "cache1.winmx.com"})
 
-    def test_an_answer_with_hundreds_of_records(self) -> None:
-        """Scapy stops at 100 list items by default; such an answer is not malformed."""
-        addrs = [f"198.19.{n // 250 + 10}.{n % 250 + 1}" for n in range(300)]
+    def big_answer(self, count: int) -> list[str]:
+        """Reply with ``count`` A records for big.winmx.com; their addresses."""
+        addrs = [f"198.19.{n // 250 + 10}.{n % 250 + 1}" for n in range(count)]
         message = answer("big.winmx.com", *(rr("big.winmx.com", "A", a) for a in addrs))
         self.assertEqual(self.reply(message), Verdict.ACCEPT)
+        return addrs
+
+    def test_an_answer_with_hundreds_of_records(self) -> None:
+        """Scapy stops at 100 list items by default; such an answer is not malformed."""
+        addrs = self.big_answer(300)
         self.assertEqual(self.learned(), dict.fromkeys(addrs, "big.winmx.com"))
         self.assertEqual(self.engine.stats["dns_malformed"], 0)
 
     def test_more_records_than_a_real_answer_holds_are_not_read(self) -> None:
-        addrs = [f"198.19.{n // 250 + 10}.{n % 250 + 1}" for n in range(MAX_RECORDS + 1)]
-        message = answer("big.winmx.com", *(rr("big.winmx.com", "A", a) for a in addrs))
-        self.assertEqual(self.reply(message), Verdict.ACCEPT)
+        self.big_answer(MAX_RECORDS + 1)
         self.assertEqual(self.learned(), {})
         self.assertEqual(self.engine.stats["dns_malformed"], 1)
 
