@@ -58,6 +58,9 @@ class Engine:
         self.green = green
         # The gateway's own addresses (``localaddrs``), kept fresh by a timer in service.py.
         self.local: frozenset[bytes] = frozenset()
+        # Indexes of the green interfaces (``--green-if``), kept fresh by service.py: a DNS
+        # answer that comes in on one of them was sent by a green host and teaches nothing.
+        self.green_ifindexes: frozenset[int] = frozenset()
         self.detectors = tuple(detectors)
         self._inspectors = tuple((d.name, d.inspect) for d in self.detectors)
         self.spoofer = spoofer

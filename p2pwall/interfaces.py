@@ -55,6 +55,18 @@ class IEventSink(Interface):
         """Log a debug message of debug class ``cls``."""
 
 
+class INeighbours(Interface):
+    """The gateway's neighbour table (ARP / NDP): which MAC address owns a green address.
+
+    A queued packet carries its sender's MAC; when it is not the one the gateway talks to for
+    the packet's source address, the source address is forged and the packet is no evidence
+    about that host."""
+
+    def verified(addr, mac):
+        """True when ``mac`` (bytes, or ``None`` on a link without MAC addresses) may speak
+        for ``addr`` (packed): the neighbour entry names it, or the link has no MACs."""
+
+
 class IClientObserver(Interface):
     """Told when a green host becomes a locked P2P client and when it is released."""
 

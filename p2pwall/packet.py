@@ -53,7 +53,9 @@ DROP = Verdict.DROP
 class Packet:
     """The decoded headers of one UDP or TCP packet; addresses are packed bytes."""
 
-    __slots__ = ("version", "src", "dst", "proto", "sport", "dport", "flags", "payload", "mac")
+    __slots__ = (
+        "version", "src", "dst", "proto", "sport", "dport", "flags", "payload", "mac", "indev",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -74,7 +76,10 @@ class Packet:
         self.dport = dport
         self.flags = flags
         self.payload = payload
+        # Filled in by the queue reader: the sender's MAC (None: none on that link) and the
+        # index of the interface the packet came in on (0: unknown, e.g. locally sent).
         self.mac: bytes | None = None
+        self.indev = 0
 
     def __repr__(self) -> str:
         return (
