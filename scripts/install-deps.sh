@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+have_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 # libnetfilter-queue-dev and gcc build the benchmark's C reader; the daemon needs neither.
 for pkg in libnetfilter-queue-dev iptables nftables iproute2 dnsmasq-base curl netcat-openbsd \
            dnsutils gcc make python3-venv; do
@@ -29,4 +29,4 @@ fi
 .venv/bin/pip install -q '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
 # twistd finds plugins by scanning twisted/plugins; regenerate the cache once, as root owns it.
 .venv/bin/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
-.venv/bin/twistd --help | grep -q '^ *p2pwall ' || { echo "p2pwall: twistd does not list the plugin" >&2; exit 1; }
+bash scripts/check-plugin.sh .venv/bin/twistd
