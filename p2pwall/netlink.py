@@ -29,6 +29,7 @@ MSG_VERDICT_BATCH = NFNL_SUBSYS_QUEUE << 8 | 3
 # Attributes of a queued packet (NFQA_*).
 NFQA_PACKET_HDR = 1
 NFQA_VERDICT_HDR = 2
+NFQA_IFINDEX_INDEV = 5
 NFQA_HWADDR = 9
 NFQA_PAYLOAD = 10
 
@@ -55,6 +56,9 @@ _VERDICT_HDR = struct.Struct("!II")  # verdict, packet id
 _ERROR = struct.Struct("=i")
 _HWADDR_LEN = struct.Struct("!H")
 _BE32 = struct.Struct("!I")
+# nfqnl_msg_packet_hw: address length, 2 bytes padding, 8 address bytes; after its nlattr header.
+_HWADDR_MIN = _ATTR.size + 12
+_IFINDEX_SIZE = _ATTR.size + _BE32.size
 
 HEADER_SIZE = _HEADER.size + _NFGEN.size
 _FIRST_DATA = HEADER_SIZE + _ATTR.size  # where the first attribute's data starts
@@ -128,13 +132,14 @@ def messages(data: bytes | bytearray | memoryview, size: int) -> Iterator[tuple[
         offset += (length + _ALIGN) & ~_ALIGN
 
 
-QueuedPacket = tuple[int, int, int, int, int]
+QueuedPacket = tuple[int, int, int, int, int, int]
 
 
 class PacketParser:
-    """Reads ``MSG_PACKET`` messages: ``(packet id, hook, start, end, hw_at)``, where
-    ``data[start:end]`` is the IP packet (left in place: the caller decodes it there) and
-    ``hwaddr(data, hw_at)`` its source MAC (read only when wanted).
+    """Reads ``MSG_PACKET`` messages: ``(packet id, hook, start, end, hw_at, indev_at)``, where
+    ``data[start:end]`` is the IP packet (left in place: the caller decodes it there),
+    ``hwaddr(data, hw_at)`` its source MAC and ``ifindex(data, indev_at)`` the index of the
+    interface it came in on (read only when wanted).
 
     The per-packet hot path. The kernel puts the packet header first and the payload last
     (``nfqnl_build_packet_message``), and the attributes between depend only on the hook and
@@ -149,6 +154,7 @@ class PacketParser:
         self._expected: tuple[int, ...] = ()
         self._payload_at = 0
         self._hw_at = 0
+        self._indev_at = 0
 
     def parse(self, data: bytes | bytearray | memoryview, size: int) -> QueuedPacket | None:
         """The packet in ``data[:size]``; ``None`` for another kind of message (an error
@@ -164,7 +170,7 @@ class PacketParser:
                 and at + 4 <= end <= size
             ):
                 packet_id, _proto, hook = _PACKET_HDR.unpack_from(data, _FIRST_DATA)
-                return packet_id, hook, at + 4, end, self._hw_at
+                return packet_id, hook, at + 4, end, self._hw_at, self._indev_at
         return self._walk(data, size)
 
     def _walk(self, data: bytes | bytearray | memoryview, size: int) -> QueuedPacket | None:
@@ -173,7 +179,7 @@ class PacketParser:
             return None
         packet_id, hook, length = header
         chain = [(HEADER_SIZE, length, NFQA_PACKET_HDR)]
-        hw_at = 0
+        hw_at = indev_at = 0
         offset = (HEADER_SIZE + length + _ALIGN) & ~_ALIGN
         while offset + 4 <= size:
             length, attr = _ATTR.unpack_from(data, offset)
@@ -181,15 +187,19 @@ class PacketParser:
             if length < 4 or end > size:
                 raise ValueError(f"netlink attribute of {length} bytes at {offset} of {size}")
             if attr == NFQA_PAYLOAD:
-                self._remember(chain, offset, hw_at)
-                return packet_id, hook, offset + 4, end, hw_at
-            if attr == NFQA_HWADDR and length >= 16:
+                self._remember(chain, offset, hw_at, indev_at)
+                return packet_id, hook, offset + 4, end, hw_at, indev_at
+            if attr == NFQA_HWADDR and length >= _HWADDR_MIN:
                 hw_at = offset
+            elif attr == NFQA_IFINDEX_INDEV and length == _IFINDEX_SIZE:
+                indev_at = offset
             chain.append((offset, length, attr))
             offset = (end + _ALIGN) & ~_ALIGN
-        return packet_id, hook, size, size, hw_at
+        return packet_id, hook, size, size, hw_at, indev_at
 
-    def _remember(self, chain: list[tuple[int, int, int]], payload_at: int, hw_at: int) -> None:
+    def _remember(
+        self, chain: list[tuple[int, int, int]], payload_at: int, hw_at: int, indev_at: int
+    ) -> None:
         fmt, position, expected = ["=4xH"], _TYPE_END, [MSG_PACKET]
         for offset, length, attr in chain:
             fmt.append(f"{offset - position}xHH")
@@ -200,6 +210,7 @@ class PacketParser:
         self._expected = tuple(expected)
         self._payload_at = payload_at
         self._hw_at = hw_at
+        self._indev_at = indev_at
 
 
 def _packet_header(data: bytes | bytearray | memoryview, size: int) -> tuple[int, int, int] | None:
@@ -233,6 +244,11 @@ def hwaddr(data: bytes | bytearray | memoryview, at: int) -> bytes | None:
     return bytes(data[at + 8 : at + 8 + min(length, 8)])
 
 
+def ifindex(data: bytes | bytearray | memoryview, at: int) -> int:
+    """The interface index in the ``NFQA_IFINDEX_INDEV`` attribute at ``at`` (0: none)."""
+    return _BE32.unpack_from(data, at + _ATTR.size)[0] if at else 0
+
+
 def message_type(data: bytes | bytearray | memoryview) -> int | None:
     """The type of the message at the start of ``data``; ``None`` when it is too short."""
     return _HEADER.unpack_from(data)[1] if len(data) >= _HEADER.size else None
@@ -259,10 +275,17 @@ def error_text(code: int) -> str:
 
 
 def packet_message(
-    queue_num: int, packet_id: int, hook: int, payload: bytes, hw: bytes | None = None
+    queue_num: int,
+    packet_id: int,
+    hook: int,
+    payload: bytes,
+    hw: bytes | None = None,
+    indev: int = 0,
 ) -> bytes:
     """A ``MSG_PACKET`` message as the kernel sends it (for fakes and tests)."""
     parts = [attribute(NFQA_PACKET_HDR, _PACKET_HDR.pack(packet_id, 0x0800, hook))]
+    if indev:
+        parts.append(attribute(NFQA_IFINDEX_INDEV, _BE32.pack(indev)))
     if hw is not None:
         parts.append(
             attribute(NFQA_HWADDR, _HWADDR_LEN.pack(len(hw)) + b"\0\0" + hw.ljust(8, b"\0"))

@@ -175,6 +175,7 @@ class QueueReader(abstract.FileDescriptor):
         recv_into = self.queue.recv_into
         buffer, view = self._buffer, self._view
         decide, want_mac, parse = self.decide, self.want_mac, self._parser.parse
+        ifindex = netlink.ifindex
         for _ in range(self.budget):
             try:
                 size = recv_into(buffer)
@@ -198,7 +199,7 @@ class QueueReader(abstract.FileDescriptor):
                     continue
                 verdict = self.failure_verdict
             else:
-                packet_id, hook, start, end, hw_at = queued
+                packet_id, hook, start, end, hw_at, indev_at = queued
                 try:
                     packet = decode(buffer, start, end)
                     if packet is None:
@@ -207,6 +208,8 @@ class QueueReader(abstract.FileDescriptor):
                     else:
                         if want_mac:
                             packet.mac = netlink.hwaddr(buffer, hw_at)
+                        if indev_at:
+                            packet.indev = ifindex(buffer, indev_at)
                         verdict = decide(packet, hook)
                 except Exception:
                     self.errors += 1

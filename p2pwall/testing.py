@@ -74,13 +74,14 @@ class FakeKernelQueue:
         hook: int = Hook.FORWARD,
         hw: bytes | None = None,
         cut: int | None = None,
+        indev: int = 0,
     ) -> int:
         """Hold ``data`` for a verdict and announce it; returns its packet id. ``cut``: send
         only that many bytes of its message (one the kernel would never send)."""
         packet_id = self._next_id
         self._next_id = (packet_id + 1) % 2**32
         self.held[packet_id] = data
-        message = netlink.packet_message(self.queue_num, packet_id, hook, data, hw)
+        message = netlink.packet_message(self.queue_num, packet_id, hook, data, hw, indev)
         self.send_raw(message[:cut])
         return packet_id
 

@@ -14,7 +14,7 @@ def read(data: bytes, parser: netlink.PacketParser | None = None, size: int | No
     found = (parser or netlink.PacketParser()).parse(data, size)
     if found is None:
         return None
-    packet_id, hook, start, end, hw_at = found
+    packet_id, hook, start, end, hw_at, _indev_at = found
     return packet_id, hook, data[start:end], netlink.hwaddr(data, hw_at)
 
 
@@ -90,6 +90,19 @@ class DecodingTests(SynchronousTestCase):
             read(data),
             (42, 2, payload, b"\x02\x00\x00\x00\x00\x07"),
         )
+
+    def test_the_input_interface_is_found_in_a_walk_and_in_a_remembered_layout(self) -> None:
+        parser = netlink.PacketParser()
+        for payload in (b"first", b"second, read through the remembered layout"):
+            data = self.kernel_packet(payload)
+            indev_at = parser.parse(data, len(data))[5]
+            self.assertEqual(netlink.ifindex(data, indev_at), 3)
+
+    def test_no_input_interface_reads_as_zero(self) -> None:
+        data = netlink.packet_message(3, 7, 3, b"sent by the gateway itself")
+        self.assertEqual(netlink.ifindex(data, netlink.PacketParser().parse(data, len(data))[5]), 0)
+        data = netlink.packet_message(3, 8, 2, b"forwarded", indev=12)
+        self.assertEqual(netlink.ifindex(data, netlink.PacketParser().parse(data, len(data))[5]), 12)
 
     def test_the_fakes_packet_message_reads_back(self) -> None:
         data = netlink.packet_message(3, 7, 1, b"abcde")

@@ -164,6 +164,13 @@ class QueueReaderTests(SynchronousTestCase):
             reader.doRead()
             self.assertEqual(self.seen[0][0].mac, b"\x02\x00\x00\x00\x00\x07" if want else None)
 
+    def test_the_input_interface_is_passed_on(self) -> None:
+        reader = self.reader()
+        self.queue.queue(datagram(6), indev=7)
+        self.queue.queue(datagram(6))
+        reader.doRead()
+        self.assertEqual([packet.indev for packet, _hook in self.seen], [7, 0])
+
     def test_a_flood_is_read_in_batches_of_the_budget(self) -> None:
         reader = self.reader(budget=10)
         ids = [self.queue.queue(datagram(1214 if n % 2 else 80)) for n in range(25)]
