@@ -18,6 +18,8 @@ setup(
         "twisted>=24.3,<27",
         "zope.interface>=6,<9",
         "scapy>=2.5,<2.9",
+        # -D patterns: RE2 matches in linear time, so no pattern can stall the daemon.
+        "google-re2>=1.1,<2",
     ],
     extras_require={"dev": ["ruff>=0.6"]},
     entry_points={

@@ -10,38 +10,59 @@ File syntax, one entry per line, surrounding whitespace stripped:
 * a line is a **path** of a ``.wsx`` file or a directory of them when it ends with
   ``.wsx`` (any case), starts with ``/`` or ``./``, or names an existing directory;
   relative paths are taken from the directory holding the patterns file;
-* any other line is a **regex** (Python ``re``, which agrees with POSIX ERE on the usual
-  ``(^|\\.)winmx\\.com$`` forms but lacks ``[[:alpha:]]`` classes), searched
-  case-insensitively anywhere in the name, like ftwall's ``regexec``.
+* any other line is a **regex** in RE2 syntax (google-re2), searched case-insensitively
+  anywhere in the name, like ftwall's ``regexec``. RE2 agrees with POSIX ERE on the usual
+  ``(^|\\.)winmx\\.com$`` forms and has ``[[:alpha:]]`` classes; it matches in time linear in
+  the name, so no pattern can stall the daemon on a hostile name (Python's ``re`` takes
+  exponential time on ``(a+)+$``). Back-references, look-arounds and ``(?x)`` are not RE2:
+  such a line is reported.
 
 Names are compared lowercased without their trailing dot. Host names from wsx files match
 exactly (no subdomains); literal IPs from them are offered in ``ips`` for direct blocking.
-A bad regex or wsx file becomes a ``"<file>:<line>: <reason>"`` problem; the rest loads.
+A bad regex or wsx file, a line with a NUL byte, or a path naming something other than a
+file or a directory (a FIFO would block the reader) becomes a ``"<file>:<line>: <reason>"``
+problem; the rest loads.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import re2
 
 from p2pwall.detectors.wsx import IPAddress, WsxList, load_wsx, normalize_name
+from p2pwall.files import is_special, read_regular
 
 WSX_HOST = "wsx host"
 
-# Back-references and conditionals count groups, so they change meaning once the pattern
-# sits inside a bigger alternation; such sets are matched one regex at a time instead.
-_GROUP_REFERENCE = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
+_OPTIONS = re2.Options()
+_OPTIONS.case_sensitive = False
+_OPTIONS.log_errors = False  # a bad pattern is a reported problem, not noise on stderr
+
+Regex = Any  # re2's compiled pattern (the module has no type stubs)
 
 
-def _combine(regexes: tuple[re.Pattern[str], ...]) -> re.Pattern[str] | None:
+def compile_pattern(pattern: str) -> Regex:
+    """``pattern`` compiled case-insensitively by RE2; ``re2.error`` when RE2 rejects it."""
+    return re2.compile(pattern, _OPTIONS)
+
+
+def _reason(error: re2.error) -> str:
+    """RE2's message, which it gives as bytes."""
+    reason = error.args[0] if error.args else error
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+
+
+def _combine(regexes: tuple[Regex, ...]) -> Regex | None:
     """One alternation of all regexes: a single search rejects the usual non-matching name."""
-    if not regexes or any(_GROUP_REFERENCE.search(rx.pattern) for rx in regexes):
+    if not regexes:
         return None
     try:
-        return re.compile("|".join(f"(?:{rx.pattern})" for rx in regexes), re.IGNORECASE)
-    except re.error:  # e.g. global inline flags or a group name used twice
+        return compile_pattern("|".join(f"(?:{rx.pattern})" for rx in regexes))
+    except re2.error:  # e.g. a group name used twice
         return None
 
 
@@ -59,7 +80,7 @@ class PatternSet:
         sources: Iterable[str] = (),
     ) -> None:
         """Compile ``patterns`` (valid regexes; ``load_patterns`` weeds out bad ones)."""
-        self._regexes = tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+        self._regexes = tuple(compile_pattern(p) for p in patterns)
         self._any = _combine(self._regexes)
         self.patterns: tuple[str, ...] = tuple(rx.pattern for rx in self._regexes)
         self.names: frozenset[str] = frozenset(normalize_name(n) for n in names)
@@ -87,9 +108,16 @@ class PatternSet:
 
 
 def _is_path(entry: str, base: Path) -> bool:
-    return (
-        entry.lower().endswith(".wsx") or entry.startswith(("/", "./")) or (base / entry).is_dir()
-    )
+    return entry.lower().endswith(".wsx") or entry.startswith(("/", "./")) or _is_dir(base / entry)
+
+
+def _is_dir(path: Path) -> bool:
+    """``Path.is_dir`` raises for a name too long or a directory it may not search: a long
+    regex line is not a path."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def load_patterns(path: str | os.PathLike[str] | None) -> PatternSet:
@@ -102,7 +130,7 @@ def load_patterns(path: str | os.PathLike[str] | None) -> PatternSet:
         return PatternSet()
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        text = read_regular(path).decode("utf-8", errors="replace")
     except OSError as error:
         return PatternSet(problems=(f"{path}: cannot read: {error.strerror or error}",))
     base = path.parent
@@ -114,15 +142,21 @@ def load_patterns(path: str | os.PathLike[str] | None) -> PatternSet:
         if not entry or entry.startswith("#"):
             continue
         where = f"{path}:{number}"
+        if "\0" in entry:
+            problems.append(f"{where}: a NUL byte in the line; ignored")
+            continue
         if _is_path(entry, base):
+            if is_special(base / entry):
+                problems.append(f"{where}: {entry!r} is not a file or a directory; ignored")
+                continue
             wsx = load_wsx(base / entry)
             problems.extend(f"{where}: {problem}" for problem in wsx.problems)
             lists.append(wsx)
             continue
         try:
-            regex = re.compile(entry, re.IGNORECASE)
-        except re.error as error:
-            problems.append(f"{where}: bad regex {entry!r}: {error}")
+            regex = compile_pattern(entry)
+        except re2.error as error:
+            problems.append(f"{where}: bad regex {entry!r} (RE2 syntax): {_reason(error)}")
             continue
         if regex.search(""):
             problems.append(f"{where}: regex {entry!r} matches an empty name; ignored as too broad")

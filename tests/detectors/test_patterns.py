@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -30,19 +32,28 @@ class PatternSetTests(SynchronousTestCase):
         self.assertEqual(patterns.matches("a.test"), r"\.test$")
         self.assertEqual(patterns.matches("a.example"), r"^a\.")
 
-    def test_group_references_keep_meaning(self) -> None:
-        """Back-references still refer to their own pattern's groups."""
-        patterns = PatternSet([WINMX, r"^(ab)\1\.test$", r"^(?P<w>x)(?P=w)\.test$"])
-        self.assertEqual(patterns.matches("abab.test"), r"^(ab)\1\.test$")
-        self.assertEqual(patterns.matches("xx.test"), r"^(?P<w>x)(?P=w)\.test$")
-        self.assertIsNone(patterns.matches("ab.test"))
-
     def test_patterns_that_cannot_be_combined(self) -> None:
-        """Global inline flags and repeated group names still match one by one."""
-        patterns = PatternSet([r"(?x) w i n m x \.com$", r"(?P<n>a)\.test$", r"(?P<n>b)\.test$"])
-        self.assertEqual(patterns.matches("www.winmx.com"), r"(?x) w i n m x \.com$")
+        """Repeated group names cannot share one alternation; they still match one by one."""
+        patterns = PatternSet([WINMX, r"(?P<n>a)\.test$", r"(?P<n>b)\.test$"])
         self.assertEqual(patterns.matches("b.test"), r"(?P<n>b)\.test$")
+        self.assertEqual(patterns.matches("www.winmx.com"), WINMX)
         self.assertIsNone(patterns.matches("c.test"))
+
+    def test_posix_classes(self) -> None:
+        """RE2 has the POSIX ERE classes ftwall's patterns may use."""
+        patterns = PatternSet([r"^cache[[:digit:]]+\.[[:alpha:]]+\.test$"])
+        self.assertIsNotNone(patterns.matches("CACHE7.winmx.test"))
+        self.assertIsNone(patterns.matches("cachex.winmx.test"))
+
+    def test_catastrophic_pattern_takes_linear_time(self) -> None:
+        """``(a+)+$`` backtracks exponentially in Python's ``re`` (seconds at 26 letters, for
+        ever at 253); RE2 answers in microseconds, so a hostile DNS name cannot stall the
+        reactor. The bound is loose: the old engine takes seconds on the short name."""
+        patterns = PatternSet([r"(a+)+$", r"^(a|aa)+$", r"(x+x+)+y"])
+        for name in ("a" * 26 + "!", "a" * 252 + "!", "x" * 253):
+            started = time.perf_counter()
+            self.assertIsNone(patterns.matches(name))
+            self.assertLess(time.perf_counter() - started, 0.5, name[:30])
 
     def test_wsx_names_exact(self) -> None:
         """wsx host names match exactly, whatever the case, but not their subdomains."""
@@ -73,6 +84,61 @@ class LoadPatternsTests(SynchronousTestCase):
         self.assertEqual(len(patterns.problems), 1)
         self.assertTrue(patterns.problems[0].startswith(f"{path}:2: bad regex '(unclosed'"))
         self.assertEqual(patterns.matches("www.winmx.com"), WINMX)
+
+    def test_regexes_outside_re2_reported_rest_loads(self) -> None:
+        """Back-references, look-arounds and (?x) need a backtracking engine: reported."""
+        path = self._conf("(ab)\\1\\.test$\n(?=x)y\n(?x) w i n\n" + WINMX + "\n")
+        patterns = load_patterns(path)
+        self.assertEqual(patterns.patterns, (WINMX,))
+        self.assertEqual(
+            [p.split(": bad regex ")[0] for p in patterns.problems],
+            [f"{path}:1", f"{path}:2", f"{path}:3"],
+        )
+        self.assertIn("(RE2 syntax): invalid escape sequence", patterns.problems[0])
+
+    def test_nul_byte_reported_rest_loads(self) -> None:
+        """A NUL byte cannot be in a path (it used to raise out of the loader)."""
+        path = self._conf("./lists\0/a.wsx\nx\0y\n" + WINMX + "\n")
+        patterns = load_patterns(path)
+        self.assertEqual(patterns.patterns, (WINMX,))
+        self.assertEqual(
+            patterns.problems,
+            (
+                f"{path}:1: a NUL byte in the line; ignored",
+                f"{path}:2: a NUL byte in the line; ignored",
+            ),
+        )
+
+    def test_long_regex_line_is_not_a_path(self) -> None:
+        """A regex longer than a file name may be is still a regex (is_dir used to raise)."""
+        long = "(^|\\.)" + "a" * 300 + "\\.test$"
+        patterns = load_patterns(self._conf(long + "\n"))
+        self.assertEqual((patterns.patterns, patterns.problems), ((long,), ()))
+
+    def test_fifo_path_reported_not_opened(self) -> None:
+        """Opening a FIFO blocks until a writer comes: a path line naming one is a problem."""
+        folder = Path(self.mktemp()).resolve()
+        folder.mkdir()
+        os.mkfifo(folder / "pipe.wsx")
+        os.mkfifo(folder / "pipe")
+        path = self._conf(f"{folder}/pipe.wsx\n{folder}/pipe\n" + WINMX + "\n")
+        patterns = load_patterns(path)
+        self.assertEqual(patterns.patterns, (WINMX,))
+        self.assertEqual(
+            patterns.problems,
+            tuple(
+                f"{path}:{line}: '{folder}/{name}' is not a file or a directory; ignored"
+                for line, name in ((1, "pipe.wsx"), (2, "pipe"))
+            ),
+        )
+
+    def test_fifo_as_the_patterns_file(self) -> None:
+        """-D naming a FIFO is reported at once instead of blocking the start."""
+        path = Path(self.mktemp())
+        os.mkfifo(path)
+        patterns = load_patterns(path)
+        self.assertEqual(patterns.problems, (f"{path}: cannot read: not a regular file",))
+        self.assertEqual(patterns.sources, ())
 
     def test_too_broad_regex_rejected(self) -> None:
         """A regex matching the empty name would match every answer, so it is refused."""
