@@ -7,6 +7,12 @@ For each packet, detectors are asked in order (FastTrack hellos and downloads, D
 ...); the first verdict wins. Then the generic rules apply to forwarded traffic:
 UDP or a TCP SYN to a blocked peer is dropped (a FastTrack peer also (re)starts the sender's
 time lock), and every TCP SYN from a locked client is dropped. Everything else is accepted.
+
+Evidence is scoped to the host that gave it (``learn_from``): a peer one green host revealed is
+blocked for that host only, becomes a block for every host only when a second host (another
+address, another MAC) reveals the same endpoint on a port that is no well-known service, and a
+packet whose MAC does not own its source address (``INeighbours``) teaches nothing and locks
+nobody. So no green host can turn the daemon against the others.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
-from .interfaces import IClientObserver, IDetector, IEventSink, ISpoofer
+from .interfaces import IClientObserver, IDetector, IEventSink, INeighbours, ISpoofer
 from .networks import GreenNetworks
 from .packet import (
     ACCEPT,
@@ -31,9 +37,14 @@ from .packet import (
     endpoint_text,
     mac_text,
 )
-from .tables import ANY_CLIENT, LOCKING_ORIGINS, BlockTable, Client, LockTable
+from .tables import ANY_CLIENT, LOCKING_ORIGINS, BlockTable, Client, LockTable, Revealers
 
 _SYN_ACK = TCP_SYN | TCP_ACK
+# Endpoints below this port are well-known services (DNS, NTP, HTTPS...): whatever green hosts
+# say about them, they are never blocked for every host.
+FIRST_UNPRIVILEGED_PORT = 1024
+# Most heap entries one tick looks at (expiries, probes, re-schedules): a few ms at most.
+TICK_ACTIONS = 200
 
 
 class Engine:
@@ -51,7 +62,11 @@ class Engine:
         no_udp_block: bool = False,
         accept_all: bool = False,
         max_spoofs: int = 200,
+        neighbours: INeighbours | None = None,
+        max_probes: int = 100,
     ) -> None:
+        """``neighbours``: checks a packet's MAC against its source address (``None``: no
+        check, for tests that do not care); ``max_probes``: probes sent per second at most."""
         self.clock = clock
         self.blocks = blocks
         self.clients = clients
@@ -70,6 +85,11 @@ class Engine:
         self.max_spoofs = max_spoofs
         self._spoof_second = -1.0
         self._spoofs_this_second = 0
+        self.neighbours = neighbours
+        self.revealers = Revealers(blocks.cap)
+        self.max_probes = max_probes
+        self._probe_second = -1.0
+        self._probes_this_second = 0
         self.observers: list[IClientObserver] = []
         self.stats: Counter[str] = Counter()
         clients.on_evict = self._evicted
@@ -143,6 +163,45 @@ class Engine:
             )
         return new
 
+    def evidence(self, packet: Packet) -> bool:
+        """Whether ``packet`` speaks for its source address: its MAC is the one the gateway's
+        neighbour table holds for it. A forged packet is counted and teaches nothing."""
+        if self.neighbours is None or self.neighbours.verified(packet.src, packet.mac):
+            return True
+        self.stats["forged_source"] += 1
+        self.events.debug(
+            "t",
+            "packet from {src} with MAC {mac}, not the address's own: ignored as evidence",
+            src=addr_text(packet.src),
+            mac=mac_text(packet.mac) if packet.mac else "none",
+        )
+        return False
+
+    def learn_from(
+        self, packet: Packet, peer: bytes, port: int, origin: str, name: str | None = None
+    ) -> bool:
+        """Block ``peer:port`` for the host that sent ``packet``, which revealed it; for every
+        host once a second host reveals it too (on a port that is no well-known service).
+
+        Learned endpoints always carry their port: no host's word blocks a whole address.
+        False when nothing new was learned (a forged packet, no port, a green peer...)."""
+        if not port or not self.evidence(packet):
+            return False
+        client = packet.src
+        new = self.learn(peer, port, client, origin, client, name)
+        if (
+            port >= FIRST_UNPRIVILEGED_PORT
+            and self.revealers.corroborated(peer, port, client, packet.mac)
+            and self.learn(peer, port, ANY_CLIENT, origin, name=name)
+        ):
+            self.events.event(
+                "p",
+                "peer {peer} blocked for every host: revealed by a second host, {client}",
+                peer=endpoint_text(peer, port),
+                client=addr_text(client),
+            )
+        return new
+
     def block(self, peer: bytes, port: int = 0, client: bytes = ANY_CLIENT) -> bool:
         """An admin's block: kept until unblocked, never evicted or aged out."""
         return self.blocks.add(peer, port, client, "manual", self.clock.seconds())
@@ -151,7 +210,12 @@ class Engine:
         return self.blocks.remove(peer, port, client)
 
     def lock(self, addr: bytes, reason: str, packet: Packet | None = None) -> Client | None:
-        """(Re)start a client's time lock; the first lock identifies it as a P2P client."""
+        """(Re)start a client's time lock; the first lock identifies it as a P2P client.
+
+        ``packet``, the evidence, must come from ``addr`` itself (``evidence``); a lock from
+        the control port or a timer passes none."""
+        if packet is not None and not self.evidence(packet):
+            return None
         client, new = self.clients.lock(addr, self.clock.seconds())
         if new and client is not None:
             self.stats["clients_locked"] += 1
@@ -173,19 +237,22 @@ class Engine:
                 observer.client_locked(addr)
         return client
 
-    def probe_answered(self, addr: bytes, port: int) -> bool:
+    def probe_answered(self, packet: Packet) -> bool:
         """A probed client replied: FastTrack still runs there, so its lock starts again.
 
-        Only a reply to the port the probe came from, before the next probe is due, counts.
+        Only a reply from the client itself (``evidence``) to the port the probe came from,
+        before the next probe is due, counts.
         """
+        addr = packet.src
         client = self.clients.get(addr)
-        if client is None or client.last_probe is None or port != client.peer_port:
+        if client is None or client.last_probe is None or packet.dport != client.peer_port:
             return False
         if self.clock.seconds() - client.last_probe > self.clients.seconds / 2:
             return False
+        if self.lock(addr, "answered a probe", packet) is None:
+            return False
         client.probes_answered += 1
         self.stats["probes_answered"] += 1
-        self.lock(addr, "answered a probe")
         self.events.debug("p", "probe answered by {client}", client=addr_text(addr))
         return True
 
@@ -204,10 +271,20 @@ class Engine:
         self.spoofer.send_udp(src, sport, dst, dport, payload)
 
     def tick(self) -> None:
-        """Send due probes and release expired locks; driven by a ``LoopingCall``."""
-        for due in self.clients.due(self.clock.seconds()):
+        """Send due probes and release expired locks; driven by a ``LoopingCall``.
+
+        Bounded: ``TICK_ACTIONS`` entries per tick and ``max_probes`` probes a second, so a
+        burst of hellos from thousands of (spoofed) sources is probed over time, never in one
+        stalling tick."""
+        now = self.clock.seconds()
+        second = now // 1
+        if second != self._probe_second:
+            self._probe_second, self._probes_this_second = second, 0
+        allowance = self.max_probes - self._probes_this_second
+        for due in self.clients.due(now, probes=allowance, limit=TICK_ACTIONS):
             client = due.client
             if due.action == "probe":
+                self._probes_this_second += 1
                 self.stats["probes_sent"] += 1
                 self.events.debug(
                     "p",

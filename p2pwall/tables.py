@@ -9,6 +9,7 @@ sources never grows memory without end. That costs amortised O(1) per insert in 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -117,17 +118,21 @@ class BlockTable:
     def match(self, peer: bytes, port: int, client: bytes, now: float) -> Block | None:
         """The block that covers traffic from ``client`` to ``peer:port``, touched as seen.
 
-        The port-specific block is looked up first: FastTrack peers are learned with their port,
-        so an admin's or DNS any-port block on the same address does not hide the block that
-        time-locks the sender."""
+        Port-specific blocks are looked up first: learned peers carry their port, so an admin's
+        or DNS any-port block on the same address does not hide the block that time-locks the
+        sender."""
         blocks = self._blocks
-        block = blocks.get((peer, port, ANY_CLIENT)) or blocks.get((peer, ANY_PORT, ANY_CLIENT))
+        block = blocks.get((peer, port, ANY_CLIENT))
         if block is None:
-            if not self._client_specific:
-                return None
-            block = blocks.get((peer, ANY_PORT, client)) or blocks.get((peer, port, client))
+            specific = self._client_specific
+            if specific:
+                block = blocks.get((peer, port, client))
             if block is None:
-                return None
+                block = blocks.get((peer, ANY_PORT, ANY_CLIENT))
+                if block is None and specific:
+                    block = blocks.get((peer, ANY_PORT, client))
+                if block is None:
+                    return None
         if now - block.seen >= REFRESH:
             self._touch(block, peer, port, client, now)
         return block
@@ -221,6 +226,39 @@ class BlockTable:
             blocks[key] = blocks.pop(key)
 
 
+Revealer = tuple[bytes, bytes | None]
+
+
+class Revealers:
+    """The first green host (address and MAC) that revealed each learned ``(peer, port)``.
+
+    One host's evidence blocks a peer for that host alone; the same endpoint revealed by a
+    second host, with another address and another MAC, is corroborated: no single host can
+    forge that (the MAC is checked against the neighbour table before anything is learned).
+    Bounded like the other tables: when full, the oldest tenth is forgotten.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._first: dict[tuple[bytes, int], Revealer] = {}
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def corroborated(self, peer: bytes, port: int, client: bytes, mac: bytes | None) -> bool:
+        """Note ``client`` revealing ``peer:port``; True when another host did so before."""
+        key = (peer, port)
+        first = self._first.get(key)
+        if first is None:
+            if len(self._first) >= self.cap:
+                for old in list(itertools.islice(self._first, max(1, self.cap // 10))):
+                    del self._first[old]
+            self._first[key] = (client, mac)
+            return False
+        first_client, first_mac = first
+        return first_client != client and mac is not None and first_mac not in (None, mac)
+
+
 class Client:
     """A green host identified as a P2P client, with its time lock and probe state."""
 
@@ -250,6 +288,11 @@ class Client:
         self.probes_sent = 0
         self.probes_answered = 0
         self.scheduled = 0.0
+
+
+# Seconds a probe over the tick's allowance is put off by.
+PROBE_DEFER = 1.0
+NO_LIMIT = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -322,10 +365,18 @@ class LockTable:
     def release(self, addr: bytes) -> Client | None:
         return self._clients.pop(addr, None)
 
-    def due(self, now: float) -> Iterator[Due]:
-        """Yield the probes and expiries that are due at ``now``, updating state as it goes."""
+    def due(self, now: float, probes: int = NO_LIMIT, limit: int = NO_LIMIT) -> Iterator[Due]:
+        """Yield the probes and expiries that are due at ``now``, updating state as it goes.
+
+        Bounded, so that no tick stalls the daemon whatever the table holds: at most ``limit``
+        heap entries are looked at, and at most ``probes`` probes yielded. A probe over that
+        allowance is put off by ``PROBE_DEFER`` seconds (never past the client's expiry), so
+        the expiries behind it are not held up by it.
+        """
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        for _ in range(limit):
+            if not heap or heap[0][0] > now:
+                return
             when, _seq, addr = heapq.heappop(heap)
             client = self._clients.get(addr)
             if client is None or client.scheduled != when:
@@ -338,6 +389,10 @@ class LockTable:
                 and client.probed_for != client.until
                 and (now >= client.until - self.seconds / 2)
             ):
+                if probes <= 0:
+                    self._push(client, min(now + PROBE_DEFER, client.until))
+                    continue
+                probes -= 1
                 client.probed_for = client.until
                 client.last_probe = now
                 client.probes_sent += 1
@@ -352,7 +407,9 @@ class LockTable:
         return client.until
 
     def _schedule(self, client: Client) -> None:
-        when = self._next_event(client)
+        self._push(client, self._next_event(client))
+
+    def _push(self, client: Client, when: float) -> None:
         client.scheduled = when
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, client.addr))

@@ -5,9 +5,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from p2pwall.detectors.fasttrack import build_pong, parse_hello
+from p2pwall.engine import TICK_ACTIONS
 from p2pwall.interfaces import IClientObserver
+from p2pwall.neighbours import KernelNeighbours
 from p2pwall.packet import Hook, Verdict, decode
-from p2pwall.tables import ANY_CLIENT, ANY_PORT
+from p2pwall.tables import ANY_CLIENT
 from p2pwall.testing import make_engine, packed, tcp, udp
 
 ROGUE, USER = "198.18.1.10", "198.18.1.20"
@@ -60,7 +62,8 @@ class EngineTestCase(SynchronousTestCase):
 class HelloTests(EngineTestCase):
     def test_hello_is_dropped_peer_learned_pong_spoofed_client_locked(self) -> None:
         self.assertEqual(self.hello(), DROP)
-        self.assertIn((packed(PEER), 2000, ANY_CLIENT), self.engine.blocks)
+        self.assertIn((packed(PEER), 2000, packed(ROGUE)), self.engine.blocks)
+        self.assertEqual(len(self.engine.blocks), 1, "the peer is blocked for its client only")
         self.assertEqual(
             self.engine.spoofer.sent, [(packed(PEER), 2000, packed(ROGUE), 1214, PONG)]
         )
@@ -76,7 +79,7 @@ class HelloTests(EngineTestCase):
         self.assertEqual(self.hello(), ACCEPT)
         self.assertEqual(self.send(udp(ROGUE, PEER, 1214, 2000, b"\x2a1234")), ACCEPT)
         self.assertEqual(self.engine.spoofer.sent, [])
-        self.assertIn((packed(PEER), 2000, ANY_CLIENT), self.engine.blocks)
+        self.assertIn((packed(PEER), 2000, packed(ROGUE)), self.engine.blocks)
         self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
 
     def test_hello_from_outside_is_not_a_client(self) -> None:
@@ -101,7 +104,7 @@ class HelloTests(EngineTestCase):
         self.assertEqual(self.send(udp(USER, "198.19.0.53", 5000, 53, b"\x12\x34")), ACCEPT)
         self.assertIsNone(self.engine.clients.get(packed(USER)))
         self.assertEqual(self.hello(dst=PEER2, dport=80), DROP)
-        self.assertIn((packed(PEER2), 80, ANY_CLIENT), self.engine.blocks)
+        self.assertIn((packed(PEER2), 80, packed(ROGUE)), self.engine.blocks)
 
     def test_fasttrack_between_green_hosts_is_left_alone(self) -> None:
         self.assertEqual(self.hello(dst=USER), ACCEPT)
@@ -112,17 +115,19 @@ class HelloTests(EngineTestCase):
 
     def test_ipv6_hello(self) -> None:
         self.assertEqual(self.hello(src="fd00::10", dst="2001:db8::1"), DROP)
-        self.assertIn((packed("2001:db8::1"), 2000, ANY_CLIENT), self.engine.blocks)
+        self.assertIn((packed("2001:db8::1"), 2000, packed("fd00::10")), self.engine.blocks)
         self.assertEqual(self.engine.spoofer.sent[0][2], packed("fd00::10"))
 
 
 class KnownPeerTests(EngineTestCase):
-    def test_udp_and_syn_to_known_peers_are_dropped_for_any_client(self) -> None:
+    def test_udp_and_syn_to_known_peers_are_dropped_for_the_client_that_revealed_them(
+        self,
+    ) -> None:
         self.hello()
         self.assertEqual(self.send(udp(ROGUE, PEER, 1214, 2000, b"\x2a\x00\x00\x00\x01")), DROP)
         self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
-        self.assertEqual(self.syn(USER, PEER, 2000), DROP)
-        self.assertTrue(self.engine.clients.is_locked(packed(USER), self.clock.seconds()))
+        self.assertEqual(self.syn(USER, PEER, 2000), ACCEPT, "one host's word is not enough")
+        self.assertIsNone(self.engine.clients.get(packed(USER)))
 
     def test_known_peer_on_another_port_is_not_a_udp_learned_block(self) -> None:
         self.hello()
@@ -232,12 +237,15 @@ class HttpSafetyNetTests(EngineTestCase):
         data = tcp(ROGUE, PEER2, 40000, 1214, "PA", self.GET)
         self.assertEqual(self.send(data), DROP)
         blocks = self.engine.blocks
-        self.assertIn((packed(PEER2), ANY_PORT, ANY_CLIENT), blocks)
-        self.assertIn((packed("198.19.7.7"), ANY_PORT, ANY_CLIENT), blocks)
-        self.assertNotIn((packed(ROGUE), ANY_PORT, ANY_CLIENT), blocks)
-        self.assertEqual(len(blocks), 2)
+        self.assertIn((packed(PEER2), 1214, packed(ROGUE)), blocks)
+        self.assertIn((packed("198.19.7.7"), 3531, packed(ROGUE)), blocks)
+        self.assertEqual(len(blocks), 2, "X-Kazaa-IP names the (green) client itself")
         self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
-        self.assertEqual(self.syn(USER, "198.19.7.7", 9999), DROP)
+        self.engine.release(self.engine.clients.get(packed(ROGUE)), "test")
+        self.assertEqual(self.syn(ROGUE, "198.19.7.7", 3532), ACCEPT, "the port is learned")
+        self.assertEqual(self.syn(USER, "198.19.7.7", 3531), ACCEPT)
+        self.assertEqual(self.syn(ROGUE, "198.19.7.7", 3531), DROP)
+        self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
         (header_line,) = self.engine.events.of("h", debug=True)
         self.assertIn("x-kazaa-supernodeip", header_line)
 
@@ -246,7 +254,7 @@ class HttpSafetyNetTests(EngineTestCase):
         self.engine.local = frozenset({packed("198.19.0.1")})
         get = self.GET.replace(b"198.18.1.10:1214", b"198.19.0.1:1214")
         self.assertEqual(self.send(tcp(ROGUE, PEER2, 40000, 1214, "PA", get)), DROP)
-        self.assertNotIn((packed("198.19.0.1"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
+        self.assertNotIn((packed("198.19.0.1"), 1214, packed(ROGUE)), self.engine.blocks)
         self.assertEqual(len(self.engine.blocks), 2)
 
     def test_header_lines_are_logged_escaped(self) -> None:
@@ -260,7 +268,10 @@ class HttpSafetyNetTests(EngineTestCase):
     def test_odd_digits_in_a_header_port_do_not_break_the_safety_net(self) -> None:
         data = b"GET /.hash=1 HTTP/1.1\r\nX-Kazaa-SupernodeIP: 198.19.7.7:\xb2\r\n\r\n"
         self.assertEqual(self.send(tcp(ROGUE, PEER2, 4000, 1214, "PA", data)), DROP)
-        self.assertIn((packed("198.19.7.7"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
+        self.assertEqual(
+            list(self.engine.blocks.items())[0][0], (packed(PEER2), 1214, packed(ROGUE))
+        )
+        self.assertEqual(len(self.engine.blocks), 1, "no port, no block of the supernode")
 
     def test_ordinary_web_request_passes(self) -> None:
         data = tcp(USER, WEB, 40000, 80, "PA", b"GET / HTTP/1.1\r\nHost: w\r\n\r\n")
@@ -347,3 +358,165 @@ class ModeAndEventTests(EngineTestCase):
     def test_learning_never_blocks_green_addresses(self) -> None:
         self.assertFalse(self.engine.learn(packed(USER), 0, ANY_CLIENT, "http"))
         self.assertEqual(len(self.engine.blocks), 0)
+
+
+MAC_ROGUE, MAC_USER, MAC_U3 = (bytes((2, 0, 0, 0, 0, n)) for n in (10, 20, 30))
+U3 = "198.18.1.30"
+RESOLVER = "198.19.0.53"
+
+
+class PoisoningTests(EngineTestCase):
+    """Issue 9's forgeries: no green host, and no web page, can turn the daemon against others.
+
+    The gateway's neighbour table says which MAC owns each green address; every packet below
+    carries the MAC its real sender would put on it."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        table = {packed(ROGUE): MAC_ROGUE, packed(USER): MAC_USER, packed(U3): MAC_U3}
+        self.neighbours = KernelNeighbours(self.clock, read=lambda: dict(table))
+        self.engine.neighbours = self.neighbours
+        self.engine.events.records.clear()
+
+    def from_host(self, data: bytes, mac: bytes, hook: Hook = Hook.FORWARD) -> Verdict:
+        return self.send(data, hook, mac=mac)
+
+    def locked(self, host: str) -> bool:
+        return self.engine.clients.is_locked(packed(host), self.clock.seconds())
+
+    def test_a_hello_forged_with_another_hosts_address_teaches_nothing_and_locks_nobody(
+        self,
+    ) -> None:
+        forged = udp(USER, PEER, 1214, 2000, HELLO)
+        self.assertEqual(self.from_host(forged, MAC_ROGUE), DROP)
+        self.assertEqual((len(self.engine.blocks), len(self.engine.clients)), (0, 0))
+        self.assertEqual(self.engine.spoofer.sent, [], "no pong reflected at the victim")
+        self.assertEqual(self.engine.stats["forged_source"], 1)
+        self.assertEqual(self.from_host(tcp(USER, WEB, 4000, 80), MAC_USER), ACCEPT)
+
+    def test_the_real_host_still_teaches(self) -> None:
+        self.assertEqual(self.from_host(udp(USER, PEER, 1214, 2000, HELLO), MAC_USER), DROP)
+        self.assertTrue(self.locked(USER))
+        self.assertEqual(self.engine.stats["forged_source"], 0)
+
+    def test_a_forged_download_start_locks_nobody(self) -> None:
+        forged = tcp(USER, PEER2, 40000, 1214, "PA", HttpSafetyNetTests.GET)
+        self.assertEqual(self.from_host(forged, MAC_ROGUE), DROP)
+        self.assertEqual((len(self.engine.blocks), len(self.engine.clients)), (0, 0))
+
+    def test_a_forged_try_of_a_known_peer_does_not_renew_anothers_lock(self) -> None:
+        self.from_host(udp(USER, PEER, 1214, 2000, HELLO), MAC_USER)
+        self.wait(119)
+        self.assertEqual(self.from_host(tcp(USER, PEER, 4000, 2000), MAC_ROGUE), DROP)
+        self.wait(2)
+        self.assertFalse(self.locked(USER), "the forged SYN renewed nothing")
+
+    def test_a_forged_probe_answer_does_not_keep_another_host_locked(self) -> None:
+        self.from_host(udp(USER, PEER, 1214, 2000, HELLO), MAC_USER)
+        self.wait(60)
+        reply = udp(USER, "198.18.1.1", 1214, 2000, PONG)
+        self.assertEqual(self.from_host(reply, MAC_ROGUE, Hook.INPUT), ACCEPT)
+        self.assertEqual(self.engine.stats["probes_answered"], 0)
+        self.wait(61)
+        self.assertFalse(self.locked(USER))
+
+    def test_an_unknown_mac_is_read_again_at_most_once_a_second(self) -> None:
+        for _ in range(50):
+            self.from_host(udp(USER, PEER, 1214, 2000, HELLO), MAC_ROGUE)
+        self.assertEqual(self.neighbours.reads, 1)
+        self.clock.advance(1)
+        self.from_host(udp(USER, PEER, 1214, 2000, HELLO), MAC_ROGUE)
+        self.assertEqual(self.neighbours.reads, 2)
+
+    def test_a_kazaa_header_naming_the_resolver_blocks_nothing_for_anyone_else(self) -> None:
+        """``printf 'GET / ...X-Kazaa-IP: <resolver>' | nc <web> 80`` from the rogue."""
+        get = f"GET / HTTP/1.1\r\nX-Kazaa-IP: {RESOLVER}\r\n\r\n".encode()
+        self.assertEqual(self.from_host(tcp(ROGUE, WEB, 40000, 80, "PA", get), MAC_ROGUE), DROP)
+        self.assertNotIn(packed(RESOLVER), {key[0] for key, _ in self.engine.blocks.items()})
+        query = udp(USER, RESOLVER, 5353, 53, b"\x12\x34\x01\x00")
+        self.assertEqual(self.from_host(query, MAC_USER), ACCEPT)
+        self.assertEqual(self.from_host(tcp(USER, WEB, 40001, 80), MAC_USER), ACCEPT)
+        self.assertFalse(self.locked(USER))
+
+    def test_a_supernode_header_on_a_well_known_port_is_not_learned(self) -> None:
+        get = b"GET / HTTP/1.1\r\nX-Kazaa-SupernodeIP: 198.19.0.22:22\r\n\r\n"
+        self.from_host(tcp(ROGUE, WEB, 40000, 8080, "PA", get), MAC_ROGUE)
+        self.assertEqual(
+            [key for key, _ in self.engine.blocks.items()], [(packed(WEB), 8080, packed(ROGUE))]
+        )
+
+    def test_a_hash_url_in_a_web_page_teaches_nothing(self) -> None:
+        """``curl http://<server>:8080/.hash=0123...`` (an ``<img src>`` does the same)."""
+        get = (
+            b"GET /.hash=0123456789abcdef0123456789abcdef01234567 HTTP/1.1\r\nHost: w:8080\r\n"
+            b"User-Agent: Mozilla/5.0\r\nAccept: image/*\r\nAccept-Encoding: gzip\r\n\r\n"
+        )
+        self.assertEqual(self.from_host(tcp(USER, WEB, 40000, 8080, "PA", get), MAC_USER), ACCEPT)
+        self.assertEqual((len(self.engine.blocks), len(self.engine.clients)), (0, 0))
+
+    def test_a_hello_to_a_web_server_locks_no_other_visitor(self) -> None:
+        self.from_host(udp(ROGUE, WEB, 1214, 80, HELLO), MAC_ROGUE)
+        self.assertTrue(self.locked(ROGUE))
+        for port in (40000, 40001):
+            self.assertEqual(self.from_host(tcp(USER, WEB, port, 80), MAC_USER), ACCEPT)
+        self.assertFalse(self.locked(USER))
+
+    def test_two_hosts_revealing_a_peer_block_it_for_everyone(self) -> None:
+        self.from_host(udp(ROGUE, PEER, 1214, 2000, HELLO), MAC_ROGUE)
+        self.assertEqual(self.from_host(tcp(USER, PEER, 4000, 2000), MAC_USER), ACCEPT)
+        self.from_host(udp(U3, PEER, 1214, 2000, HELLO), MAC_U3)
+        self.assertIn((packed(PEER), 2000, ANY_CLIENT), self.engine.blocks)
+        self.assertIn(
+            f"peer {PEER}:2000 blocked for every host: revealed by a second host, {U3}",
+            self.engine.events.of("p"),
+        )
+        self.assertEqual(self.from_host(tcp(USER, PEER, 4001, 2000), MAC_USER), DROP)
+        self.assertTrue(self.locked(USER))
+
+    def test_one_host_with_two_addresses_is_no_second_host(self) -> None:
+        table = self.neighbours.read()
+        table[packed(U3)] = MAC_ROGUE
+        self.neighbours.read = lambda: dict(table)
+        self.from_host(udp(ROGUE, PEER, 1214, 2000, HELLO), MAC_ROGUE)
+        self.from_host(udp(U3, PEER, 1214, 2000, HELLO), MAC_ROGUE)
+        self.assertNotIn((packed(PEER), 2000, ANY_CLIENT), self.engine.blocks)
+
+    def test_two_hosts_never_block_a_well_known_port_for_everyone(self) -> None:
+        self.from_host(udp(ROGUE, WEB, 1214, 80, HELLO), MAC_ROGUE)
+        self.from_host(udp(U3, WEB, 1214, 80, HELLO), MAC_U3)
+        self.assertNotIn((packed(WEB), 80, ANY_CLIENT), self.engine.blocks)
+        self.assertEqual(self.from_host(tcp(USER, WEB, 4000, 80), MAC_USER), ACCEPT)
+
+
+class ProbeStormTests(EngineTestCase):
+    """A burst of hellos from thousands of sources must not make one tick send thousands of
+    probes (issue 9: 16,384 probes in one tick stalled the daemon for 8 s)."""
+
+    def test_probes_are_spread_at_the_allowed_rate_and_ticks_stay_bounded(self) -> None:
+        engine = self.engine = make_engine(self.clock, max_clients=5000, max_probes=100)
+        for n in range(3000):
+            self.hello(src=f"10.0.{n // 250}.{n % 250 + 1}")
+        self.clock.advance(60)
+        per_tick = []
+        for _ in range(59):
+            before = len(engine.spoofer.sent)
+            for _ in range(10):
+                engine.tick()
+                self.clock.advance(0.1)
+            per_tick.append(len(engine.spoofer.sent) - before)
+        self.assertEqual(max(per_tick), 100, "at most max_probes a second")
+        self.assertEqual(engine.stats["probes_sent"], 3000, "every client probed before expiry")
+        self.clock.advance(1.5)
+        engine.tick()
+        self.assertEqual(len(engine.clients), 3000 - TICK_ACTIONS)
+
+    def test_one_tick_looks_at_a_bounded_number_of_entries(self) -> None:
+        engine = self.engine = make_engine(self.clock, max_clients=5000)
+        for n in range(1000):
+            self.hello(src=f"10.0.{n // 250}.{n % 250 + 1}")
+        self.clock.advance(121)
+        engine.tick()
+        self.assertEqual(len(engine.clients), 1000 - TICK_ACTIONS)
+        for _ in range(4):
+            engine.tick()
+        self.assertEqual(len(engine.clients), 0)

@@ -271,3 +271,54 @@ class LockTableTests(SynchronousTestCase):
         self.assertEqual(len(evicted), table.evicted)
         self.assertIsNotNone(table.get((999).to_bytes(4, "big")))
         self.assertLess(len(table._heap), 1000)
+
+    def test_due_looks_at_no_more_than_its_limit(self) -> None:
+        table = LockTable(10, 1000)
+        for i in range(500):
+            table.lock(addr(i), 0.0)
+        self.assertEqual(len(list(table.due(10.0, limit=200))), 200)
+        self.assertEqual(len(table), 300)
+        self.assertEqual(len(list(table.due(10.0))), 300)
+
+    def test_a_probe_over_the_allowance_is_put_off_without_holding_up_expiries(self) -> None:
+        table = LockTable(10, 100)
+        probed, _ = table.lock(CLIENT, 0.0)
+        assert probed is not None
+        table.note_hello(probed, b"hello", 1214, 2000)
+        table.lock(OTHER, -4.0)  # expires at 6.0, after the probe fell due at 5.0
+        actions = [(due.action, due.client.addr) for due in table.due(6.0, probes=0)]
+        self.assertEqual(actions, [("expire", OTHER)])
+        self.assertEqual(probed.probes_sent, 0)
+        (probe,) = table.due(6.0 + tables.PROBE_DEFER, probes=1)
+        self.assertEqual((probe.action, probe.client.addr), ("probe", CLIENT))
+
+
+MAC1, MAC2 = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
+
+
+class RevealersTests(SynchronousTestCase):
+    def test_only_another_host_with_another_mac_corroborates(self) -> None:
+        revealers = tables.Revealers(100)
+        self.assertFalse(revealers.corroborated(PEER, 2000, CLIENT, MAC1))
+        self.assertFalse(revealers.corroborated(PEER, 2000, CLIENT, MAC2), "the same address")
+        self.assertFalse(revealers.corroborated(PEER, 2000, OTHER, MAC1), "the same MAC")
+        self.assertFalse(revealers.corroborated(PEER, 2000, OTHER, None), "no MAC to compare")
+        self.assertFalse(revealers.corroborated(PEER, 2001, OTHER, MAC2), "another port")
+        self.assertTrue(revealers.corroborated(PEER, 2000, OTHER, MAC2))
+
+    def test_bounded(self) -> None:
+        revealers = tables.Revealers(100)
+        for i in range(1000):
+            revealers.corroborated(addr(i), 2000, CLIENT, MAC1)
+        self.assertLessEqual(len(revealers), 100)
+        self.assertTrue(revealers.corroborated(addr(999), 2000, OTHER, MAC2), "newest kept")
+
+
+class ClientScopedMatchTests(SynchronousTestCase):
+    def test_a_clients_port_block_comes_before_an_any_port_block(self) -> None:
+        table = BlockTable(100)
+        table.add(PEER, 2000, CLIENT, "udp", 0.0)
+        table.add(PEER, ANY_PORT, ANY_CLIENT, tables.MANUAL, 0.0)
+        self.assertEqual(table.match(PEER, 2000, CLIENT, 0.0).origin, "udp")
+        self.assertEqual(table.match(PEER, 2000, OTHER, 0.0).origin, tables.MANUAL)
+        self.assertIsNone(BlockTable(10).match(PEER, 2000, CLIENT, 0.0))

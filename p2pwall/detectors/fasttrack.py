@@ -14,7 +14,6 @@ from zope.interface import implementer
 
 from ..interfaces import IDetector
 from ..packet import ACCEPT, DROP, FORWARD, INPUT, TCP, UDP, Packet, Verdict, addr_text
-from ..tables import ANY_CLIENT, ANY_PORT
 
 HELLO = 0x27
 PONG = 0x28
@@ -26,9 +25,14 @@ _MAX_HELLO = 7 + 32
 _NAME_CHARS = bytes(range(0x21, 0x7F))
 _HTTP_PEEK = 4096
 _DOWNLOAD_FIRST_BYTES = frozenset(b"G")
-# A hello to a well-known service port (DNS, NTP, HTTPS...) is no FastTrack peer: a forged one
-# must not get, say, 8.8.8.8:53 blocked for every green host. Kazaa does listen on 80.
+# A hello or a download to a well-known service port (DNS, NTP, HTTPS...) names no FastTrack
+# peer, even for the host that sent it. Kazaa does listen on 80.
 _LOW_FASTTRACK_PORTS = frozenset((80,))
+
+
+def learnable_port(port: int) -> bool:
+    """Whether a FastTrack peer may be learned on ``port``."""
+    return port >= 1024 or port in _LOW_FASTTRACK_PORTS
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Download:
 _KAZAA_HEADER = re.compile(rb"^(x-kazaa[\w-]*|user-agent|useragent):[ \t]*(.*)$", re.I | re.M)
 _GIVE = re.compile(rb"^GIVE [0-9]{1,12}\r?\n")
 _ADDRESS_HEADERS = ("x-kazaa-supernodeip", "x-kazaa-ip")
+_BROWSER_HEADER = re.compile(rb"^(accept-encoding|sec-fetch-[a-z]+|origin):", re.I | re.M)
 
 
 def _has_marker(lowered: bytes) -> bool:
@@ -87,7 +92,15 @@ def _has_marker(lowered: bytes) -> bool:
 
 
 def parse_download(payload: memoryview | bytes) -> Download | None:
-    """A FastTrack download start (``GET /.hash=``, ``GET /`` + X-Kazaa headers, ``GIVE n``)."""
+    """A FastTrack download start: ``GET /`` with ``X-Kazaa-*`` headers, or ``GIVE n``.
+
+    Only what a web page cannot make a browser send counts: a browser adds no ``X-Kazaa-*``
+    header to a cross-origin request (it would need a CORS preflight the FastTrack peer never
+    answers) and cannot start a request with ``GIVE n``. A ``/.hash=`` path or a user agent
+    alone is an ``<img src>`` away, so it teaches nothing. A page may add ``X-Kazaa-*`` to a
+    request to its own origin, but every browser request also carries headers a page cannot
+    remove (``Accept-Encoding``, and ``Sec-Fetch-*``/``Origin`` where they apply), which no
+    FastTrack client sends: such a request is a browser's."""
     head = bytes(payload[:_HTTP_PEEK])
     if head.startswith(b"GIVE "):
         match = _GIVE.match(head)
@@ -102,24 +115,27 @@ def parse_download(payload: memoryview | bytes) -> Download | None:
         for name, value in _KAZAA_HEADER.findall(head)
     }
     kazaa = {k: v for k, v in headers.items() if k.startswith("x-kazaa")}
-    agent = headers.get("user-agent", "") + headers.get("useragent", "")
-    if not (kazaa or head.startswith(b"GET /.hash=") or agent.startswith("PeerEnabler/")):
+    if not kazaa or _BROWSER_HEADER.search(head):
         return None
     named = tuple(addr for name in _ADDRESS_HEADERS if (addr := _endpoint(kazaa.get(name), name)))
     return Download(request, kazaa, named)
 
 
 def _endpoint(value: str | None, header: str) -> tuple[bytes, int, str] | None:
-    """``a.b.c.d:port`` (or a bare address) from a header, as (packed, port, header)."""
+    """``a.b.c.d:port`` or ``[v6]:port`` from a header, as (packed, port, header); ``None``
+    without a valid port: a learned peer always carries its port."""
     if not value:
         return None
-    host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    host, _, port = value.rpartition(":")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        return None
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
-    number = int(port) if port.isascii() and port.isdigit() else 0
-    return addr.packed, number if number < 65536 else 0, header
+    return addr.packed, int(port), header
 
 
 def _outbound(packet: Packet, engine) -> bool:
@@ -149,8 +165,10 @@ class FastTrackDetector:
         hello = parse_hello(packet.payload)
         if hello is None or not _outbound(packet, engine):
             return None
-        if packet.dport >= 1024 or packet.dport in _LOW_FASTTRACK_PORTS:
-            engine.learn(packet.dst, packet.dport, ANY_CLIENT, "udp", packet.src)
+        if not engine.evidence(packet):
+            return DROP  # forged: not answered, nothing learned, nobody locked
+        if learnable_port(packet.dport):
+            engine.learn_from(packet, packet.dst, packet.dport, "udp")
         client = engine.lock(packet.src, "FastTrack hello", packet)
         if client is not None:
             engine.clients.note_hello(client, bytes(packet.payload), packet.sport, packet.dport)
@@ -160,7 +178,7 @@ class FastTrackDetector:
         return DROP
 
     def _probe_reply(self, packet: Packet, engine) -> Verdict | None:
-        if is_pong(packet.payload) and engine.probe_answered(packet.src, packet.dport):
+        if is_pong(packet.payload) and engine.probe_answered(packet):
             return DROP
         return None
 
@@ -175,8 +193,12 @@ class FastTrackDetector:
             request=ascii(download.request),
             headers=ascii(download.headers),
         )
-        engine.learn(packet.dst, ANY_PORT, ANY_CLIENT, "http", packet.src)
-        for addr, _port, header in download.named:
-            engine.learn(addr, ANY_PORT, ANY_CLIENT, "http", packet.src, name=header)
+        if not engine.evidence(packet):
+            return DROP
+        if learnable_port(packet.dport):
+            engine.learn_from(packet, packet.dst, packet.dport, "http")
+        for addr, port, header in download.named:
+            if learnable_port(port):
+                engine.learn_from(packet, addr, port, "http", name=header)
         engine.lock(packet.src, "FastTrack HTTP download", packet)
         return DROP

@@ -82,14 +82,24 @@ class DownloadTests(SynchronousTestCase):
         )
 
     def test_other_download_starts(self) -> None:
-        self.assertIsNotNone(parse_download(b"GET /.hash=abcd HTTP/1.0\r\n\r\n"))
         self.assertIsNotNone(
             parse_download(b"GET /1234/song.mp3 HTTP/1.1\r\nx-kazaa-username: a\r\n")
         )
-        self.assertIsNotNone(parse_download(b"GET / HTTP/1.1\r\nUser-Agent: PeerEnabler/2.0\r\n"))
         give = parse_download(b"GIVE 1234567\r\n")
         assert give is not None
         self.assertEqual(give.request, "GIVE 1234567")
+
+    def test_what_a_web_page_can_make_a_browser_send_is_not_fasttrack(self) -> None:
+        """An ``<img src>`` gives any path; a page's own-origin fetch may add X-Kazaa headers,
+        but the browser adds headers no page can remove and no FastTrack client sends."""
+        for data in (
+            b"GET /.hash=abcd HTTP/1.1\r\nHost: w\r\nAccept: image/*\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUser-Agent: PeerEnabler/2.0\r\n\r\n",
+            GET.replace(b"\r\n\r\n", b"\r\nAccept-Encoding: gzip, deflate\r\n\r\n"),
+            GET.replace(b"\r\n\r\n", b"\r\nsec-fetch-mode: cors\r\n\r\n"),
+            GET.replace(b"\r\n\r\n", b"\r\nOrigin: http://evil.test\r\n\r\n"),
+        ):
+            self.assertIsNone(parse_download(data), data)
 
     def test_ordinary_http_is_not_fasttrack(self) -> None:
         for data in (
@@ -106,4 +116,12 @@ class DownloadTests(SynchronousTestCase):
             b"X-Kazaa-SupernodeIP: 198.19.7.7:99999\r\n"
         )
         assert download is not None
-        self.assertEqual(download.named, ((packed("198.19.7.7"), 0, "x-kazaa-supernodeip"),))
+        self.assertEqual(download.named, ())
+
+    def test_an_address_header_needs_its_port(self) -> None:
+        download = parse_download(
+            b"GET / HTTP/1.1\r\nX-Kazaa-IP: 198.19.0.53\r\n"
+            b"X-Kazaa-SupernodeIP: [2001:2::5]:3531\r\n"
+        )
+        assert download is not None
+        self.assertEqual(download.named, ((packed("2001:2::5"), 3531, "x-kazaa-supernodeip"),))
