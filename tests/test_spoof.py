@@ -107,8 +107,9 @@ class BuildTests(SynchronousTestCase):
             build_udp(packed(V4[0]), 1, packed(V6[1]), 2, b"x")
 
     def test_local_address_is_the_source_towards_a_destination(self) -> None:
-        self.assertEqual(local_address(packed("127.0.0.1")), packed("127.0.0.1"))
-        self.assertEqual(local_address(packed("::1")), packed("::1"))
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                self.assertEqual(local_address(probe, packed(addr)), packed(addr))
 
 
 class Sink:
@@ -117,6 +118,7 @@ class Sink:
     def __init__(self, error: OSError | None = None) -> None:
         self.sent: list[tuple[bytes, tuple]] = []
         self.error = error
+        self.closed = False
 
     def sendto(self, data: bytes, address: tuple) -> int:
         if self.error is not None:
@@ -124,11 +126,15 @@ class Sink:
         self.sent.append((data, address))
         return len(data)
 
+    def close(self) -> None:
+        self.closed = True
+
 
 class SpooferTests(SynchronousTestCase):
     def spoofer(self, **kwargs) -> tuple[RawSpoofer, Sink, Sink]:
         spoofer = RawSpoofer(**kwargs)
         spoofer._sockets = {4: Sink(), 16: Sink()}
+        self.addCleanup(spoofer.close)
         return spoofer, spoofer._sockets[4], spoofer._sockets[16]
 
     def test_sends_the_built_datagram_to_the_destination(self) -> None:
@@ -144,9 +150,9 @@ class SpooferTests(SynchronousTestCase):
         self.assertEqual((spoofer.sent, spoofer.failed), (2, 0))
 
     def test_probe_source_defaults_to_the_route_and_can_be_set(self) -> None:
-        spoofer = RawSpoofer()
+        spoofer, _, _ = self.spoofer()
         self.assertEqual(spoofer._source_for(packed("127.0.0.1")), packed("127.0.0.1"))
-        fixed = RawSpoofer(probe_source=packed("198.18.1.1"))
+        fixed, _, _ = self.spoofer(probe_source=packed("198.18.1.1"))
         self.assertEqual(fixed._source_for(packed("127.0.0.1")), packed("198.18.1.1"))
         self.assertEqual(fixed._source_for(packed("::1")), packed("::1"))
 
@@ -162,6 +168,25 @@ class SpooferTests(SynchronousTestCase):
         spoofer.send_udp(None, 1, packed("255.255.255.255"), 2, b"x")
         spoofer.send_udp(None, 1, packed("255.255.255.255"), 2, b"x")
         self.assertEqual((spoofer.sent, spoofer.failed, v4.sent, spoofer._routes), (0, 2, [], {}))
+        spoofer.send_udp(None, 1, packed("127.0.0.1"), 2, b"x")
+        self.assertEqual(
+            (spoofer.sent, spoofer._routes), (1, {packed("127.0.0.1"): packed("127.0.0.1")})
+        )
+
+    def test_one_route_socket_per_family_serves_every_lookup_until_closed(self) -> None:
+        spoofer, v4, v6 = self.spoofer()
+        for addr in ("127.0.0.1", "127.0.0.2", "::1"):
+            spoofer.send_udp(None, 1, packed(addr), 2, b"x")
+        probes = dict(spoofer._route_sockets)
+        self.assertEqual(sorted((size, sock.family) for size, sock in probes.items()),
+                         [(4, socket.AF_INET), (16, socket.AF_INET6)])  # fmt: skip
+        self.assertEqual(spoofer._source_for(packed("127.0.0.3")), packed("127.0.0.1"))
+        self.assertEqual(spoofer._route_sockets, probes)
+        opened = list(probes.values())
+        spoofer.close()
+        self.assertEqual([sock.fileno() for sock in opened], [-1, -1])
+        self.assertEqual((spoofer._route_sockets, spoofer._sockets, v4.closed, v6.closed),
+                         ({}, {}, True, True))  # fmt: skip
 
     def test_mixed_families_are_counted_not_raised(self) -> None:
         spoofer, v4, v6 = self.spoofer()
@@ -171,7 +196,7 @@ class SpooferTests(SynchronousTestCase):
     def test_the_route_cache_is_bounded(self) -> None:
         lookups: list[bytes] = []
 
-        def lookup(dst: bytes) -> bytes:
+        def lookup(probe: socket.socket, dst: bytes) -> bytes:
             lookups.append(dst)
             return packed("198.18.1.1")
 
