@@ -13,7 +13,9 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from .detectors.wsx import normalize_name
-from .store import write_atomically
+from .errors import StartError
+from .files import read_regular
+from .store import clean_temp_files, write_atomically
 
 log = Logger()
 
@@ -28,15 +30,18 @@ class BannedNames:
         self._names: set[str] = set()
 
     def load(self) -> int:
+        """Read the file, after removing the temp files of an interrupted write; a file that
+        exists but cannot be read (a directory, a FIFO, no permission) is a ``StartError``:
+        the first ban would otherwise replace it and lose the names in it."""
         if self.path is None:
             return 0
+        clean_temp_files(self.path)
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")
+            text = read_regular(self.path).decode("utf-8", errors="replace")
         except FileNotFoundError:
             return 0
         except OSError as error:
-            log.error("reading {path} failed: {error}", path=self.path, error=error)
-            return 0
+            raise StartError(f"banned names file {self.path}: {error.strerror or error}") from None
         for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#") and " " not in line:

@@ -1,7 +1,13 @@
 """Files: the store file of learned blocks and the client directory.
 
 The store file survives restarts, so it is written atomically (temp file, fsync, rename, fsync
-of the directory): a crash leaves the old file or the new one, never half of one.
+of the directory): a crash leaves the old file or the new one, never half of one, and the temp
+file a kill -9 left behind is removed at the next start (``remove_temp_files``).
+
+Loading trusts the file no more than a packet: a file that cannot be used is a ``StartError``
+(found at start, not by the first failing write), reading is bounded by the table's cap and a
+line length, and a line the daemon would never have written (a green peer, a last-seen in the
+future or not a number, a peer and a client of different families) is reported and skipped.
 """
 
 from __future__ import annotations
@@ -9,17 +15,22 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import socket
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
+from typing import BinaryIO
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .errors import StartError
+from .files import open_regular
 from .interfaces import IClientObserver
+from .networks import GreenNetworks
 from .packet import addr_text
 from .tables import ANY_CLIENT, ANY_PORT, MANUAL, ORIGINS, Block, BlockKey, BlockTable
 
@@ -27,11 +38,22 @@ log = Logger()
 
 HEADER = "# p2pwall store file: peer port|* client|* origin last-seen(epoch) [name]\n"
 
+# The longest line read: ours are below 400 bytes (two IPv6 addresses and a DNS name).
+MAX_LINE = 1024
+# A last-seen time this far ahead of the clock is still taken (a clock stepped back a little).
+CLOCK_SKEW = 300.0
+# Bad lines logged one by one; past this many only their count is logged.
+REPORTED_LINES = 20
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so readers see the old or the new file, whole."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -46,6 +68,40 @@ def write_atomically(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_temp_files(path: Path) -> list[Path]:
+    """Remove the temp files ``write_atomically(path, ...)`` left when killed mid-write (an
+    fsync'd temp file of the whole table each); return them. Only names ``mkstemp`` makes for
+    ``path`` are touched, so ``.peers.names.x`` is not taken for a temp file of ``peers``."""
+    temp = re.compile(re.escape(_temp_prefix(path)) + r"[a-z0-9_]{8}")
+    removed = []
+    for entry in path.parent.iterdir():
+        if temp.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def clean_temp_files(path: Path) -> None:
+    """``remove_temp_files``, logged; a failure is logged, the start goes on."""
+    try:
+        for temp in remove_temp_files(path):
+            log.info("removed {temp}, left by an interrupted write", temp=temp)
+    except FileNotFoundError:
+        return  # no directory, no temp files (``check_writable_dir`` tells the admin)
+    except OSError as error:
+        log.warn("cleaning temp files of {path}: {error}", path=path, error=error)
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """``StartError`` unless ``path``'s directory exists and takes new files (every write of
+    ``write_atomically`` creates one there)."""
+    parent = path.parent
+    if not parent.is_dir():
+        raise StartError(f"{what} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StartError(f"{what} {path}: cannot create files in {parent}")
 
 
 @dataclass(frozen=True)
@@ -108,14 +164,33 @@ def _parse(line: str) -> Parsed:
     port_number = ANY_PORT if port == "*" else int(port)
     if not 0 <= port_number < 65536:
         raise ValueError(f"port out of range: {port}")
+    peer_packed = _packed(peer)
+    client_packed = ANY_CLIENT if client == "*" else _packed(client)
+    if client_packed and len(client_packed) != len(peer_packed):
+        raise ValueError("peer and client must both be IPv4 or both IPv6")
+    seen_time = float(seen)
+    if not math.isfinite(seen_time):
+        raise ValueError(f"last-seen must be a finite number, got {seen}")
     return (
-        _packed(peer),
+        peer_packed,
         port_number,
-        ANY_CLIENT if client == "*" else _packed(client),
+        client_packed,
         origin,
-        float(seen),
+        seen_time,
         fields[5] if len(fields) > 5 else None,
     )
+
+
+def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
+    """The file's lines; ``None`` for one longer than ``MAX_LINE``, skipped without holding
+    more than ``MAX_LINE`` bytes of it."""
+    while line := handle.readline(MAX_LINE + 1):
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = handle.readline(MAX_LINE)
+            yield None
+        else:
+            yield line
 
 
 Snapshot = tuple[list[BlockKey], list[Block]]
@@ -151,31 +226,89 @@ class StoreFile:
         self.path = Path(path)
         self.max_age = max_age
 
-    def load(self, blocks: BlockTable, now: float) -> int:
-        """Add the stored blocks that are young enough; bad lines are logged and skipped."""
+    def load(
+        self,
+        blocks: BlockTable,
+        now: float,
+        green: GreenNetworks | None = None,
+        local: Collection[bytes] = (),
+    ) -> int:
+        """Add the stored blocks that are young enough, at most ``blocks.cap``; bad lines are
+        logged and skipped. Learned blocks of ``green`` or ``local`` (the gateway's own)
+        addresses are bad lines: the daemon never learns those. Removes the temp files of an
+        interrupted write first; ``StartError`` when the file cannot be used (see ``check``)."""
+        self.check()
+        clean_temp_files(self.path)
         try:
-            handle = self.path.open(encoding="utf-8", errors="replace")
+            handle = open_regular(self.path)
         except FileNotFoundError:
             return 0
+        except OSError as error:
+            raise StartError(f"store file {self.path}: {error.strerror or error}") from None
         cutoff = now - self.max_age
         entries: list[Parsed] = []
+        room = blocks.cap - len(blocks)
+        bad = 0
         with handle:
-            for number, line in enumerate(handle, 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
+            for number, raw in enumerate(_lines(handle), 1):
+                if len(entries) >= room:
+                    log.warn(
+                        "{path}:{line}: stopped reading, --max-peers ({cap}) blocks read;"
+                        " the rest of the file is dropped",
+                        path=self.path,
+                        line=number,
+                        cap=blocks.cap,
+                    )
+                    break
                 try:
-                    entry = _parse(line)
+                    entry = self._entry(raw, now, green, local)
                 except ValueError as error:
-                    log.warn("{path}:{line}: {error}", path=self.path, line=number, error=error)
+                    bad += 1
+                    if bad <= REPORTED_LINES:
+                        log.warn("{path}:{line}: {error}", path=self.path, line=number, error=error)
                     continue
-                if entry[4] >= cutoff or entry[3] == MANUAL:
+                if entry is not None and (entry[4] >= cutoff or entry[3] == MANUAL):
                     entries.append(entry)
+        if bad > REPORTED_LINES:
+            log.warn(
+                "{path}: {count} more bad lines skipped",
+                path=self.path,
+                count=bad - REPORTED_LINES,
+            )
         entries.sort(key=itemgetter(4))  # stable, and linear on a file this class wrote
         add = blocks.add
         for entry in entries:
             add(*entry)
         return len(entries)
+
+    def check(self) -> None:
+        """``StartError`` when the store cannot work: its directory is missing or takes no new
+        files (every write would fail), or the file is not a regular file."""
+        check_writable_dir(self.path, "store file")
+        if self.path.exists() and not self.path.is_file():
+            raise StartError(f"store file {self.path}: not a regular file")
+
+    @staticmethod
+    def _entry(
+        raw: bytes | None, now: float, green: GreenNetworks | None, local: Collection[bytes]
+    ) -> Parsed | None:
+        """One line parsed and checked, None for a blank or comment line; ``ValueError``
+        says why a line is refused."""
+        if raw is None:
+            raise ValueError(f"line longer than {MAX_LINE} bytes")
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line or line.startswith("#"):
+            return None
+        entry = _parse(line)
+        peer, origin, seen = entry[0], entry[3], entry[4]
+        if seen > now + CLOCK_SKEW:
+            raise ValueError(f"last-seen {seen:.0f} is in the future (now {now:.0f})")
+        if origin != MANUAL:
+            if green is not None and peer in green:
+                raise ValueError(f"peer {_addr_text(peer)} is in the green networks")
+            if peer in local:
+                raise ValueError(f"peer {_addr_text(peer)} is one of the gateway's addresses")
+        return entry
 
     def save(self, blocks: BlockTable, now: float) -> int:
         """Write the table now, on this thread."""

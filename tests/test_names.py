@@ -1,11 +1,13 @@
 """Banned DNS names survive a restart: saved on each change, loaded at start."""
 
+import os
 from pathlib import Path
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.detectors.dns import DnsDetector
+from p2pwall.errors import StartError
 from p2pwall.names import BannedNames
 from p2pwall.options import Options
 from p2pwall.service import makeService
@@ -36,6 +38,29 @@ class BannedNamesTests(SynchronousTestCase):
         names = BannedNames(path)
         self.assertEqual(names.load(), 2)
         self.assertIn("www.example.net", names)
+
+    def test_a_file_that_cannot_be_read_is_a_start_error(self) -> None:
+        """Tolerated, the first ban would replace the file and lose its names; a FIFO would
+        block the start."""
+        path = Path(self.mktemp())
+        path.mkdir()
+        error = self.assertRaises(StartError, BannedNames(path).load)
+        self.assertEqual(str(error), f"banned names file {path}: not a regular file")
+        path = Path(self.mktemp())
+        os.mkfifo(path)
+        error = self.assertRaises(StartError, BannedNames(path).load)
+        self.assertEqual(str(error), f"banned names file {path}: not a regular file")
+
+    def test_temp_files_of_a_killed_write_are_removed(self) -> None:
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        path = folder / "peers.names"
+        path.write_text("a.example.net\n")
+        (folder / ".peers.names.x_9abc01").write_text("b.example.net\n")
+        (folder / "peers").write_text("")
+        names = BannedNames(path)
+        self.assertEqual(names.load(), 1)
+        self.assertEqual(sorted(os.listdir(folder)), ["peers", "peers.names"])
 
 
 class ServiceTests(SynchronousTestCase):
