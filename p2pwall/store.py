@@ -24,6 +24,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import BinaryIO
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -44,6 +45,8 @@ MAX_LINE = 1024
 CLOCK_SKEW = 300.0
 # Bad lines logged one by one; past this many only their count is logged.
 REPORTED_LINES = 20
+# Seconds between tries of a client file that could not be created or removed.
+CLIENT_FILE_RETRY = 10.0
 
 
 def _temp_prefix(path: Path) -> str:
@@ -323,30 +326,91 @@ class StoreFile:
 
 @implementer(IClientObserver)
 class ClientDirectory:
-    """An empty file named after each locked client's address, removed on release."""
+    """An empty file named after each locked client's address, removed on release.
 
-    def __init__(self, path: str | Path) -> None:
+    Other programs read the directory to know who is locked, so a create or a removal that
+    fails (a full disk, a directory planted under the client's name) is not dropped: it is
+    tried again every ``retry_interval`` seconds on ``clock`` until it works, the client is
+    released, or the directory is cleared at stop."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        clock: IReactorTime | None = None,
+        retry_interval: float = CLIENT_FILE_RETRY,
+    ) -> None:
         self.path = Path(path)
+        self.clock = clock
+        self.retry_interval = retry_interval
+        self._pending: dict[bytes, bool] = {}  # client -> file wanted, after a failed try
+        self._retry: IDelayedCall | None = None
 
     def start(self) -> None:
-        """Make the directory and clear files left by an earlier run (their locks are gone)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Make the directory and clear files left by an earlier run (their locks are gone);
+        ``StartError`` when it is not a directory or takes no new files."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StartError(f"client directory {self.path}: not a directory") from None
+        except OSError as error:
+            raise StartError(f"client directory {self.path}: {error.strerror or error}") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise StartError(f"client directory {self.path}: cannot create files in it")
         self.clear()
 
     def clear(self) -> None:
-        for entry in self._files():
-            entry.unlink(missing_ok=True)
+        """Remove every client file (at start and stop) and forget the pending retries."""
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._pending.clear()
+        try:
+            entries = list(self._files())
+        except OSError as error:
+            log.warn("client directory {path}: {error}", path=self.path, error=error)
+            return
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                log.warn("client directory: {path} is a directory, left alone", path=entry)
+                continue
+            try:
+                entry.unlink(missing_ok=True)
+            except OSError as error:
+                log.warn("client file {path}: {error}", path=entry, error=error)
 
     def client_locked(self, addr: bytes) -> None:
-        target = self.path / addr_text(addr)
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            os.close(fd)
-        except OSError as error:
-            log.warn("client file {path}: {error}", path=target, error=error)
+        self._apply(addr, True)
 
     def client_released(self, addr: bytes) -> None:
-        (self.path / addr_text(addr)).unlink(missing_ok=True)
+        self._apply(addr, False)
+
+    def retry(self) -> None:
+        """Try the failed creates and removals again; those failing still are kept."""
+        self._retry = None
+        for addr, wanted in list(self._pending.items()):
+            self._apply(addr, wanted)
+
+    def _apply(self, addr: bytes, wanted: bool) -> None:
+        """Make the client's file exist (``wanted``) or not; on failure, log the first one and
+        keep it for ``retry``."""
+        target = self.path / addr_text(addr)
+        try:
+            if wanted:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+            else:
+                target.unlink(missing_ok=True)
+        except OSError as error:
+            if self._pending.get(addr) != wanted:
+                log.warn("client file {path}: {error}; trying again", path=target, error=error)
+            self._pending[addr] = wanted
+            self._schedule()
+            return
+        if self._pending.pop(addr, None) is not None:
+            log.info("client file {path}: done after a retry", path=target)
+
+    def _schedule(self) -> None:
+        if self.clock is not None and self._retry is None:
+            self._retry = self.clock.callLater(self.retry_interval, self.retry)
 
     def _files(self) -> Iterable[Path]:
         for entry in self.path.iterdir():

@@ -7,12 +7,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.errors import StartError
 from p2pwall.networks import GreenNetworks
 from p2pwall.store import (
+    CLIENT_FILE_RETRY,
     MAX_LINE,
     REPORTED_LINES,
     ClientDirectory,
@@ -317,3 +319,80 @@ class ClientDirectoryTests(SynchronousTestCase):
         directory.client_released(packed("198.18.1.10"))
         directory.client_released(packed("198.18.1.10"))
         self.assertEqual(sorted(os.listdir(path)), ["README", "fd00::10"])
+
+
+class ClientDirectoryGuardTests(SynchronousTestCase):
+    """A path that cannot hold client files stops the start; a failed create is not lost."""
+
+    def setUp(self) -> None:
+        self.dir = Path(self.mktemp()).resolve()
+        self.dir.mkdir()
+        self.path = self.dir / "clients"
+        self.clock = Clock()
+
+    def test_a_file_is_a_start_error(self) -> None:
+        self.path.touch()
+        error = self.assertRaises(StartError, ClientDirectory(self.path).start)
+        self.assertEqual(str(error), f"client directory {self.path}: not a directory")
+        error = self.assertRaises(StartError, ClientDirectory(self.path / "sub").start)
+        self.assertEqual(str(error), f"client directory {self.path / 'sub'}: Not a directory")
+
+    def test_a_directory_without_write_access_is_a_start_error(self) -> None:
+        self.path.mkdir(mode=0o500)
+        self.assertEqual(
+            without_dac(
+                self,
+                "from p2pwall.store import ClientDirectory\nClientDirectory(sys.argv[1]).start()\n",
+                self.path,
+            ),
+            f"client directory {self.path}: cannot create files in it\n",
+        )
+
+    def test_a_subdirectory_named_like_an_address_is_reported_and_skipped(self) -> None:
+        self.path.mkdir()
+        (self.path / "198.18.1.10").mkdir()
+        (self.path / "198.18.1.11").touch()
+        with capturedLogs() as events:
+            ClientDirectory(self.path).start()
+        self.assertEqual(os.listdir(self.path), ["198.18.1.10"])
+        self.assertEqual(
+            logged(events),
+            [f"client directory: {self.path / '198.18.1.10'} is a directory, left alone"],
+        )
+
+    def test_a_failed_create_is_tried_again_until_it_works(self) -> None:
+        directory = ClientDirectory(self.path, self.clock)
+        directory.start()
+        blocker = self.path / "198.18.1.10"
+        blocker.mkdir()
+        with capturedLogs() as events:
+            directory.client_locked(packed("198.18.1.10"))
+            self.clock.advance(CLIENT_FILE_RETRY)
+            self.clock.advance(CLIENT_FILE_RETRY)
+        self.assertEqual(len(logged(events)), 1)  # one warning, not one a try
+        self.assertIn("trying again", logged(events)[0])
+        blocker.rmdir()
+        self.clock.advance(CLIENT_FILE_RETRY)
+        self.assertTrue((self.path / "198.18.1.10").is_file())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_release_replaces_the_pending_create(self) -> None:
+        directory = ClientDirectory(self.path, self.clock)
+        directory.start()
+        blocker = self.path / "198.18.1.10"
+        blocker.mkdir()
+        directory.client_locked(packed("198.18.1.10"))
+        directory.client_released(packed("198.18.1.10"))
+        blocker.rmdir()
+        self.clock.advance(CLIENT_FILE_RETRY)
+        self.assertEqual(os.listdir(self.path), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_clear_at_stop_ends_the_retries(self) -> None:
+        directory = ClientDirectory(self.path, self.clock)
+        directory.start()
+        (self.path / "fd00::10").mkdir()
+        directory.client_locked(packed("fd00::10"))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        directory.clear()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
