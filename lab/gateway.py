@@ -8,6 +8,7 @@ admin runs: the printed rules through ``sh`` and the ``twistd`` plugin.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -40,27 +41,40 @@ def nft_queue_supported(lab: Lab) -> bool:
 
 
 # Where the kernel has no nft ``queue`` (CONFIG_NFT_QUEUE), the nft rule set still does all the
-# choosing: each ``queue`` statement becomes this mark, and one xtables NFQUEUE rule per hook
-# (run after the nft chains) hands the marked packets to the daemon.
+# choosing: each ``queue`` statement becomes a mark (one for ``bypass``, one without), and
+# xtables NFQUEUE rules, appended to the mangle table's FORWARD and INPUT chains (run after the
+# nft chains), hand the marked packets to the daemon. Like the printed rules, the hand-off queues
+# from mangle, so a packet the daemon accepts still meets the admin's filter rules.
 HANDOFF_MARK = 0x70320001
+FAIL_CLOSED_MARK = 0x70320002
 RULE_SETS = ("iptables", "nft", "nft-xt")
+HANDOFF_TABLE = "mangle"
 
 
 def nft_via_xtables(script: str, queue: int) -> str:
     """``p2pwall-rules --format nft`` output with its queue statements turned into marks,
-    in chains that run just before iptables' own."""
-    statement = f"queue num {queue} bypass"
-    if statement not in script:
-        raise LabError(f"no {statement!r} in the nft rules")
-    marked = script.replace(statement, f"meta mark set {HANDOFF_MARK:#x} accept")
-    return marked.replace("priority filter;", "priority filter - 1;")
+    in chains that run just before iptables' mangle chains."""
+    statement = re.compile(rf"queue num {queue}( bypass)?(?=\n)")
+    if not statement.search(script):
+        raise LabError(f"no 'queue num {queue}' in the nft rules")
+
+    def mark(match: re.Match[str]) -> str:
+        return f"meta mark set {HANDOFF_MARK if match.group(1) else FAIL_CLOSED_MARK:#x} accept"
+
+    marked = statement.sub(mark, script)
+    if "queue num" in marked:
+        raise LabError(f"the nft rules queue to another queue than {queue}")
+    return marked.replace("priority mangle;", "priority mangle - 1;")
 
 
 def handoff_rules(queue: int) -> list[list[str]]:
-    """The iptables rules (what follows ``-A``/``-D``) that queue the marked packets."""
-    handoff = ["-m", "mark", "--mark", f"{HANDOFF_MARK:#x}", "-j", "NFQUEUE",
-               "--queue-num", str(queue), "--queue-bypass"]  # fmt: skip
-    return [[chain, *handoff] for chain in ("FORWARD", "INPUT")]
+    """The mangle-table rules (what follows ``-A``/``-C``/``-D``) that queue marked packets."""
+    rules = []
+    for chain in ("FORWARD", "INPUT"):
+        for mark, bypass in ((HANDOFF_MARK, ["--queue-bypass"]), (FAIL_CLOSED_MARK, [])):
+            rules.append([chain, "-m", "mark", "--mark", f"{mark:#x}", "-j", "NFQUEUE",
+                          "--queue-num", str(queue), *bypass])  # fmt: skip
+    return rules
 
 
 class Gateway:
@@ -111,8 +125,10 @@ class Gateway:
         if printed.returncode:
             raise LabError(f"p2pwall-rules failed: {printed.stderr}")
         self._gw_shell(nft_via_xtables(printed.stdout, self.queue))
+        mangle = ["iptables", "-t", HANDOFF_TABLE]
         for rule in handoff_rules(self.queue):
-            self._gw_shell(shlex.join(["iptables", "-A", *rule]))
+            check, add = shlex.join([*mangle, "-C", *rule]), shlex.join([*mangle, "-A", *rule])
+            self._gw_shell(f"{check} 2>/dev/null || {add}")
 
     def _gw_shell(self, command: str, check: bool = True) -> None:
         done = self.lab.run(
@@ -126,7 +142,8 @@ class Gateway:
             self._gw_shell(self.rules_command(delete=True), check=False)
             if self.rules == "nft-xt":
                 for rule in handoff_rules(self.queue):
-                    self._gw_shell(shlex.join(["iptables", "-D", *rule]), check=False)
+                    delete = shlex.join(["iptables", "-t", HANDOFF_TABLE, "-D", *rule])
+                    self._gw_shell(f"while {delete} 2>/dev/null; do :; done")
             self._rules_installed = False
 
     def start(self, extra: Sequence[str] = (), wait: float = 20.0) -> None:

@@ -1,10 +1,15 @@
 """``p2pwall-rules``: print the iptables or nftables rules that feed the daemon.
 
-Queue only what the daemon needs, from the green interface: UDP (hellos, follow-ups), TCP SYNs
+Queue only what the daemon needs, from the green interfaces: UDP (hellos, follow-ups), TCP SYNs
 (known peers, time locks), the first data packets of TCP connections that look like a FastTrack
 download (iptables: string match; nft, which has none: payload starting ``GET /.`` -- the
-FastTrack paths ``/.hash=``, ``/.download/``... -- or ``GIVE ``), DNS answers on
-their way to green hosts or to the gateway, and UDP from green to the gateway (probe replies).
+FastTrack paths ``/.hash=``, ``/.download/``... -- or ``GIVE ``), DNS answers from the outside
+on their way to green hosts or to the gateway, and UDP from green to the gateway's unprivileged
+ports (probe replies).
+
+The rules queue from the mangle table (nft: a table of our own at priority mangle), where a
+packet the daemon accepts goes on to the admin's filter rules: p2pwall only ever takes traffic
+away. Everything a green host can have queued passes a per-source rate limit first.
 """
 
 from __future__ import annotations
@@ -21,11 +26,30 @@ from ..spoof import SPOOF_MARK
 CHAIN_FORWARD = "p2pwall-fwd"
 CHAIN_INPUT = "p2pwall-in"
 CHAIN_DOWNLOAD = "p2pwall-dl"
+CHAIN_LIMIT = "p2pwall-lim"
 CHAIN_RAW = "p2pwall-raw"
+NFT_CHAIN_LIMIT = "limited"
+TABLE = "mangle"
+# Our chains and the built-in chain each is hooked into (appended, after the admin's own
+# mangle rules: an accepted packet skips nothing of theirs, e.g. a TCPMSS clamp on SYNs).
+HOOKS = ((CHAIN_FORWARD, "FORWARD"), (CHAIN_INPUT, "INPUT"))
+# Versions before the move to mangle hooked these into the filter table; removed on every run,
+# so an upgrade leaves no jump that would let an accepted packet skip the admin's filter rules.
+LEGACY_FILTER_CHAINS = (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD)
 NFT_TABLE = "p2pwall"
 DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ", "PeerEnabler/")
 IFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 EARLY_PACKETS = "0:4"
+# Probe replies go to the port the probe came from: a FastTrack peer's port, never a
+# well-known one but 80. The gateway's own services for green hosts (DNS, DHCP, NTP...) are
+# not queued, so a stopped daemon under --no-bypass never stops them.
+PROBE_PORTS = "80,1024:65535"
+NFT_PROBE_PORTS = "{ 80, 1024-65535 }"
+DNS_PORT = "53"
+HASHLIMIT_NAME = "p2pwall"
+IPV6_SOURCE_BITS = 64  # one IPv6 host owns a /64: the limit counts per /64
+DEFAULT_PER_SOURCE_LIMIT = 1000
+MAX_PER_SOURCE_LIMIT = 100_000
 UDP_FLOW_NOTE = """\
 Only the first packets of each UDP flow are queued (--udp-packets, default 3). A packet the
 daemon drops never confirms its conntrack entry, so UDP to a blocked peer stays queued packet
@@ -34,23 +58,39 @@ UDP (DNS, VoIP, games) runs at kernel speed. The daemon's forged pongs and probe
 that a raw-table rule exempts from conntrack, so they never open a flow that would count the
 client's next hello as "reply" traffic. The price: a UDP flow accepted before its peer became
 known is not re-examined; --udp-packets 0 queues every UDP packet. DNS answers are queued only
-on established flows (answers to queries that went out), so nobody outside can forge one to
-train the block list."""
+when they come from the outside (not in on a green interface) in the reply direction of a flow
+a green host or the gateway opened, so neither the internet nor a green host can forge one to
+train the block list; they always pass while no daemon reads the queue (the daemon never
+drops an answer)."""
+FIREWALL_NOTE = """\
+The rules hook into the mangle table (nft: table inet p2pwall at priority mangle), appended
+after your own mangle rules; a packet the daemon accepts still meets every rule of your filter
+table. Applying the printed commands twice changes nothing; --delete removes everything, also
+what older versions put into the filter table. A green host's flow starts (UDP, SYNs, download
+markers, probe replies) above --per-source-limit packets per second (burst: twice that) are
+dropped before they reach the queue, so one host cannot take it from the others. See
+docs/deploying.md."""
+
+
+def shell_words(argv: list[str]) -> str:
+    """One command line; ``!`` stays bare (iptables' negation, not a shell word)."""
+    return " ".join(word if word == "!" else shlex.quote(word) for word in argv)
 
 
 @dataclass(frozen=True)
 class RuleSet:
-    green_if: str
+    green_ifs: tuple[str, ...]
     queue: int = 0
     bypass: bool = True
     dns: bool = True
     http: bool = True
     probes: bool = True
     udp_packets: int = 3
+    per_source_limit: int = DEFAULT_PER_SOURCE_LIMIT
 
-    def _target(self) -> list[str]:
+    def _target(self, bypass: bool) -> list[str]:
         target = ["-j", "NFQUEUE", "--queue-num", str(self.queue)]
-        return target + ["--queue-bypass"] if self.bypass else target
+        return target + ["--queue-bypass"] if bypass else target
 
     def _udp_flow_start(self) -> list[str]:
         """Only the first packets of each UDP flow (see ``UDP_FLOW_NOTE``); [] queues them all."""
@@ -59,109 +99,138 @@ class RuleSet:
         return ["-m", "connbytes", "--connbytes", f"0:{self.udp_packets}", "--connbytes-dir",
                 "original", "--connbytes-mode", "packets"]  # fmt: skip
 
-    def iptables(self, command: str = "iptables") -> list[list[str]]:
-        """argv lists that create the chains, fill them and hook them in (idempotent after
-        ``iptables_delete``)."""
-        green, target = self.green_if, self._target()
+    def iptables_chains(self, ipv6: bool = False) -> dict[str, list[list[str]]]:
+        """The rules (what follows ``-A CHAIN``) of each of our mangle chains."""
+        limit = CHAIN_LIMIT
         udp_start = self._udp_flow_start()
-        forward = [
-            ["-i", green, "-p", "udp", *udp_start, *target],
-            ["-i", green, "-p", "tcp", "--syn", *target],
-        ]
+        forward, inbound = [], []
+        for green in self.green_ifs:
+            forward.append(["-i", green, "-p", "udp", *udp_start, "-j", limit])
+            forward.append(["-i", green, "-p", "tcp", "--syn", "-j", limit])
+            if self.http:
+                # One connbytes test per data packet, then the markers in their own chain: bulk
+                # data of an established connection costs one match here, not one per marker.
+                early = ["-m", "connbytes", "--connbytes", EARLY_PACKETS, "--connbytes-dir",
+                         "original", "--connbytes-mode", "packets"]  # fmt: skip
+                forward.append(["-i", green, "-p", "tcp", "!", "--syn", *early, "-j",
+                                CHAIN_DOWNLOAD])  # fmt: skip
+            if self.probes:
+                ports = ["-m", "multiport", "--dports", PROBE_PORTS]
+                inbound.append(["-i", green, "-p", "udp", "!", "--sport", DNS_PORT, *ports,
+                                *udp_start, "-j", limit])  # fmt: skip
+        if self.dns:
+            # Below these, nothing that came in on a green interface (or from the gateway
+            # itself): a DNS answer counts only from the outside, as a reply.
+            forward += [["-i", green, "-j", "RETURN"] for green in self.green_ifs]
+            inbound += [["-i", name, "-j", "RETURN"] for name in self._green_and_lo()]
+            reply = ["-m", "conntrack", "--ctstate", "ESTABLISHED", "--ctdir", "REPLY"]
+            answer = self._target(bypass=True)
+            for green in self.green_ifs:
+                forward.append(["-o", green, "-p", "udp", "--sport", DNS_PORT, *reply, *answer])
+                forward.append(["-o", green, "-p", "tcp", "--sport", DNS_PORT, "!", "--syn",
+                                *reply, *answer])  # fmt: skip
+            inbound.append(["-p", "udp", "--sport", DNS_PORT, *reply, *answer])
         downloads = []
         if self.http:
-            # One connbytes test per data packet, then the markers in their own chain: bulk
-            # data of an established connection costs one match here, not one per marker.
-            early = ["-m", "connbytes", "--connbytes", EARLY_PACKETS, "--connbytes-dir",
-                     "original", "--connbytes-mode", "packets"]  # fmt: skip
-            forward.append(["-i", green, "-p", "tcp", "!", "--syn", *early, "-j", CHAIN_DOWNLOAD])
-            downloads = [
-                ["-m", "string", "--algo", "bm", "--string", marker, *target]
-                for marker in DOWNLOAD_MARKERS
-            ]
-        answers = ["-m", "conntrack", "--ctstate", "ESTABLISHED"]
-        if self.dns:
-            forward.append(["-o", green, "-p", "udp", "--sport", "53", *answers, *target])
-            forward.append(
-                ["-o", green, "-p", "tcp", "--sport", "53", "!", "--syn", *answers, *target]
-            )
-        inbound = []
-        if self.probes:
-            inbound.append(["-i", green, "-p", "udp", *udp_start, *target])
-        if self.dns:
-            inbound.append(["!", "-i", green, "-p", "udp", "--sport", "53", *answers, *target])
-        raw = [command, "-t", "raw"]
-        argv = [[command, "-N", CHAIN_FORWARD], [command, "-N", CHAIN_INPUT],
-                [command, "-N", CHAIN_DOWNLOAD], [*raw, "-N", CHAIN_RAW]]  # fmt: skip
-        argv += [[command, "-A", CHAIN_DOWNLOAD, *rule] for rule in downloads]
-        argv += [[command, "-A", CHAIN_FORWARD, *rule] for rule in forward]
-        argv += [[command, "-A", CHAIN_INPUT, *rule] for rule in inbound]
-        argv.append([*raw, "-A", CHAIN_RAW, "-m", "mark", "--mark", hex(SPOOF_MARK), "-j", "CT",
-                     "--notrack"])  # fmt: skip
-        argv += [
-            [command, "-I", "FORWARD", "1", "-j", CHAIN_FORWARD],
-            [command, "-I", "INPUT", "1", "-j", CHAIN_INPUT],
-            [*raw, "-I", "OUTPUT", "1", "-j", CHAIN_RAW],
-        ]
-        return argv
+            downloads = [["-m", "string", "--algo", "bm", "--string", marker, "-j", limit]
+                         for marker in DOWNLOAD_MARKERS]  # fmt: skip
+        limited = []
+        if self.per_source_limit:
+            rate = self.per_source_limit
+            mask = ["--hashlimit-srcmask", str(IPV6_SOURCE_BITS)] if ipv6 else []
+            limited.append(["-m", "hashlimit", "--hashlimit-above", f"{rate}/sec",
+                            "--hashlimit-burst", str(2 * rate), "--hashlimit-mode", "srcip",
+                            *mask, "--hashlimit-name", HASHLIMIT_NAME, "-j", "DROP"])  # fmt: skip
+        limited.append(self._target(self.bypass))
+        return {CHAIN_LIMIT: limited, CHAIN_DOWNLOAD: downloads, CHAIN_FORWARD: forward,
+                CHAIN_INPUT: inbound}  # fmt: skip
+
+    def _green_and_lo(self) -> list[str]:
+        return list(dict.fromkeys([*self.green_ifs, "lo"]))
+
+    def iptables(self, command: str = "iptables") -> list[str]:
+        """Shell lines that create or refill our chains and hook them in once (``sh -e``)."""
+        mangle, raw = [command, "-t", TABLE], [command, "-t", "raw"]
+        chains = self.iptables_chains(ipv6=command == "ip6tables")
+        lines = [_new_or_flush(mangle, chain) for chain in chains]
+        lines.append(_new_or_flush(raw, CHAIN_RAW))
+        for chain, rules in chains.items():
+            lines += [shell_words([*mangle, "-A", chain, *rule]) for rule in rules]
+        lines.append(shell_words([*raw, "-A", CHAIN_RAW, "-m", "mark", "--mark", hex(SPOOF_MARK),
+                                  "-j", "CT", "--notrack"]))  # fmt: skip
+        lines += [_hook(mangle, builtin, ["-A", builtin], chain) for chain, builtin in HOOKS]
+        lines.append(_hook(raw, "OUTPUT", ["-I", "OUTPUT", "1"], CHAIN_RAW))
+        return lines + _remove_legacy(command)
 
     @staticmethod
-    def iptables_delete(command: str = "iptables") -> list[list[str]]:
-        raw = [command, "-t", "raw"]
-        return [
-            [command, "-D", "FORWARD", "-j", CHAIN_FORWARD],
-            [command, "-D", "INPUT", "-j", CHAIN_INPUT],
-            [*raw, "-D", "OUTPUT", "-j", CHAIN_RAW],
-            [command, "-F", CHAIN_FORWARD],
-            [command, "-X", CHAIN_FORWARD],
-            [command, "-F", CHAIN_DOWNLOAD],
-            [command, "-X", CHAIN_DOWNLOAD],
-            [command, "-F", CHAIN_INPUT],
-            [command, "-X", CHAIN_INPUT],
-            [*raw, "-F", CHAIN_RAW],
-            [*raw, "-X", CHAIN_RAW],
-        ]
+    def iptables_delete(command: str = "iptables") -> list[str]:
+        """Shell lines that remove every jump (however many) and chain of ours, old or new."""
+        mangle, raw = [command, "-t", TABLE], [command, "-t", "raw"]
+        lines = [_unhook(mangle, builtin, chain) for chain, builtin in HOOKS]
+        lines.append(_unhook(raw, "OUTPUT", CHAIN_RAW))
+        ours = [*[(mangle, chain) for chain in (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD,
+                                                CHAIN_LIMIT)], (raw, CHAIN_RAW)]  # fmt: skip
+        lines += [_quietly([*table, "-F", chain]) for table, chain in ours]
+        lines += [_quietly([*table, "-X", chain]) for table, chain in ours]
+        return lines + _remove_legacy(command)
 
     def nft(self) -> str:
-        """An ``nft -f`` script for one ``inet`` table (IPv4 and IPv6 together)."""
-        green = f'iifname "{self.green_if}"'
-        queue = f"queue num {self.queue}" + (" bypass" if self.bypass else "")
-        udp = "meta l4proto udp" + (
-            f" ct original packets <= {self.udp_packets}" if self.udp_packets else ""
-        )
+        """An ``nft -f`` script for one ``inet`` table (IPv4 and IPv6 together), replaced whole
+        in one transaction: applying it twice leaves the same table."""
+        green = f"iifname {_nft_names(self.green_ifs)}"
+        queue = _nft_queue(self.queue, self.bypass)
+        answer = _nft_queue(self.queue, bypass=True)
+        limit = f"jump {NFT_CHAIN_LIMIT}"
+        start = f" ct original packets <= {self.udp_packets}" if self.udp_packets else ""
         forward = [
-            f"{green} {udp} {queue}",
-            f"{green} tcp flags & (syn | ack) == syn {queue}",
+            f"{green} meta l4proto udp{start} {limit}",
+            f"{green} tcp flags & (syn | ack) == syn {limit}",
         ]
         if self.http:
             early = "ct original packets < 5"
             forward += [
-                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,48 0x474554202f2e {queue}",
-                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,40 0x4749564520 {queue}",
-            ]
-        if self.dns:
-            forward += [
-                f'oifname "{self.green_if}" udp sport 53 ct state established {queue}',
-                f'oifname "{self.green_if}" tcp sport 53 tcp flags & syn == 0 '
-                f"ct state established {queue}",
+                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,48 0x474554202f2e {limit}",
+                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,40 0x4749564520 {limit}",
             ]
         inbound = []
         if self.probes:
-            inbound.append(f"{green} {udp} {queue}")
+            inbound.append(f"{green} udp sport != {DNS_PORT} udp dport {NFT_PROBE_PORTS}{start} "
+                           f"{limit}")  # fmt: skip
         if self.dns:
+            reply = "ct state established ct direction reply"
+            greens = _nft_names(self.green_ifs)
+            outside = f"iifname != {greens} oifname {greens}"
+            forward += [
+                f"{outside} udp sport {DNS_PORT} {reply} {answer}",
+                f"{outside} tcp sport {DNS_PORT} tcp flags & syn == 0 {reply} {answer}",
+            ]
             inbound.append(
-                f'iifname != "{self.green_if}" udp sport 53 ct state established {queue}'
+                f"iifname != {_nft_names(self._green_and_lo())} udp sport {DNS_PORT} {reply} "
+                f"{answer}"
             )
+        limited = []
+        sets = []
+        if self.per_source_limit:
+            rate = f"limit rate over {self.per_source_limit}/second burst " \
+                   f"{2 * self.per_source_limit} packets"  # fmt: skip
+            mask = ":".join(["ffff"] * (IPV6_SOURCE_BITS // 16)) + "::"
+            for name, kind, key in (("sources4", "ipv4_addr", "ip saddr"),
+                                    ("sources6", "ipv6_addr", f"ip6 saddr & {mask}")):  # fmt: skip
+                sets.append(f"  set {name} {{ type {kind}; size 65535; flags dynamic,timeout; "
+                            "timeout 60s; }")  # fmt: skip
+                limited.append(f"update @{name} {{ {key} {rate} }} counter drop")
+        limited.append(queue)
         lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}",
-                 f"table inet {NFT_TABLE} {{"]  # fmt: skip
-        untracked = [f"meta mark {hex(SPOOF_MARK)} notrack"]
+                 f"table inet {NFT_TABLE} {{", *sets]  # fmt: skip
         for name, hook, priority, rules in (
-            ("forward", "forward", "filter", forward),
-            ("input", "input", "filter", inbound),
-            ("spoofed", "output", "raw", untracked),
+            (NFT_CHAIN_LIMIT, None, None, limited),
+            ("forward", "forward", "mangle", forward),
+            ("input", "input", "mangle", inbound),
+            ("spoofed", "output", "raw", [f"meta mark {hex(SPOOF_MARK)} notrack"]),
         ):
             lines.append(f"  chain {name} {{")
-            lines.append(f"    type filter hook {hook} priority {priority}; policy accept;")
+            if hook:
+                lines.append(f"    type filter hook {hook} priority {priority}; policy accept;")
             lines += [f"    {rule}" for rule in rules]
             lines.append("  }")
         lines.append("}")
@@ -172,17 +241,70 @@ class RuleSet:
         return f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
 
 
+def _quietly(argv: list[str]) -> str:
+    """A command whose failure (nothing to remove) is fine."""
+    return f"{shell_words(argv)} 2>/dev/null || true"
+
+
+def _new_or_flush(table: list[str], chain: str) -> str:
+    create, flush = shell_words([*table, "-N", chain]), shell_words([*table, "-F", chain])
+    return f"{create} 2>/dev/null || {flush}"
+
+
+def _hook(table: list[str], builtin: str, add: list[str], chain: str) -> str:
+    """Jump to ``chain`` unless a jump is there already."""
+    check = shell_words([*table, "-C", builtin, "-j", chain])
+    return f"{check} 2>/dev/null || {shell_words([*table, *add, '-j', chain])}"
+
+
+def _unhook(table: list[str], builtin: str, chain: str) -> str:
+    """Remove every jump to ``chain`` (older, non-idempotent versions could add several)."""
+    return f"while {shell_words([*table, '-D', builtin, '-j', chain])} 2>/dev/null; do :; done"
+
+
+def _remove_legacy(command: str) -> list[str]:
+    filter_table = [command, "-t", "filter"]
+    lines = [_unhook(filter_table, builtin, chain) for chain, builtin in HOOKS]
+    lines += [_quietly([*filter_table, "-F", chain]) for chain in LEGACY_FILTER_CHAINS]
+    return lines + [_quietly([*filter_table, "-X", chain]) for chain in LEGACY_FILTER_CHAINS]
+
+
+def _nft_names(names: list[str] | tuple[str, ...]) -> str:
+    quoted = [f'"{name}"' for name in names]
+    return quoted[0] if len(quoted) == 1 else "{ " + ", ".join(quoted) + " }"
+
+
+def _nft_queue(queue: int, bypass: bool) -> str:
+    return f"queue num {queue}" + (" bypass" if bypass else "")
+
+
+def per_second(text: str) -> int:
+    """``--per-source-limit``: ``N`` or ``N/s`` packets per second; 0 disables."""
+    number = text[:-2] if text.endswith("/s") else text
+    if not number.isdigit() or not 0 <= int(number) <= MAX_PER_SOURCE_LIMIT:
+        raise ValueError(f"--per-source-limit: want N or N/s, N from 0 to {MAX_PER_SOURCE_LIMIT}, "
+                         f"not {text!r}")  # fmt: skip
+    return int(number)
+
+
 class Options(usage.Options):
-    synopsis = "--green-if IFACE [options]"
+    synopsis = "--green-if IFACE [--green-if IFACE...] [options]"
     longdesc = (
-        "Print the firewall rules that queue packets to p2pwall (as shell commands).\n\n"
+        "Print the firewall rules that queue packets to p2pwall (as shell commands for sh -e).\n\n"
+        + FIREWALL_NOTE
+        + "\n\n"
         + UDP_FLOW_NOTE
     )
     optParameters = [
-        ["green-if", "i", None, "The green (home) network interface."],
         ["queue", "q", 0, "NFQUEUE number (the daemon's --queue).", int],
         ["format", "F", "iptables", "iptables (iptables + ip6tables commands) or nft."],
         ["udp-packets", None, 3, "Queue this many first packets of each UDP flow (0: all).", int],
+        [
+            "per-source-limit",
+            None,
+            str(DEFAULT_PER_SOURCE_LIMIT),
+            "Drop a green source's flow starts above N/s (burst 2N); 0: no limit.",
+        ],  # fmt: skip
     ]
     optFlags = [
         ["no-bypass", None, "Drop instead of forwarding while no daemon reads the queue."],
@@ -192,37 +314,51 @@ class Options(usage.Options):
         ["delete", None, "Print the commands that remove the rules instead."],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["green-if"] = []
+
+    def opt_green_if(self, name: str) -> None:
+        """A green (home) network interface; repeat it for several."""
+        if not IFACE_NAME.fullmatch(name):
+            raise usage.UsageError(f"--green-if: not an interface name: {name!r}")
+        if name not in self["green-if"]:
+            self["green-if"].append(name)
+
+    opt_i = opt_green_if
+
     def postOptions(self) -> None:
         if not self["green-if"]:
             raise usage.UsageError("--green-if is required")
-        if not IFACE_NAME.fullmatch(self["green-if"]):
-            raise usage.UsageError(f"--green-if: not an interface name: {self['green-if']!r}")
         if self["format"] not in ("iptables", "nft"):
             raise usage.UsageError("--format must be 'iptables' or 'nft'")
         if not 0 <= self["queue"] <= 65535:
             raise usage.UsageError("--queue must be between 0 and 65535")
         if not 0 <= self["udp-packets"] <= 1000:
             raise usage.UsageError("--udp-packets must be between 0 and 1000")
+        try:
+            self["per-source-limit"] = per_second(str(self["per-source-limit"]))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
 
 
 def render(options: Options) -> str:
     rules = RuleSet(
-        options["green-if"],
+        tuple(options["green-if"]),
         options["queue"],
         bypass=not options["no-bypass"],
         dns=not options["no-dns"],
         http=not options["no-http"],
         probes=not options["no-probes"],
         udp_packets=options["udp-packets"],
+        per_source_limit=options["per-source-limit"],
     )
     if options["format"] == "nft":
         script = rules.nft_delete() if options["delete"] else rules.nft()
         return f"nft -f - <<'EOF'\n{script}EOF\n"
     lines = []
     for command in ("iptables", "ip6tables"):
-        argv = rules.iptables_delete(command) if options["delete"] else rules.iptables(command)
-        lines += [" ".join(word if word == "!" else shlex.quote(word) for word in words)
-                  for words in argv]  # fmt: skip
+        lines += rules.iptables_delete(command) if options["delete"] else rules.iptables(command)
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""p2pwall-rules: what gets queued, for iptables and nft, and that the kernel accepts it."""
+"""p2pwall-rules: what gets queued and from where, for iptables and nft, and that the kernel
+accepts it, applied twice, upgraded and deleted."""
 
 import io
 import os
@@ -18,39 +19,151 @@ def rendered(*argv: str) -> str:
     return render(options)
 
 
+def v4_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "ip6tables" not in line]
+
+
 class RuleTextTests(SynchronousTestCase):
     def test_iptables_queues_what_the_daemon_needs(self) -> None:
         text = rendered("-i", "br-green", "-q", "3")
-        v4 = [line for line in text.splitlines() if line.startswith("iptables ")]
-        self.assertEqual(
-            len([line for line in text.splitlines() if line.startswith("ip6tables")]), len(v4)
-        )
+        v4 = v4_lines(text)
+        self.assertEqual(len(text.splitlines()), 2 * len(v4), "the same for ip6tables")
         joined = "\n".join(v4)
+        m = "iptables -t mangle -A"
         for fragment in (
-            "-A p2pwall-fwd -i br-green -p udp -m connbytes --connbytes 0:3 --connbytes-dir "
-            "original --connbytes-mode packets -j NFQUEUE --queue-num 3 --queue-bypass",
-            "-A p2pwall-fwd -i br-green -p tcp --syn -j NFQUEUE",
-            "-A p2pwall-fwd -i br-green -p tcp ! --syn -m connbytes --connbytes 0:4 "
+            f"{m} p2pwall-fwd -i br-green -p udp -m connbytes --connbytes 0:3 --connbytes-dir "
+            "original --connbytes-mode packets -j p2pwall-lim",
+            f"{m} p2pwall-fwd -i br-green -p tcp --syn -j p2pwall-lim",
+            f"{m} p2pwall-fwd -i br-green -p tcp ! --syn -m connbytes --connbytes 0:4 "
             "--connbytes-dir original --connbytes-mode packets -j p2pwall-dl",
-            "-A p2pwall-dl -m string --algo bm --string X-Kazaa- -j NFQUEUE --queue-num 3",
-            "-A p2pwall-dl -m string --algo bm --string 'GET /.hash=' -j NFQUEUE",
-            "-A p2pwall-fwd -o br-green -p udp --sport 53 -m conntrack --ctstate ESTABLISHED -j",
+            f"{m} p2pwall-dl -m string --algo bm --string X-Kazaa- -j p2pwall-lim",
+            f"{m} p2pwall-dl -m string --algo bm --string 'GET /.hash=' -j p2pwall-lim",
             "--string PeerEnabler/",
-            "-t raw -A p2pwall-raw -m mark --mark 0x70327077 -j CT --notrack",
-            "-t raw -I OUTPUT 1 -j p2pwall-raw",
-            "-A p2pwall-in -i br-green -p udp -m connbytes --connbytes 0:3",
-            "-I FORWARD 1 -j p2pwall-fwd",
+            f"{m} p2pwall-lim -j NFQUEUE --queue-num 3 --queue-bypass",
+            "iptables -t raw -A p2pwall-raw -m mark --mark 0x70327077 -j CT --notrack",
+            "iptables -t raw -C OUTPUT -j p2pwall-raw 2>/dev/null || "
+            "iptables -t raw -I OUTPUT 1 -j p2pwall-raw",
         ):
             self.assertIn(fragment, joined)
 
+    def test_hooks_are_appended_in_mangle_never_in_filter(self) -> None:
+        """An accepted packet leaves the chain it was queued from: from filter it would skip the
+        admin's later filter rules; from the end of mangle it skips nothing of theirs."""
+        v4 = v4_lines(rendered("-i", "eth1"))
+        hooks = [line for line in v4 if " -j p2pwall-fwd" in line or " -j p2pwall-in" in line]
+        self.assertEqual(hooks[:2], [
+            "iptables -t mangle -C FORWARD -j p2pwall-fwd 2>/dev/null || "
+            "iptables -t mangle -A FORWARD -j p2pwall-fwd",
+            "iptables -t mangle -C INPUT -j p2pwall-in 2>/dev/null || "
+            "iptables -t mangle -A INPUT -j p2pwall-in",
+        ])  # fmt: skip
+        self.assertEqual([line for line in hooks[2:] if not line.startswith("while ")], [],
+                         "the filter table only loses jumps")  # fmt: skip
+        self.assertFalse([line for line in v4 if "NFQUEUE" in line and "-t mangle" not in line])
+        self.assertFalse([line for line in v4 if " -I " in line and "-t raw" not in line])
+
+    def test_chains_are_created_or_flushed_so_a_second_run_changes_nothing(self) -> None:
+        v4 = v4_lines(rendered("-i", "eth1"))
+        for chain in ("p2pwall-fwd", "p2pwall-in", "p2pwall-dl", "p2pwall-lim"):
+            self.assertIn(f"iptables -t mangle -N {chain} 2>/dev/null || "
+                          f"iptables -t mangle -F {chain}", v4)  # fmt: skip
+        raw = "iptables -t raw"
+        self.assertIn(f"{raw} -N p2pwall-raw 2>/dev/null || {raw} -F p2pwall-raw", v4)
+        first_rule = min(index for index, line in enumerate(v4) if " -A p2pwall-" in line)
+        self.assertFalse([line for line in v4[first_rule:] if " -N " in line],
+                         "every chain exists before a rule jumps to it")  # fmt: skip
+
+    def test_an_upgrade_removes_the_filter_table_hooks_of_older_versions(self) -> None:
+        for argv in (["-i", "eth1"], ["-i", "eth1", "--delete"]):
+            v4 = v4_lines(rendered(*argv))
+            for builtin, chain in (("FORWARD", "p2pwall-fwd"), ("INPUT", "p2pwall-in")):
+                self.assertIn(f"while iptables -t filter -D {builtin} -j {chain} 2>/dev/null; "
+                              "do :; done", v4)  # fmt: skip
+            for chain in ("p2pwall-fwd", "p2pwall-in", "p2pwall-dl"):
+                self.assertIn(f"iptables -t filter -X {chain} 2>/dev/null || true", v4)
+
+    def test_delete_removes_every_jump_then_every_chain(self) -> None:
+        v4 = v4_lines(rendered("-i", "eth1", "--delete"))
+        self.assertEqual(v4[:3], [
+            "while iptables -t mangle -D FORWARD -j p2pwall-fwd 2>/dev/null; do :; done",
+            "while iptables -t mangle -D INPUT -j p2pwall-in 2>/dev/null; do :; done",
+            "while iptables -t raw -D OUTPUT -j p2pwall-raw 2>/dev/null; do :; done",
+        ])  # fmt: skip
+        flushes = [index for index, line in enumerate(v4) if " -t mangle -F " in line]
+        removals = [index for index, line in enumerate(v4) if " -t mangle -X " in line]
+        self.assertEqual(len(flushes), 4)
+        self.assertLess(max(flushes), min(removals), "no chain is removed while one jumps to it")
+
+    def test_dns_answers_only_from_outside_in_the_reply_direction(self) -> None:
+        chains = RuleSet(("g0", "g1")).iptables_chains()
+        for chain in ("p2pwall-fwd", "p2pwall-in"):
+            rules = chains[chain]
+            answers = [index for index, rule in enumerate(rules) if "--ctdir" in rule]
+            returns = [index for index, rule in enumerate(rules) if rule[-2:] == ["-j", "RETURN"]]
+            self.assertLessEqual({"g0", "g1"}, {rules[index][1] for index in returns}, chain)
+            self.assertLess(max(returns), min(answers), "green packets return before answers")
+            for index in answers:
+                self.assertIn("--sport 53 ", " ".join(rules[index]))
+                self.assertIn("-m conntrack --ctstate ESTABLISHED --ctdir REPLY -j NFQUEUE",
+                              " ".join(rules[index]))  # fmt: skip
+        self.assertEqual(len([rule for rule in chains["p2pwall-fwd"] if "--ctdir" in rule]), 4)
+        self.assertIn(["-i", "lo", "-j", "RETURN"], chains["p2pwall-in"])
+
+    def test_probe_replies_are_not_dns_answers_and_not_the_gateways_own_services(self) -> None:
+        probe = RuleSet(("g0",)).iptables_chains()["p2pwall-in"][0]
+        self.assertEqual(probe[:6], ["-i", "g0", "-p", "udp", "!", "--sport"])
+        self.assertEqual(probe[6], "53")
+        self.assertEqual(probe[7:11], ["-m", "multiport", "--dports", "80,1024:65535"],
+                         "DNS 53, DHCP 67, NTP 123 on the gateway are never queued")  # fmt: skip
+
+    def test_answers_pass_while_no_daemon_runs_even_without_bypass(self) -> None:
+        """The daemon never drops an answer: queuing them fail-closed would only stop DNS."""
+        chains = RuleSet(("g0",), bypass=False).iptables_chains()
+        answers = [rule for rule in chains["p2pwall-fwd"] + chains["p2pwall-in"]
+                   if "--ctdir" in rule]  # fmt: skip
+        self.assertEqual(len(answers), 3)
+        self.assertTrue(all(rule[-1] == "--queue-bypass" for rule in answers))
+        self.assertEqual(chains["p2pwall-lim"][-1], ["-j", "NFQUEUE", "--queue-num", "0"])
+
+    def test_everything_a_green_host_can_have_queued_passes_the_per_source_limit(self) -> None:
+        chains = RuleSet(("g0",)).iptables_chains()
+        limit = chains["p2pwall-lim"]
+        self.assertEqual(limit[0], ["-m", "hashlimit", "--hashlimit-above", "1000/sec",
+                                    "--hashlimit-burst", "2000", "--hashlimit-mode", "srcip",
+                                    "--hashlimit-name", "p2pwall", "-j", "DROP"])  # fmt: skip
+        self.assertEqual(limit[1][:2], ["-j", "NFQUEUE"])
+        self.assertIn(["--hashlimit-srcmask", "64"],
+                      [rule[8:10] for rule in RuleSet(("g0",)).iptables_chains(ipv6=True)
+                       ["p2pwall-lim"]])  # fmt: skip
+        for chain in ("p2pwall-fwd", "p2pwall-in", "p2pwall-dl"):
+            for rule in chains[chain]:
+                if rule[:2] == ["-i", "g0"] or chain == "p2pwall-dl":
+                    self.assertIn(rule[-1], ("p2pwall-lim", "p2pwall-dl", "RETURN"), rule)
+        unlimited = RuleSet(("g0",), per_source_limit=0).iptables_chains()["p2pwall-lim"]
+        self.assertEqual(unlimited, [["-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]])
+        text = rendered("-i", "eth1", "--per-source-limit", "250/s")
+        self.assertIn("--hashlimit-above 250/sec --hashlimit-burst 500", text)
+        self.assertNotIn("hashlimit", rendered("-i", "eth1", "--per-source-limit", "0"))
+
+    def test_several_green_interfaces(self) -> None:
+        text = rendered("-i", "lan0", "--green-if", "lan1", "-i", "lan0")
+        for green in ("lan0", "lan1"):
+            self.assertEqual(text.count(f"-A p2pwall-fwd -i {green} -p tcp --syn"), 2)
+            self.assertEqual(text.count(f"-A p2pwall-fwd -o {green} -p udp --sport 53"), 2)
+        nft = rendered("-i", "lan0", "-i", "lan1", "-F", "nft")
+        self.assertIn('iifname { "lan0", "lan1" } tcp flags & (syn | ack) == syn jump limited',
+                      nft)  # fmt: skip
+        self.assertIn('iifname != { "lan0", "lan1" } oifname { "lan0", "lan1" } udp sport 53 ',
+                      nft)  # fmt: skip
+        self.assertIn('iifname != { "lan0", "lan1", "lo" } udp sport 53', nft)
+
     def test_switches(self) -> None:
         every = rendered("-i", "eth1", "--udp-packets", "0")
-        self.assertIn(
-            "-A p2pwall-fwd -i eth1 -p udp -j NFQUEUE --queue-num 0 --queue-bypass", every
-        )
+        self.assertIn("-A p2pwall-fwd -i eth1 -p udp -j p2pwall-lim", every)
         text = rendered("-i", "eth1", "--no-bypass", "--no-dns", "--no-http", "--no-probes")
         self.assertNotIn("--queue-bypass", text)
         self.assertNotIn("--sport 53", text)
+        self.assertNotIn("RETURN", text)
         self.assertNotIn("string", text)
         self.assertNotIn("-j p2pwall-dl", text)
         self.assertNotIn("-A p2pwall-in", text)
@@ -58,15 +171,28 @@ class RuleTextTests(SynchronousTestCase):
     def test_nft_script(self) -> None:
         text = rendered("-i", "eth1", "-F", "nft", "-q", "2")
         self.assertTrue(text.startswith("nft -f - <<'EOF'\n"))
-        self.assertIn(
-            'iifname "eth1" meta l4proto udp ct original packets <= 3 queue num 2 bypass', text
-        )
-        self.assertIn("tcp flags & (syn | ack) == syn queue num 2 bypass", text)
-        self.assertIn('oifname "eth1" udp sport 53 ct state established queue num 2 bypass', text)
-        self.assertIn("type filter hook output priority raw;", text)
-        self.assertIn("meta mark 0x70327077 notrack", text)
-        self.assertIn("@ih,0,48 0x474554202f2e queue", text)
+        for fragment in (
+            'iifname "eth1" meta l4proto udp ct original packets <= 3 jump limited',
+            "tcp flags & (syn | ack) == syn jump limited",
+            'iifname != "eth1" oifname "eth1" udp sport 53 ct state established '
+            "ct direction reply queue num 2 bypass",
+            'iifname "eth1" udp sport != 53 udp dport { 80, 1024-65535 } ct original packets <= 3'
+            " jump limited",
+            "type filter hook forward priority mangle;",
+            "type filter hook input priority mangle;",
+            "type filter hook output priority raw;",
+            "meta mark 0x70327077 notrack",
+            "@ih,0,48 0x474554202f2e jump limited",
+            "update @sources4 { ip saddr limit rate over 1000/second burst 2000 packets } "
+            "counter drop",
+            "update @sources6 { ip6 saddr & ffff:ffff:ffff:ffff:: limit rate over",
+        ):
+            self.assertIn(fragment, text)
+        self.assertNotIn("priority filter", text)
+        limited = text[text.index("chain limited {") : text.index("chain forward {")]
+        self.assertTrue(limited.rstrip().rstrip("}").rstrip().endswith("queue num 2 bypass"))
         self.assertIn("delete table inet p2pwall", rendered("-i", "eth1", "-F", "nft", "--delete"))
+        self.assertNotIn("update @", rendered("-i", "eth1", "-F", "nft", "--per-source-limit", "0"))
 
     def test_usage_errors(self) -> None:
         for argv, message in (
@@ -75,6 +201,9 @@ class RuleTextTests(SynchronousTestCase):
             (["-i", "eth0", "-q", "70000"], "--queue must be between"),
             (["-i", "eth0", "--udp-packets", "-1"], "--udp-packets must be between"),
             (["-i", "eth0; rm -rf /"], "--green-if: not an interface name"),
+            (["-i", "eth0", "-i", "$(reboot)"], "--green-if: not an interface name"),
+            (["-i", "eth0", "--per-source-limit", "fast"], "--per-source-limit: want N or N/s"),
+            (["-i", "eth0", "--per-source-limit", "100001"], "--per-source-limit: want N or"),
         ):
             stderr = io.StringIO()
             self.patch(sys, "stderr", stderr)
@@ -83,7 +212,7 @@ class RuleTextTests(SynchronousTestCase):
 
 
 class KernelAcceptsRulesTests(SynchronousTestCase):
-    """Load the rules into a scratch network namespace (root only)."""
+    """Run the printed rules with ``sh -e`` in a scratch network namespace (root only)."""
 
     def setUp(self) -> None:
         if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("iptables"):
@@ -96,23 +225,56 @@ class KernelAcceptsRulesTests(SynchronousTestCase):
         return subprocess.run(["ip", "netns", "exec", self.ns, *argv], input=stdin, text=True,
                               capture_output=True)  # fmt: skip
 
-    def test_iptables_rules_load_and_delete(self) -> None:
-        rules = RuleSet("lo", 5)
-        for argv in rules.iptables() + rules.iptables("ip6tables"):
-            result = self.run_in(argv)
-            self.assertEqual(result.returncode, 0, (argv, result.stderr))
-        listing = self.run_in(["iptables", "-S", "p2pwall-fwd"]).stdout
-        self.assertIn("--queue-num 5", listing)
-        self.assertIn("-j p2pwall-dl", listing)
-        self.assertEqual(self.run_in(["iptables", "-S", "p2pwall-dl"]).stdout.count("NFQUEUE"), 4)
-        for argv in RuleSet.iptables_delete() + RuleSet.iptables_delete("ip6tables"):
-            self.assertEqual(self.run_in(argv).returncode, 0, argv)
-        self.assertNotIn("p2pwall", self.run_in(["iptables", "-S"]).stdout)
+    def sh(self, script: str) -> None:
+        result = self.run_in(["sh", "-e"], script)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def saved(self) -> str:
+        """Both families' rules without the packet counters."""
+        return "".join(
+            line.split(" [")[0] + "\n"
+            for command in ("iptables-save", "ip6tables-save")
+            for line in self.run_in([command]).stdout.splitlines()
+            if not line.startswith("#")
+        )
+
+    def test_apply_twice_changes_nothing_and_delete_removes_everything(self) -> None:
+        self.sh(rendered("-i", "lo", "-i", "eth9", "-q", "5"))
+        once = self.saved()
+        self.assertIn("-A FORWARD -j p2pwall-fwd", once)
+        self.assertIn("--hashlimit-srcmask 64", once)
+        self.assertEqual(self.run_in(["iptables", "-t", "mangle", "-S", "p2pwall-dl"]).stdout
+                         .count("-j p2pwall-lim"), 4)  # fmt: skip
+        self.sh(rendered("-i", "lo", "-i", "eth9", "-q", "5"))
+        self.assertEqual(self.saved(), once)
+        self.sh(rendered("-i", "lo", "--delete"))
+        self.assertNotIn("p2pwall", self.saved())
+
+    def test_a_second_run_with_other_options_replaces_the_rules(self) -> None:
+        self.sh(rendered("-i", "lo"))
+        self.sh(rendered("-i", "eth9", "--no-bypass"))
+        listing = self.run_in(["iptables", "-t", "mangle", "-S"]).stdout
+        self.assertNotIn("-i lo -p tcp", listing)
+        self.assertIn("-i eth9 -p tcp", listing)
+        self.assertEqual(listing.count("-A FORWARD -j p2pwall-fwd"), 1)
+
+    def test_upgrade_removes_the_filter_table_hooks_of_older_versions(self) -> None:
+        old = ["iptables -N p2pwall-fwd", "iptables -N p2pwall-in", "iptables -N p2pwall-dl",
+               "iptables -A p2pwall-fwd -p tcp -j p2pwall-dl",
+               "iptables -A p2pwall-fwd -p tcp --syn -j NFQUEUE --queue-bypass",
+               "iptables -I FORWARD 1 -j p2pwall-fwd", "iptables -I FORWARD 1 -j p2pwall-fwd",
+               "iptables -I INPUT 1 -j p2pwall-in"]  # fmt: skip
+        for delete in (False, True):
+            self.sh("\n".join(old) + "\n")
+            self.sh(rendered("-i", "lo", *(["--delete"] if delete else [])))
+            filter_rules = self.run_in(["iptables", "-t", "filter", "-S"]).stdout
+            self.assertNotIn("p2pwall", filter_rules)
+            self.sh(rendered("-i", "lo", "--delete"))
 
     def test_nft_script_is_valid_apart_from_queue_support(self) -> None:
         if not shutil.which("nft"):
             raise self.skipTest("needs nft")
-        script = RuleSet("lo", 5).nft()
+        script = RuleSet(("lo", "eth9"), 5).nft()
         if self.run_in(["nft", "-c", "-f", "-"], script).returncode != 0:
             without_queue = script.replace("queue num 5 bypass", "counter")
             result = self.run_in(["nft", "-c", "-f", "-"], without_queue)
