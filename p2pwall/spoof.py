@@ -9,7 +9,6 @@ set; the answers are cached for up to ``max_routes`` destinations.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import struct
 
@@ -81,8 +80,9 @@ def local_address(probe: socket.socket, dst: bytes) -> bytes:
     """The gateway's address on the route to ``dst``: ``connect`` on ``probe``, a UDP socket of
     ``dst``'s family, sends nothing. One socket connected again and again costs a few µs a
     lookup; a new socket each time cost ~15."""
-    probe.connect((socket.inet_ntop(probe.family, dst), 9))
-    return ipaddress.ip_address(probe.getsockname()[0]).packed
+    family = _family(len(dst))
+    probe.connect((socket.inet_ntop(family, dst), 9))
+    return socket.inet_pton(family, probe.getsockname()[0])
 
 
 @implementer(ISpoofer)
