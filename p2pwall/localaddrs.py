@@ -1,57 +1,80 @@
-"""The gateway's own addresses, as the kernel lists them in this network namespace.
+"""The gateway's own addresses and the green interfaces' networks, re-read from the kernel.
 
 A FastTrack download names addresses in its headers (``X-Kazaa-IP`` is the client's address
 as the network sees it: behind NAT, the gateway's public address), and a DNS answer can name
 the gateway too. Blocking those would only add noise (and break hairpin access to the
-gateway), so the engine never learns them, as it never learns green addresses. Read from
-``/proc`` (IPv4: the ``/32 host LOCAL`` leaves of ``fib_trie``; IPv6: ``if_inet6``), again on a
-timer, since a DHCP lease can change the public address.
+gateway), so the engine never learns them, as it never learns green addresses.
+
+With ``--green-if``, the green networks are the networks of those interfaces' addresses (plus
+``--green``), so a LAN outside the private ranges is protected without repeating its prefix;
+without it, the green interfaces are the ones holding a green address. Both are read with one
+rtnetlink dump, at start and again on a timer: a DHCP lease or a router advertisement can
+change them while the daemon runs.
 """
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Callable, Sequence
 
-FIB_TRIE = "/proc/net/fib_trie"
-IF_INET6 = "/proc/net/if_inet6"
+from twisted.logger import Logger
 
+from .engine import Engine
+from .networks import LINK_LOCAL, GreenNetworks, Network, from_interfaces, ifindexes_in
+from .rtnetlink import LinkAddress, addresses
 
-def parse_fib_trie(text: str) -> set[bytes]:
-    """IPv4 addresses with a ``/32 host LOCAL`` entry: the ones configured on an interface."""
-    found = set()
-    leaf = None
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) == 2 and words[0] == "|--":
-            leaf = words[1]
-        elif leaf is not None and words[:3] == ["/32", "host", "LOCAL"]:
-            try:
-                found.add(ipaddress.IPv4Address(leaf).packed)
-            except ValueError:
-                continue
-    return found
+log = Logger()
 
 
-def parse_if_inet6(text: str) -> set[bytes]:
-    """IPv6 addresses: the first field of each line, 32 hex digits."""
-    found = set()
-    for line in text.splitlines():
-        words = line.split()
-        if words and len(words[0]) == 32:
-            try:
-                found.add(bytes.fromhex(words[0]))
-            except ValueError:
-                continue
-    return found
+class AddressWatch:
+    """Tells the engine its own addresses, its green networks and green interfaces."""
 
+    def __init__(
+        self,
+        engine: Engine,
+        green_ifs: Sequence[str] = (),
+        green: Sequence[Network] = (),
+        read: Callable[[], list[LinkAddress]] = addresses,
+    ) -> None:
+        self.engine = engine
+        self.green_ifs = tuple(green_ifs)
+        self.green = tuple(green)
+        self._read = read
+        self._missing: frozenset[str] = frozenset()
+        # Names of the green interfaces found at the last read, for the start line.
+        self.interfaces: tuple[str, ...] = ()
 
-def read_local_addresses(fib_trie: str = FIB_TRIE, if_inet6: str = IF_INET6) -> frozenset[bytes]:
-    """This namespace's own addresses, packed; a file that cannot be read adds none."""
-    found: set[bytes] = set()
-    for path, parse in ((fib_trie, parse_fib_trie), (if_inet6, parse_if_inet6)):
+    def refresh(self) -> None:
+        """Read the kernel's addresses once; on failure the last ones stay in force."""
         try:
-            with open(path, encoding="ascii", errors="replace") as handle:
-                found |= parse(handle.read())
-        except OSError:
-            continue
-    return frozenset(found)
+            found = self._read()
+        except OSError as error:
+            log.error("reading the interfaces' addresses failed, keeping the last: {e}", e=error)
+            return
+        engine = self.engine
+        engine.local = frozenset(a.interface.ip.packed for a in found)
+        if self.green_ifs:
+            self._from_green_ifs(found)
+        else:
+            engine.green_ifindexes = ifindexes_in(found, engine.green)
+        self.interfaces = tuple(
+            sorted({a.ifname for a in found if a.ifindex in engine.green_ifindexes})
+        )
+
+    def _from_green_ifs(self, found: list[LinkAddress]) -> None:
+        engine = self.engine
+        links = from_interfaces(found, self.green_ifs)
+        networks = (*links.networks, *self.green, LINK_LOCAL)
+        if networks != engine.green.networks:
+            engine.green = GreenNetworks(networks)
+            log.info("green networks: {networks}", networks=engine.green)
+        engine.green_ifindexes = links.ifindexes
+        if links.missing != self._missing:
+            for name in sorted(links.missing - self._missing):
+                log.warn(
+                    "WARNING: green interface {name} does not exist or has no address: "
+                    "the hosts behind it are NOT protected until it has one",
+                    name=name,
+                )
+            for name in sorted(self._missing - links.missing):
+                log.info("green interface {name} has an address again", name=name)
+            self._missing = links.missing

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .rtnetlink import LinkAddress
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -43,3 +46,44 @@ class GreenNetworks:
 
     def __str__(self) -> str:
         return ",".join(str(n) for n in self.networks)
+
+
+# Link-local addresses (fe80::/10) are on every IPv6 interface, the outside one too: they never
+# make an interface green, and with --green-if they stay green (never a peer across a gateway).
+LINK_LOCAL = ipaddress.ip_network("fe80::/10")
+
+
+@dataclass(frozen=True)
+class GreenLinks:
+    """What the green interfaces (``--green-if``) hold now."""
+
+    networks: tuple[Network, ...]
+    ifindexes: frozenset[int]
+    missing: frozenset[str]  # named interfaces without an address, or gone
+
+
+def from_interfaces(addresses: Iterable[LinkAddress], names: Iterable[str]) -> GreenLinks:
+    """The networks of the named interfaces' addresses (an IPv6 global prefix as much as an
+    IPv4 subnet), link-local ones aside, and those interfaces' indexes (all of them: a DNS
+    answer that comes in on a green interface is a green host's, whatever its addresses)."""
+    wanted = set(names)
+    networks: dict[Network, None] = {}
+    ifindexes = set()
+    held = set()
+    for address in addresses:
+        if address.ifname not in wanted:
+            continue
+        ifindexes.add(address.ifindex)
+        if not address.interface.ip.is_link_local:
+            networks[address.interface.network] = None
+            held.add(address.ifname)
+    return GreenLinks(tuple(networks), frozenset(ifindexes), frozenset(wanted - held))
+
+
+def ifindexes_in(addresses: Iterable[LinkAddress], green: GreenNetworks) -> frozenset[int]:
+    """Indexes of the interfaces holding an address in a green network (link-local aside)."""
+    return frozenset(
+        a.ifindex
+        for a in addresses
+        if not a.interface.ip.is_link_local and a.interface.ip.packed in green
+    )

@@ -72,6 +72,8 @@ class Options(usage.Options):
          _number(int, "max-peers")],
         ["max-spoofs", None, 200, "Most forged pongs sent per second (a hello flood beyond "
          "it is dropped unanswered).", _number(int, "max-spoofs")],
+        ["max-probes", None, 100, "Most probes sent per second (due probes beyond it wait for "
+         "the next second).", _number(int, "max-probes")],
         ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go "
          "first.", _number(int, "max-clients")],
         ["store-interval", None, 60.0, "Seconds between store-file writes.",
@@ -87,6 +89,7 @@ class Options(usage.Options):
             "dns-patterns": usage.CompleteFiles(),
             "client-dir": usage.CompleteDirs(),
             "dump-dir": usage.CompleteDirs(),
+            "green-if": usage.CompleteNetInterfaces(),
             "failure-verdict": usage.CompleteList(["accept", "drop"]),
         }
     )
@@ -94,16 +97,28 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["green"] = []
+        self["green-if"] = []
 
     def opt_green(self, cidr: str) -> None:
-        """Green (home) network, CIDR; repeat for several (default: the private ranges)."""
+        """Green (home) network, CIDR; repeat for several (default: the private ranges, unless
+        --green-if is given)."""
         try:
             self["green"].append(ipaddress.ip_network(cidr, strict=False))
         except ValueError as error:
             raise usage.UsageError(f"--green: {error}") from None
 
+    def opt_green_if(self, name: str) -> None:
+        """Green interface; repeat for several. Its networks (IPv4 and IPv6, link-local
+        aside) become green, kept fresh while the daemon runs; with --green-if the private
+        ranges are no longer green by default (add them with --green)."""
+        if not 0 < len(name) < 16 or "/" in name or any(c.isspace() for c in name):
+            raise usage.UsageError(f"--green-if: not an interface name: {name!r}")
+        self["green-if"].append(name)
+
     def postOptions(self) -> None:
-        if not self["green"]:
+        # Neither --green nor --green-if: the private ranges, and a warning at start.
+        self["green-default"] = not self["green"] and not self["green-if"]
+        if self["green-default"]:
             self["green"] = [ipaddress.ip_network(n) for n in DEFAULT_GREEN]
         try:
             self["debug-classes"] = parse_classes(self["debug"], DEBUG_CLASSES, "debug")
@@ -125,6 +140,7 @@ class Options(usage.Options):
         self._check_range("max-peers", 10, 1 << 26)
         self._check_range("max-clients", 10, 1 << 24)
         self._check_range("max-spoofs", 1, 100_000)
+        self._check_range("max-probes", 1, 100_000)
         self._check_range("store-interval", 1, 86400)
         self._check_range("store-max-age", 1, 86400 * 3650)
 

@@ -1,17 +1,25 @@
 """Wiring: ``makeService`` turns options into the running daemon.
 
 Read top to bottom to follow a packet: the kernel queue (``QueueReader``) decodes it and asks the
-``Engine`` for a verdict; the engine asks its detectors, consults the block and lock tables and
-acts through the spoofer and the event log. Timers send probes and expire locks, age learned
-blocks, and flush the store file. Services start in the order they are added (privileged
-start first, for all of them, then start) and stop in reverse: the store is loaded and the raw
-sockets opened before the queue is bound, and the queue is released first.
+``Engine`` for a verdict (``build_engine``); the engine asks its detectors, consults the block
+and lock tables and acts through the spoofer and the event log. Around it, ``build_services``
+adds what keeps it running: timers send probes and expire locks, age learned blocks, re-read
+the gateway's addresses and green interfaces, and flush the store file; SIGHUP reloads; the
+control port listens. Services start in the order they are added (privileged start first, for
+all of them, then start) and stop in reverse: the store is loaded and the raw sockets opened
+before the queue is bound, and the queue is released first.
+
+Failing like a Unix daemon: a ``StartError`` anywhere in building or starting ends the daemon
+with its one line and exit status 1, with ``-n`` and daemonised alike (``StartFailed``).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 from twisted.application import strports
@@ -23,34 +31,70 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import capabilities
 from .control import ControlFactory, read_queue_stats
 from .detectors.dns import DnsDetector
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
+from .errors import StartError
 from .events import EventLog
 from .interfaces import IPacketSource, ISpoofer
-from .localaddrs import read_local_addresses
+from .localaddrs import AddressWatch
 from .names import BannedNames
-from .networks import GreenNetworks
+from .networks import LINK_LOCAL, GreenNetworks
 from .nfqueue import KernelQueue, QueueReader
 from .options import Options
 from .packet import Verdict
+from .rtnetlink import LinkAddress, addresses
 from .spoof import RawSpoofer
 from .store import ClientDirectory, StoreFile
 from .tables import BlockTable, LockTable
 
 log = Logger()
 
-# Seconds between re-reads of the gateway's own addresses (a DHCP lease may change them).
+# Seconds between re-reads of the gateway's own addresses and of the green interfaces' networks
+# (a DHCP lease or a router advertisement may change them).
 LOCAL_ADDRESSES_INTERVAL = 60.0
 
 
-class DaemonService(MultiService):
-    """The whole daemon; ``engine`` is kept for the control port's and the tests' sake."""
+class StartFailed(SystemExit, Exception):  # noqa: N818 - named for what the admin sees
+    """A ``StartError`` on its way out of twistd, with the one line as its exit message.
 
-    def __init__(self, engine: Engine) -> None:
+    Both at once on purpose: twistd reports a daemon's start failure to the waiting parent
+    only for an ``Exception`` (``UnixApplicationRunner.postApplication`` writes it to the
+    status pipe; a bare ``SystemExit`` skips that and the parent waits for ever), and the
+    interpreter prints a ``SystemExit``'s message and exits 1 without a traceback."""
+
+
+@contextmanager
+def one_line_failures() -> Iterator[None]:
+    """Turn a ``StartError`` raised inside into ``StartFailed``."""
+    try:
+        yield
+    except StartError as error:
+        raise StartFailed(str(error)) from None
+
+
+class DaemonService(MultiService):
+    """The whole daemon; ``engine`` and ``addresses`` are kept for the control port's and the
+    tests' sake. Starting logs the settings in effect, then starts the parts."""
+
+    def __init__(self, engine: Engine, options: Options, watch: AddressWatch) -> None:
         super().__init__()
         self.engine = engine
+        self.options = options
+        self.watch = watch
+
+    def privilegedStartService(self) -> None:
+        with one_line_failures():
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        with one_line_failures():
+            log.info("{settings}", settings=settings_line(self.options, self.engine, self.watch))
+            for warning in settings_warnings(self.options):
+                log.warn("{line}", line=warning)
+            super().startService()
 
 
 def makeService(
@@ -58,11 +102,20 @@ def makeService(
     reactor: IReactorTime | None = None,
     packet_source: Callable[[], IPacketSource] | None = None,
     spoofer: ISpoofer | None = None,
+    read_addresses: Callable[[], list[LinkAddress]] = addresses,
 ) -> DaemonService:
-    """Build the daemon; tests pass a fake reactor, packet source and spoofer."""
+    """Build the daemon; tests pass a fake reactor, packet source, spoofer and address list."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
+    with one_line_failures():
+        engine, dns = build_engine(options, reactor, spoofer)
+        return build_services(options, engine, dns, reactor, packet_source, read_addresses)
 
+
+def build_engine(
+    options: Options, reactor: IReactorTime, spoofer: ISpoofer | None = None
+) -> tuple[Engine, DnsDetector]:
+    """The policy and its collaborators: what decides each packet."""
     events = EventLog(
         syslog=options["syslog-classes"],
         stderr=options["stderr-classes"],
@@ -74,11 +127,13 @@ def makeService(
     banned = BannedNames(f"{options['store-file']}.names" if options["store-file"] else None)
     banned.load()
     dns = DnsDetector(options["dns-patterns"], banned)
+    # With --green-if, the interfaces' networks join these at the first address read.
+    green = options["green"] if not options["green-if"] else [*options["green"], LINK_LOCAL]
     engine = Engine(
         clock=reactor,
         blocks=BlockTable(options["max-peers"]),
         clients=LockTable(options["time-lock"], options["max-clients"]),
-        green=GreenNetworks(options["green"]),
+        green=GreenNetworks(green),
         detectors=[FastTrackDetector(), dns],
         spoofer=spoofer,
         events=events,
@@ -86,9 +141,23 @@ def makeService(
         accept_all=options["accept-all"],
         max_spoofs=options["max-spoofs"],
     )
+    return engine, dns
 
-    top = DaemonService(engine)
-    SpooferService(spoofer).setServiceParent(top)
+
+def build_services(
+    options: Options,
+    engine: Engine,
+    dns: DnsDetector,
+    reactor: IReactorTime,
+    packet_source: Callable[[], IPacketSource] | None,
+    read_addresses: Callable[[], list[LinkAddress]],
+) -> DaemonService:
+    """Everything around the engine, in start order; the queue comes last."""
+    watch = AddressWatch(engine, options["green-if"], options["green"], read_addresses)
+    top = DaemonService(engine, options, watch)
+    CapabilityService().setServiceParent(top)
+    SpooferService(engine.spoofer).setServiceParent(top)
+    AddressService(watch, reactor).setServiceParent(top)
     if options["store-file"]:
         StoreService(
             StoreFile(options["store-file"], options["store-max-age"]),
@@ -96,7 +165,6 @@ def makeService(
             options["store-interval"],
             reactor,
         ).setServiceParent(top)
-    timer(LOCAL_ADDRESSES_INTERVAL, partial(refresh_local, engine), reactor).setServiceParent(top)
     max_age = options["store-max-age"]
     prune = partial(prune_blocks, engine, max_age)
     timer(prune_interval(max_age), prune, reactor).setServiceParent(top)
@@ -107,10 +175,8 @@ def makeService(
 
     timer(tick_interval(options["time-lock"]), engine.tick, reactor).setServiceParent(top)
 
-    reload = None
-    if options["dns-patterns"]:
-        reload = partial(dns.reload, engine)
-        PatternsService(reload, reactor).setServiceParent(top)
+    reload = partial(dns.reload, engine) if options["dns-patterns"] else None
+    ReloadService(reload, reactor).setServiceParent(top)
 
     if options["control"]:
         control = ControlFactory(
@@ -139,13 +205,49 @@ def makeService(
             engine.verdict,
             reactor,
             failure_verdict=Verdict[options["failure-verdict"].upper()],
-            want_mac=events.wants_mac,
+            want_mac=engine.events.wants_mac,
             name=f"NFQUEUE {queue_num}",
         ),
         queue_num,
     )
     reading.setServiceParent(top)
     return top
+
+
+def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
+    """The settings in effect, on one line: what the admin checks first when nothing blocks."""
+    patterns = options["dns-patterns"]
+    dns = f"dns (patterns {patterns})" if patterns else "dns (banned names only)"
+    interfaces = ",".join(watch.interfaces) or "none found"
+    return (
+        f"p2pwall: green networks {engine.green}; "
+        f"green interfaces {interfaces}{' (--green-if)' if options['green-if'] else ''}; "
+        f"time lock {options['time-lock']:g} s; "
+        f"UDP blocking {'off (-n)' if options['no-udp-block'] else 'on'}; "
+        f"detectors fasttrack, {dns}; "
+        f"queue {options['queue']}; "
+        f"store file {options['store-file'] or 'none'}"
+        f"{'; ACCEPT-ALL' if options['accept-all'] else ''}"
+    )
+
+
+def settings_warnings(options: Options) -> list[str]:
+    """Settings under which the daemon protects less than an admin would expect."""
+    warnings = []
+    if options["green-default"]:
+        ranges = ", ".join(str(n) for n in options["green"])
+        warnings.append(
+            f"WARNING: no --green-if and no --green: protecting only the private ranges "
+            f"({ranges}); hosts on any other LAN prefix are NOT protected"
+        )
+    if options["no-udp-block"]:
+        warnings.append(
+            "WARNING: UDP blocking is OFF (-n, for testing): FastTrack clients reach peers "
+            "over UDP and are not kept in their UDP phase"
+        )
+    if options["accept-all"]:
+        warnings.append("WARNING: accept-all is on: every packet is accepted, nothing is blocked")
+    return warnings
 
 
 def timer(interval: float, work: Callable[[], None], clock: IReactorTime) -> TimerService:
@@ -161,11 +263,6 @@ def timer(interval: float, work: Callable[[], None], clock: IReactorTime) -> Tim
     service = TimerService(interval, guarded)
     service.clock = clock
     return service
-
-
-def refresh_local(engine: Engine) -> None:
-    """Tell the engine the gateway's own addresses (never learned as peers)."""
-    engine.local = read_local_addresses()
 
 
 def prune_interval(max_age: float) -> float:
@@ -186,6 +283,57 @@ def tick_interval(time_lock: float) -> float:
     return min(1.0, max(0.05, time_lock / 10)) if time_lock else 1.0
 
 
+class CapabilityService(Service):
+    """Keeps CAP_NET_ADMIN and CAP_NET_RAW when twistd switches to ``--uid``/``--gid``
+    between the privileged start and the start (see ``capabilities``); first of the services,
+    so the others start with them."""
+
+    def __init__(self) -> None:
+        self._euid: int | None = None  # before the switch
+
+    def privilegedStartService(self) -> None:
+        self._euid = os.geteuid()
+        try:
+            capabilities.keep_across_setuid()
+        except OSError as error:
+            raise StartError(f"cannot keep capabilities across --uid: {error}") from None
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        if self._euid in (None, os.geteuid()):
+            return
+        try:
+            capabilities.restore_needed()
+        except OSError as error:
+            raise StartError(
+                f"cannot keep CAP_NET_ADMIN and CAP_NET_RAW after --uid/--gid ({error}): "
+                "every verdict would fail; run without --uid"
+            ) from None
+        log.info("running as uid {uid} with CAP_NET_ADMIN and CAP_NET_RAW", uid=os.geteuid())
+
+
+class AddressService(Service):
+    """Reads the gateway's addresses and the green interfaces before anything starts (the
+    start line shows them, the queue needs them), then on a timer."""
+
+    def __init__(self, watch: AddressWatch, clock: IReactorTime) -> None:
+        self.watch = watch
+        self._timer = timer(LOCAL_ADDRESSES_INTERVAL, watch.refresh, clock)
+
+    def privilegedStartService(self) -> None:
+        self.watch.refresh()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        self._timer.startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._timer.stopService()
+
+
 class SpooferService(Service):
     """Opens the raw sockets while privileged, closes them at the end."""
 
@@ -196,12 +344,16 @@ class SpooferService(Service):
         try:
             self.spoofer.open()
         except OSError as error:
-            raise SystemExit(f"p2pwall: cannot open raw sockets to spoof: {error}") from None
+            raise StartError(f"cannot open raw sockets to spoof: {error}") from None
         super().privilegedStartService()
 
     def stopService(self) -> None:
         super().stopService()
         self.spoofer.close()
+
+
+# What a refused bind most likely means (the kernel says EPERM for both).
+BIND_HINTS = {errno.EPERM: "another program reads that queue, or no CAP_NET_ADMIN"}
 
 
 class QueueService(Service):
@@ -216,9 +368,9 @@ class QueueService(Service):
         try:
             self.reader = self._make_reader()
         except OSError as error:
-            raise SystemExit(
-                f"p2pwall: cannot bind NFQUEUE {self._queue_num}: {error}. It needs root "
-                "(CAP_NET_ADMIN), the nfnetlink_queue module, and no other program on that queue."
+            hint = BIND_HINTS.get(error.errno, "it needs root and the nfnetlink_queue module")
+            raise StartError(
+                f"cannot bind NFQUEUE {self._queue_num}: {error.strerror or error} ({hint})"
             ) from None
         super().privilegedStartService()
 
@@ -356,18 +508,25 @@ class ClientDirectoryService(Service):
         self.directory.clear()
 
 
-class PatternsService(Service):
-    """Loads the DNS patterns at start (after the store, so .wsx IPs are blocked fresh) and
-    again on SIGHUP, as daemons do; the signal handler only hands the work to the reactor."""
+class ReloadService(Service):
+    """SIGHUP, always handled: its default action would end the daemon on the spot, without
+    writing the store file or removing the pidfile.
 
-    def __init__(self, reload: Callable[[], object], reactor: IReactorThreads) -> None:
+    With ``-D`` the DNS patterns are loaded at start (after the store, so .wsx IPs are blocked
+    fresh) and again on each SIGHUP, as daemons do; without, a SIGHUP is logged as having
+    nothing to reload. There is no log file of ours to reopen: events go to syslog or stderr,
+    and twistd's own ``--logfile`` rotates on SIGUSR1 (twistd's handler). The signal handler
+    only hands the work to the reactor."""
+
+    def __init__(self, reload: Callable[[], object] | None, reactor: IReactorThreads) -> None:
         self._reload = reload
         self._reactor = reactor
         self._previous: Callable | int | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._reload()
+        if self._reload is not None:
+            self._reload()
         previous = signal.signal(signal.SIGHUP, self._hangup)
         self._previous = signal.SIG_DFL if previous is None else previous
 
@@ -378,4 +537,7 @@ class PatternsService(Service):
             self._previous = None
 
     def _hangup(self, signum: int, frame: object) -> None:
-        self._reactor.callFromThread(self._reload)
+        self._reactor.callFromThread(self._reload or self._nothing_to_reload)
+
+    def _nothing_to_reload(self) -> None:
+        log.info("SIGHUP: nothing to reload (no -D patterns file)")

@@ -76,6 +76,21 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertEqual((options["queue"], options["max-peers"]), (7, 5000))
 
+    def test_green_if_drops_the_default_ranges(self) -> None:
+        options = parse("--green-if", "green0", "--green-if", "green1", "--green", "10.9.0.0/16")
+        self.assertEqual(options["green-if"], ["green0", "green1"])
+        self.assertEqual(options["green"], [ipaddress.ip_network("10.9.0.0/16")])
+        self.assertFalse(options["green-default"])
+        self.assertEqual(parse("--green-if", "green0")["green"], [])
+
+    def test_defaults_are_flagged_for_the_start_warning(self) -> None:
+        self.assertTrue(parse()["green-default"])
+        self.assertFalse(parse("--green", "198.18.1.0/24")["green-default"])
+
+    def test_max_probes(self) -> None:
+        self.assertEqual(parse()["max-probes"], 100)
+        self.assertEqual(parse("--max-probes", "5")["max-probes"], 5)
+
     def test_debug_dash_means_nothing(self) -> None:
         self.assertEqual(parse("-d", "-")["debug-classes"], frozenset())
 
@@ -89,6 +104,10 @@ class OptionsTests(SynchronousTestCase):
             (["-a", "gateway"], "--probe-source"),
             (["--green", "300.0.0.0/8"], "--green"),
             (["--failure-verdict", "maybe"], "accept' or 'drop"),
+            (["--green-if", "eth 1"], "--green-if: not an interface name"),
+            (["--green-if", "a" * 16], "--green-if: not an interface name"),
+            (["--max-probes", "0"], "--max-probes must be between 1 and 100000"),
+            (["--max-probes", "100001"], "--max-probes must be"),
             (["--bogus"], "bogus"),
         ):
             with self.assertRaises(usage.UsageError) as caught:
@@ -114,5 +133,7 @@ class OptionsTests(SynchronousTestCase):
             "--max-peers",
             "--max-clients",
             "--max-spoofs",
+            "--max-probes",
+            "--green-if",
         ):
             self.assertIn(name, text)

@@ -1,17 +1,29 @@
 """makeService wires the real parts: a packet through the fake queue reaches the engine, timers
 run locks and the store, the plugin is found by twistd."""
 
+import errno
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pwall import service as service_module
+from p2pwall.errors import StartError
 from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict
+from p2pwall.rtnetlink import LinkAddress
 from p2pwall.service import (
     LOCAL_ADDRESSES_INTERVAL,
+    StartFailed,
     StoreService,
     makeService,
     prune_interval,
@@ -27,16 +39,27 @@ from p2pwall.testing import (
     udp,
 )
 
+class ThreadsReactor(MemoryReactorClock):
+    """A memory reactor that runs ``callFromThread`` calls (what the SIGHUP handler uses)."""
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        f(*args, **kwargs)
+
+
 HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
 
 
-class ServiceTests(SynchronousTestCase):
-    def build(self, *argv: str, on_bind=None):
+class DaemonCase(SynchronousTestCase):
+    """Builds and starts the daemon over fakes."""
+
+    green = ("--green", "198.18.1.0/24")
+
+    def build(self, *argv: str, on_bind=None, **kwargs):
+        """The daemon over a fake queue, started; what it logged while starting in
+        ``self.logged``."""
         options = Options()
-        options.parseOptions(
-            ["--green", "198.18.1.0/24", "--control", "tcp:0:interface=127.0.0.1", *argv]
-        )
-        self.reactor = MemoryReactorClock()
+        options.parseOptions([*self.green, "--control", "tcp:0:interface=127.0.0.1", *argv])
+        self.reactor = ThreadsReactor()
         self.reactor.advance(1_000_000)
         self.source = FakeKernelQueue()
         self.spoofer = RecordingSpoofer()
@@ -46,17 +69,25 @@ class ServiceTests(SynchronousTestCase):
                 on_bind(service)
             return self.source
 
-        service = makeService(options, self.reactor, source, self.spoofer)
-        service.privilegedStartService()
-        service.startService()
+        service = makeService(options, self.reactor, source, self.spoofer, **kwargs)
+        with capturedLogs() as self.logged:
+            service.privilegedStartService()
+            service.startService()
         self.addCleanup(service.stopService)
         return service
+
+    def logged_text(self, level: LogLevel | None = None) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in self.logged if level in (None, e["log_level"])]
 
     def read(self) -> None:
         """What the reactor does when the queue's fd is readable."""
         (reader,) = [r for r in self.reactor.getReaders() if r.fileno() == self.source.fileno()]
         reader.doRead()
 
+
+class ServiceTests(DaemonCase):
     def test_queue_to_engine_to_verdict(self) -> None:
         service = self.build("-t", "10")
         hello = self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
@@ -140,8 +171,10 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(len(writes), 3)
 
     def test_failed_store_write_is_tried_again(self) -> None:
-        store = Path(self.mktemp()) / "peers"  # no such directory yet
+        store = Path(self.mktemp()) / "peers"
+        store.parent.mkdir()
         service = self.build("-f", str(store), "--store-interval", "5")
+        store.parent.rmdir()  # gone while the daemon runs
         service.engine.learn(packed("198.19.1.3"), 0, b"", "http")
         self.reactor.advance(5)
         self.assertFalse(store.exists())
@@ -245,6 +278,7 @@ class PluginTests(SynchronousTestCase):
 class TimerTests(SynchronousTestCase):
     def test_a_failing_run_is_logged_and_the_timer_goes_on(self) -> None:
         from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 
         from p2pwall.service import timer
 
@@ -262,3 +296,192 @@ class TimerTests(SynchronousTestCase):
         clock.pump([1.0] * 3)
         self.assertEqual(len(runs), 4)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+def at(ifindex: int, ifname: str, interface: str) -> LinkAddress:
+    return LinkAddress(ifindex, ifname, ipaddress.ip_interface(interface))
+
+
+class StartLineTests(DaemonCase):
+    """One line states the settings in effect; what protects less than expected is a warning."""
+
+    def start_line(self) -> str:
+        (line,) = [t for t in self.logged_text(LogLevel.info) if t.startswith("p2pwall: green")]
+        return line
+
+    def test_settings_in_effect(self) -> None:
+        self.build("-t", "30", "-q", "3")
+        line = self.start_line()
+        for part in (
+            "green networks 198.18.1.0/24;",
+            "time lock 30 s;",
+            "UDP blocking on;",
+            "detectors fasttrack, dns (banned names only);",
+            "queue 3;",
+            "store file none",
+        ):
+            self.assertIn(part, line)
+        self.assertEqual(self.logged_text(LogLevel.warn), [])
+
+    def test_udp_blocking_off_is_a_loud_warning(self) -> None:
+        self.build("-n")
+        self.assertIn("UDP blocking off (-n)", self.start_line())
+        (warning,) = self.logged_text(LogLevel.warn)
+        self.assertIn("WARNING: UDP blocking is OFF", warning)
+
+    def test_default_green_is_a_loud_warning(self) -> None:
+        self.green = ()
+        self.build()
+        (warning,) = self.logged_text(LogLevel.warn)
+        self.assertIn("protecting only the private ranges (10.0.0.0/8, ", warning)
+
+
+class GreenInterfaceTests(DaemonCase):
+    """--green-if: the LAN's own prefixes are green, whatever they are."""
+
+    green = ("--green-if", "green0")
+    kernel = [
+        at(1, "lo", "127.0.0.1/8"),
+        at(2, "wan0", "198.19.0.1/24"),
+        at(3, "green0", "198.18.77.1/24"),
+        at(3, "green0", "2001:2:0:77::1/64"),
+    ]
+
+    def test_a_lan_outside_the_private_ranges_is_protected(self) -> None:
+        service = self.build("-t", "10", read_addresses=lambda: list(self.kernel))
+        engine = service.engine
+        self.assertEqual(engine.green_ifindexes, {3})
+        self.assertIn("green interfaces green0 (--green-if)", self.start_line())
+        self.assertIn("198.18.77.0/24,2001:2:0:77::/64,fe80::/10", self.start_line())
+        hello = self.source.queue(udp("198.18.77.10", "198.19.1.1", 1214, 2000, HELLO))
+        hello6 = self.source.queue(udp("2001:2:0:77::10", "2001:2:1::1", 1214, 2000, HELLO))
+        self.read()
+        self.assertEqual(self.source.verdict(hello), Verdict.DROP)
+        self.assertEqual(self.source.verdict(hello6), Verdict.DROP)
+        self.assertEqual(engine.stats["clients_locked"], 2)
+        self.assertEqual(self.logged_text(LogLevel.warn), [])
+
+    def test_a_missing_green_interface_warns_and_does_not_stop_the_start(self) -> None:
+        service = self.build(read_addresses=lambda: self.kernel[:2])
+        (warning,) = self.logged_text(LogLevel.warn)
+        self.assertIn("green interface green0 does not exist or has no address", warning)
+        self.assertTrue(service.running)
+        self.assertIn("green interfaces none found (--green-if)", self.start_line())
+
+    start_line = StartLineTests.start_line
+
+
+class HangupTests(DaemonCase):
+    def test_sighup_without_patterns_is_handled(self) -> None:
+        previous = signal.getsignal(signal.SIGHUP)
+        service = self.build()
+        self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, signal.SIG_IGN))
+        with capturedLogs() as logged:
+            os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual(
+            [e["log_format"] for e in logged], ["SIGHUP: nothing to reload (no -D patterns file)"]
+        )
+        self.assertTrue(service.running)
+        service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+
+class StartFailureTests(SynchronousTestCase):
+    """A ``StartError`` becomes ``StartFailed``: an ``Exception`` for twistd's status pipe, a
+    ``SystemExit`` with the one line for the interpreter."""
+
+    def make(self, source=FakeKernelQueue, **kwargs):
+        options = Options()
+        options.parseOptions(["--green", "198.18.1.0/24", "--control", ""])
+        return makeService(options, ThreadsReactor(), source, RecordingSpoofer(), **kwargs)
+
+    def assertOneLine(self, failed: StartFailed, text: str) -> None:
+        self.assertIsInstance(failed, SystemExit)
+        self.assertIsInstance(failed, Exception)
+        self.assertEqual(failed.code, text)
+
+    def test_a_queue_that_cannot_be_bound(self) -> None:
+        def refused() -> FakeKernelQueue:
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+        service = self.make(refused)
+        with self.assertRaises(StartFailed) as caught:
+            service.privilegedStartService()
+        self.assertOneLine(
+            caught.exception,
+            "cannot bind NFQUEUE 0: Operation not permitted "
+            "(another program reads that queue, or no CAP_NET_ADMIN)",
+        )
+
+    def test_a_start_error_while_building(self) -> None:
+        def broken(self) -> None:
+            raise StartError("store file /x.names: is a directory")
+
+        self.patch(service_module.BannedNames, "load", broken)
+        with self.assertRaises(StartFailed) as caught:
+            self.make()
+        self.assertOneLine(caught.exception, "store file /x.names: is a directory")
+
+    def test_a_start_error_while_starting(self) -> None:
+        class Failing(Service):
+            def startService(self) -> None:
+                raise StartError("control port: address in use")
+
+        service = self.make()
+        Failing().setServiceParent(service)
+        service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        with self.assertRaises(StartFailed) as caught:
+            service.startService()
+        self.assertOneLine(caught.exception, "control port: address in use")
+
+
+# Runs in a child process, as twistd does: privileged start, switch to nobody, start.
+SWITCH = """
+import sys
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.util import switchUID
+from p2pwall import capabilities
+from p2pwall.options import Options
+from p2pwall.service import StartFailed, makeService
+from p2pwall.testing import FakeKernelQueue, RecordingSpoofer
+
+options = Options()
+options.parseOptions(["--green", "198.18.1.0/24", "--control", ""])
+service = makeService(options, MemoryReactorClock(), FakeKernelQueue, RecordingSpoofer())
+service.privilegedStartService()
+if sys.argv[1] == "lose":
+    capabilities._libc.prctl(capabilities.PR_SET_KEEPCAPS, 0, 0, 0, 0)
+switchUID(65534, 65534)
+try:
+    service.startService()
+except StartFailed as failed:
+    print("failed:", failed.code)
+print(hex(capabilities.effective()))
+"""
+
+
+class CapabilityTests(SynchronousTestCase):
+    def switch(self, mode: str) -> str:
+        if os.geteuid() != 0:
+            raise self.skipTest("needs root: switches to nobody as twistd --uid does")
+        done = subprocess.run(
+            [sys.executable, "-c", SWITCH, mode],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(Path(service_module.__file__).parent.parent)},
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout
+
+    def test_net_admin_and_net_raw_stay_after_the_uid_switch(self) -> None:
+        self.assertEqual(self.switch("keep"), "0x3000\n")
+
+    def test_when_they_cannot_stay_the_start_fails_with_one_line(self) -> None:
+        self.assertEqual(
+            self.switch("lose"),
+            "failed: cannot keep CAP_NET_ADMIN and CAP_NET_RAW after --uid/--gid "
+            "([Errno 1] Operation not permitted): every verdict would fail; run without --uid\n"
+            "0x0\n",
+        )
