@@ -39,6 +39,7 @@ from p2pwall.testing import (
     udp,
 )
 
+
 class ThreadsReactor(MemoryReactorClock):
     """A memory reactor that runs ``callFromThread`` calls (what the SIGHUP handler uses)."""
 
@@ -277,9 +278,6 @@ class PluginTests(SynchronousTestCase):
 
 class TimerTests(SynchronousTestCase):
     def test_a_failing_run_is_logged_and_the_timer_goes_on(self) -> None:
-        from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
-
         from p2pwall.service import timer
 
         clock = Clock()
