@@ -13,24 +13,21 @@ Records owned by names off the chain are ignored, as resolvers ignore them.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from scapy.config import conf
-from scapy.layers.dns import DNS, dnstypes
-from scapy.packet import Raw
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .. import dnswire
+from ..budget import TokenBuckets
 from ..interfaces import IDetector, IEventSink
 from ..names import BannedNames
 from ..packet import UDP, Hook, Packet, Verdict, addr_text
 from ..tables import ANY_CLIENT, ANY_PORT
 from .patterns import PatternSet, load_patterns
-from .wsx import normalize_name
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -38,64 +35,34 @@ if TYPE_CHECKING:
 DNS_PORT = 53
 BANNED = "ban-dns-name"
 WSX = "wsx"
+# Bytes of DNS messages a second that one green host's answers may have read (the budget key is
+# the host an answer goes to; the gateway's own answers share one key). Reading costs at most
+# ~0.6 µs a byte (hostile names of one-byte labels; a real answer ~0.05), so a host takes at most
+# ~3 % of the daemon's time. A browser doing 100 lookups a second reads ~30 KB/s; the burst, ten
+# seconds' worth, covers a page load's lookups at once. All hosts together may have read
+# ``_ALL_HOSTS`` times one host's rate, which bounds a host that makes its queries from many
+# addresses.
+BUDGET = 50_000
+_BURST_SECONDS = 10
+_ALL_HOSTS = 8
+_GATEWAY = b""
 
 _HOOKS = frozenset((Hook.FORWARD, Hook.INPUT))
-_IN = 1
-_A, _CNAME, _AAAA = 1, 5, 28
+_DEBUG_CLASSES = "daD"
 _TCP_LENGTH = struct.Struct("!H")
-# Appended before parsing; see parse_message.
-_END = b"\0end"
-# Records read per section. Scapy's list fields stop at conf.max_list_count (100), which called
-# real round-robin answers malformed (a 4 KB answer holds 250 A records). Parsing costs about
-# 0.1 ms per record on the reactor thread, so an answer built to stall the daemon stays bounded.
-MAX_RECORDS = 512
 
 log = Logger()
 
 
-def message_of(packet: Packet) -> bytes | None:
+def message_of(packet: Packet) -> bytes | bytearray | None:
     """The DNS message in a packet from port 53: the UDP payload, or a TCP segment holding one
     whole message after its 2-byte length (messages split over segments are not reassembled)."""
     payload = packet.payload
     if packet.proto == UDP:
-        return bytes(payload)
+        return payload
     if len(payload) > 2 and _TCP_LENGTH.unpack_from(payload)[0] == len(payload) - 2:
-        return bytes(payload[2:])
+        return payload[2:]
     return None
-
-
-def parse_message(message: bytes) -> DNS | None:
-    """``message`` as read by scapy, or None unless scapy read all of it as DNS.
-
-    Scapy reads leniently: at the end of the data it stops quietly, returning short names and
-    records, and what it cannot read it keeps as ``Raw``. So a marker goes after the message: a
-    whole message leaves it untouched as trailing payload, while reading past the end of a
-    truncated one, or reading more records than it holds, eats into it. Each record must then
-    be read to its exact length (an A record's RDLENGTH of 6 leaves 2 bytes over), and be a
-    record at all, which keeps attribute errors out of the callers.
-    """
-    saved, conf.max_list_count = conf.max_list_count, MAX_RECORDS
-    try:
-        dns = DNS(message + _END)
-    except Exception:  # bad input makes scapy raise struct.error, IndexError, its own errors...
-        return None
-    finally:
-        conf.max_list_count = saved
-    if not bytes(dns.payload).endswith(_END):
-        return None
-    for records in (dns.qd, dns.an, dns.ns, dns.ar):
-        if any(isinstance(r, Raw) or r.payload for r in records):
-            return None
-    return dns
-
-
-def name_text(name: bytes) -> str:
-    """A name as scapy gives it, as text: lowercase, no trailing dot, and bytes outside printable
-    ASCII written ``\\DDD`` (RFC 1035), so a hostile name cannot put spaces or line breaks into
-    the logs or the store file."""
-    return normalize_name(
-        "".join(chr(b) if 0x20 < b < 0x7F and b != 0x5C else f"\\{b:03d}" for b in name)
-    )
 
 
 def cname_chain(name: str, cnames: Mapping[str, str]) -> list[str]:
@@ -111,17 +78,24 @@ class DnsDetector:
     """Trains the block list from DNS answers queued from FORWARD and INPUT.
 
     ``banned`` holds the ``ban-dns-name`` names, normalized (``normalize_name``); they match
-    exactly and survive ``reload``, as learned blocks do.
+    exactly and survive ``reload``, as learned blocks do. ``budget``: bytes of answers a second
+    one host's answers may have read (see ``BUDGET``).
     """
 
     name = "dns"
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, banned: BannedNames | None = None
+        self,
+        path: str | os.PathLike[str] | None = None,
+        banned: BannedNames | None = None,
+        budget: float = BUDGET,
     ) -> None:
         self.path = path
         self.patterns = PatternSet()
         self.banned = banned if banned is not None else BannedNames()
+        burst = budget * _BURST_SECONDS
+        self._hosts = TokenBuckets(budget, burst)
+        self._all = TokenBuckets(budget * _ALL_HOSTS, burst * _ALL_HOSTS, max_keys=1)
 
     def reload(self, engine: Engine) -> list[str]:
         """(Re-)read the patterns file and block its .wsx literal IPs (on their listed port);
@@ -157,55 +131,99 @@ class DnsDetector:
         return self.patterns.matches(name)
 
     def inspect(self, packet: Packet, hook: int, engine: Engine) -> Verdict | None:
-        """Accept every DNS answer, training on it first.
+        """Accept every DNS answer from outside, training on it first.
 
         Returning ACCEPT keeps the generic rules away from the answer, so a DNS server is never
         taken for a P2P client. Only answers forwarded to a green host (or arriving for the
-        gateway itself) count; anything else from port 53, or anything that does not parse as a
-        DNS response, gets no such pass and goes on to the generic rules.
+        gateway itself) from outside count: one that came in on a green interface, or from a
+        green address, was made by a green host and teaches nothing. Anything else from port
+        53, or anything that is not a DNS response, gets no such pass and goes on to the
+        generic rules. The message is read only when something can train or a DNS debug class
+        is on, and only while the receiving host's answers are within the budget; otherwise
+        the header alone decides the pass.
         """
         if packet.sport != DNS_PORT or hook not in _HOOKS:
+            return None
+        if packet.indev in engine.green_ifindexes or packet.src in engine.green:
+            engine.stats["dns_from_green"] += 1
             return None
         if hook == Hook.FORWARD and packet.dst not in engine.green:
             return None  # answers come in to green hosts; outbound "answers" get no free pass
         message = message_of(packet)
         if message is None:
             return None
-        dns = parse_message(message)
-        if dns is None:
+        try:
+            header = dnswire.header(message)
+            if not self._wanted(engine.events) or not self._within_budget(
+                packet, hook, len(message), engine
+            ):
+                return self._passed(header, engine)
+            dns = dnswire.read(message)
+        except dnswire.Malformed as error:
             engine.stats["dns_malformed"] += 1
             engine.events.debug(
                 "D",
-                "malformed DNS message from {server}, {size} bytes",
+                "malformed DNS message from {server}, {size} bytes: {error}",
                 server=addr_text(packet.src),
                 size=len(message),
+                error=error,
             )
             return None
-        if not dns.qr:
+        verdict = self._passed(header, engine)
+        if verdict is not None:
+            _debug(dns, addr_text(packet.src), engine.events)
+            if header.opcode == 0 and header.rcode == 0:
+                self._train(dns, engine)
+        return verdict
+
+    def _wanted(self, events: IEventSink) -> bool:
+        """Whether reading a message can teach or show anything."""
+        patterns = self.patterns
+        return bool(
+            patterns.patterns
+            or patterns.names
+            or len(self.banned)
+            or any(events.wants_debug(cls) for cls in _DEBUG_CLASSES)
+        )
+
+    def _within_budget(self, packet: Packet, hook: int, size: int, engine: Engine) -> bool:
+        host = packet.dst if hook == Hook.FORWARD else _GATEWAY
+        now = engine.clock.seconds()
+        if self._hosts.charge(host, size, now) and self._all.charge(None, size, now):
+            return True
+        engine.stats["dns_over_budget"] += 1
+        engine.events.debug(
+            "D",
+            "DNS answer from {server} to {host} not read: over the budget",
+            server=addr_text(packet.src),
+            host=addr_text(host) if host else "the gateway",
+        )
+        return False
+
+    @staticmethod
+    def _passed(header: dnswire.Header, engine: Engine) -> Verdict | None:
+        """The pass for a response; a query from port 53 is no answer and gets none."""
+        if not header.qr:
             return None
         engine.stats["dns_answers"] += 1
-        _debug(dns, addr_text(packet.src), engine.events)
-        if dns.opcode == 0 and dns.rcode == 0:
-            self._train(dns, engine)
         return Verdict.ACCEPT
 
-    def _train(self, dns: DNS, engine: Engine) -> None:
+    def _train(self, dns: dnswire.Message, engine: Engine) -> None:
         cnames: dict[str, str] = {}
         addresses: dict[str, list[bytes]] = {}
-        for rr in dns.an:
-            if rr.type not in (_A, _AAAA, _CNAME) or rr.rclass != _IN or rr.cacheflush:
+        for rr in dns.answers:
+            if rr.rclass != dnswire.IN or rr.cache_flush:
                 continue
-            owner = name_text(rr.rrname)
-            if rr.type == _CNAME:
-                cnames.setdefault(owner, name_text(rr.rdata))
-            else:
-                addresses.setdefault(owner, []).append(ipaddress.ip_address(rr.rdata).packed)
+            if rr.rtype == dnswire.CNAME:
+                cnames.setdefault(rr.owner, rr.data)
+            elif rr.rtype in (dnswire.A, dnswire.AAAA):
+                addresses.setdefault(rr.owner, []).append(rr.data)
         if not addresses:
             return
-        for question in dns.qd:
-            if question.qclass != _IN or question.unicastresponse:
+        for question in dns.questions:
+            if question.qclass != dnswire.IN or question.unicast:
                 continue
-            chain = cname_chain(name_text(question.qname), cnames)
+            chain = cname_chain(question.name, cnames)
             trained = next(((name, why) for name in chain if (why := self.match(name))), None)
             if trained is None:
                 continue
@@ -216,33 +234,28 @@ class DnsDetector:
                     engine.learn(address, ANY_PORT, ANY_CLIENT, "dns", name=name)
 
 
-def _debug(dns: DNS, server: str, events: IEventSink) -> None:
+def _debug(dns: dnswire.Message, server: str, events: IEventSink) -> None:
     """Debug classes ``d`` (questions), ``a`` (answer records) and ``D`` (whole messages)."""
     if events.wants_debug("D"):
-        events.debug("D", "DNS answer from {server}: {dns}", server=server, dns=repr(dns))
+        events.debug(
+            "D", "DNS answer from {server}: {dns}", server=server, dns=dnswire.describe(dns)
+        )
     if events.wants_debug("d"):
-        for question in dns.qd:
+        for question in dns.questions:
             events.debug(
                 "d",
                 "DNS question {name} {qtype} answered by {server}, rcode {rcode}",
-                name=name_text(question.qname),
-                qtype=dnstypes.get(question.qtype, question.qtype),
+                name=question.name,
+                qtype=dnswire.type_name(question.qtype),
                 server=server,
-                rcode=dns.rcode,
+                rcode=dns.header.rcode,
             )
     if events.wants_debug("a"):
-        for rr in dns.an:
+        for rr in dns.answers:
             events.debug(
                 "a",
                 "DNS answer {name} {rtype} {data}",
-                name=name_text(rr.rrname),
-                rtype=dnstypes.get(rr.type, rr.type),
-                data=_rdata_text(rr),
+                name=rr.owner,
+                rtype=dnswire.type_name(rr.rtype),
+                data=dnswire.data_text(rr),
             )
-
-
-def _rdata_text(rr) -> str:
-    """The data of the record types training reads; the ``D`` class shows all the others."""
-    if rr.type == _CNAME:
-        return name_text(rr.rdata)
-    return rr.rdata if rr.type in (_A, _AAAA) else ""
