@@ -257,9 +257,10 @@ class Engine:
         return True
 
     def spoof(self, src: bytes | None, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
-        """Send a forged pong, at most ``max_spoofs`` a second: each costs a few hundred µs of
-        scapy, and a flood of hellos must not take the daemon's time from everyone's packets.
-        A hello over the budget is still dropped, only not answered."""
+        """Send a forged pong, at most ``max_spoofs`` a second: each costs a few µs (built
+        with ``struct``, a route lookup, a raw send), and a flood of hellos must not take the
+        daemon's time from everyone's packets. A hello over the budget is still dropped, only
+        not answered."""
         second = self.clock.seconds() // 1
         if second != self._spoof_second:
             self._spoof_second, self._spoofs_this_second = second, 0
