@@ -14,17 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .detectors.wsx import parse_endpoint
 from .engine import Engine
+from .errors import StartError
 from .packet import addr_text, endpoint_text
 from .store import HEADER, snapshot_lines, write_lines
 from .tables import ANY_CLIENT, ANY_PORT
@@ -50,6 +55,14 @@ STAT_COUNTERS = (
 )
 QUEUE_FIELDS = ("queue_total", "queue_dropped", "queue_user_dropped")
 READER_FIELDS = ("reader_errors", "reader_undecoded", "reader_enobufs")
+
+# Connections served at once; the next one gets ``ERR too many connections``. Each holds a
+# protocol and its buffers: a local program opening connections in a loop is bounded.
+MAX_CONNECTIONS = 32
+# Seconds a connection may stay without sending a line before it is closed.
+IDLE_TIMEOUT = 300.0
+# A unix socket's mode when the endpoint names none: only root (the daemon's user) connects.
+UNIX_MODE = "600"
 
 
 class NameSet(Protocol):
@@ -402,8 +415,11 @@ def peer_text(address: object) -> str:
 
 
 @implementer(IHalfCloseableProtocol)
-class ControlProtocol(LineReceiver):
-    """One control connection: ``\\n``-terminated lines (a trailing ``\\r`` is dropped)."""
+class ControlProtocol(LineReceiver, TimeoutMixin):
+    """One control connection: ``\\n``-terminated lines (a trailing ``\\r`` is dropped).
+
+    Beyond the factory's ``max_connections`` a connection gets one ``ERR`` line and is
+    closed; a connection that sends no line for ``idle_timeout`` seconds is closed."""
 
     delimiter = b"\n"
     MAX_LENGTH = 1024
@@ -411,15 +427,46 @@ class ControlProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         self.peer = peer_text(self.transport.getPeer())
+        self._working = False  # a reply is being worked on off the reactor thread
+        self._write_paused = False  # the transport's buffer is full
+        self._client_done = False  # the client half-closed
+        if not self.factory.admit(self):
+            self._log(
+                "<connection>", f"ERR too many connections (max {self.factory.max_connections})"
+            )
+            self.transport.write(b"ERR too many connections\n")
+            super().pauseProducing()  # nothing it sends is read
+            self.transport.loseConnection()
+            return
         # Backpressure: a client that sends commands but does not read the replies fills the
         # transport's buffer; the transport then pauses us (LineReceiver stops reading lines)
         # instead of the daemon's memory growing without end.
         self.transport.registerProducer(self, True)
-        self._working = False  # a reply is being worked on off the reactor thread
-        self._write_paused = False  # the transport's buffer is full
-        self._client_done = False  # the client half-closed
+        self.callLater = self.factory.clock.callLater
+        self.setTimeout(self.factory.idle_timeout)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.setTimeout(None)
+        self.factory.release(self)
+        super().connectionLost(reason)
+
+    def timeoutConnection(self) -> None:
+        """No line for ``idle_timeout`` seconds: say so and close. A reply still worked on
+        (``dump-blocks``) is not idleness; a client that does not read is cut off at once, as
+        a polite close would wait for its full buffer to drain."""
+        if self._working:
+            self.setTimeout(self.factory.idle_timeout)
+            return
+        reply = f"ERR idle for {self.factory.idle_timeout:.0f} s, closing"
+        self._log("<idle>", reply)
+        if self._write_paused:
+            self.transport.abortConnection()
+            return
+        self.transport.write(rendered([reply]))
+        self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:
+        self.resetTimeout()
         line = line.removesuffix(b"\r")
         try:
             text = line.decode("ascii")
@@ -494,24 +541,144 @@ class ControlProtocol(LineReceiver):
         if reply.body:
             self.transport.write(reply.body)
         self.transport.write(rendered([*reply.lines, reply.final]))
+        self._log(command, reply.final)
+        if reply.close:
+            self.transport.loseConnection()
+
+    def _log(self, command: str, reply: str) -> None:
         self.factory.controller.engine.events.event(
             "x",
             "control {peer}: {command} -> {reply}",
             peer=self.peer,
             command=command,
-            reply=reply.final,
+            reply=reply,
         )
-        if reply.close:
-            self.transport.loseConnection()
 
 
 class ControlFactory(Factory):
     """Serves the control port; ``names``, ``reload``, ``queue_stats``, ``dump_dir`` and
     ``reader_stats`` are optional features (see ``Controller``): without one its commands answer
-    ``ERR`` (or ``stats`` shows ``-``)."""
+    ``ERR`` (or ``stats`` shows ``-``). At most ``max_connections`` are served at once, each
+    closed after ``idle_timeout`` seconds without a line, timed on ``clock`` (the engine's by
+    default)."""
 
     protocol = ControlProtocol
     noisy = False
 
-    def __init__(self, engine: Engine, **features: Any) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        clock: IReactorTime | None = None,
+        **features: Any,
+    ) -> None:
         self.controller = Controller(engine, **features)
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.clock = clock if clock is not None else engine.clock
+        self.connections: set[ControlProtocol] = set()
+
+    def admit(self, protocol: ControlProtocol) -> bool:
+        """Count ``protocol`` in, unless ``max_connections`` are served already."""
+        if len(self.connections) >= self.max_connections:
+            return False
+        self.connections.add(protocol)
+        return True
+
+    def release(self, protocol: ControlProtocol) -> None:
+        self.connections.discard(protocol)
+
+
+def _split_fields(description: str) -> list[str]:
+    """An endpoint string's ``:``-separated fields, as Twisted splits them (``\\`` escapes)."""
+    fields, field, escaped = [], "", False
+    for char in description:
+        if escaped:
+            field += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append(field)
+            field = ""
+        else:
+            field += char
+    return [*fields, field]
+
+
+def _unix_path(description: str) -> str | None:
+    """The socket path of a ``unix:`` endpoint string; None for any other kind."""
+    kind, *fields = _split_fields(description)
+    if kind != "unix":
+        return None
+    options = dict(field.split("=", 1) for field in fields if "=" in field)
+    positional = [field for field in fields if "=" not in field]
+    return options.get("address", positional[0] if positional else None)
+
+
+def control_endpoint(description: str) -> str:
+    """``description`` with ``mode=600`` added to a ``unix:`` endpoint that gives no mode:
+    Twisted's default, 0666, lets every local user block and unblock peers."""
+    kind, *fields = _split_fields(description)
+    if kind != "unix" or any(field.startswith("mode=") for field in fields):
+        return description
+    return f"{description}:mode={UNIX_MODE}"
+
+
+def _reason(error: BaseException) -> str:
+    """The words of a listening error, without Twisted's "Couldn't listen on ..." preamble."""
+    if isinstance(error, CannotListenError):
+        error = error.socketError
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error)
+
+
+def listen_control(description: str, factory: Factory, reactor: object) -> IListeningPort:
+    """Listen on the control endpoint now (``control_endpoint`` applied). A bad endpoint, a
+    missing socket directory or a busy port is a ``StartError`` with one line."""
+    description = control_endpoint(description)
+    where = f"control port {description}"
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as error:
+        raise StartError(f"{where}: bad endpoint: {error}") from None
+    path = _unix_path(description)
+    if path is not None and not Path(path).parent.is_dir():
+        raise StartError(f"{where}: directory {Path(path).parent} does not exist")
+    outcome: list[IListeningPort | Failure] = []
+    endpoint.listen(factory).addBoth(outcome.append)
+    if not outcome:
+        raise StartError(f"{where}: did not start listening")
+    result = outcome[0]
+    if isinstance(result, Failure):
+        if not result.check(CannotListenError, OSError):
+            result.raiseException()
+        raise StartError(f"{where}: cannot listen: {_reason(result.value)}")
+    return result
+
+
+class ControlService(Service):
+    """Listens on the control port from ``privilegedStartService`` (a socket in /run needs
+    root), with ``listen_control``'s one-line errors; stops listening at stop."""
+
+    def __init__(self, description: str, factory: Factory, reactor: object) -> None:
+        self.description = description
+        self.factory = factory
+        self.reactor = reactor
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        self.port = listen_control(self.description, self.factory, self.reactor)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None

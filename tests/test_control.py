@@ -4,23 +4,32 @@ the real listening port (TCP and unix) and the wiring in ``makeService``."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from twisted.internet import defer, reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
-from twisted.internet.protocol import Protocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pwall.control import (
     COMMANDS,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
     ControlFactory,
+    ControlService,
+    control_endpoint,
+    listen_control,
     parse_queue_stats,
     peer_text,
     read_queue_stats,
 )
+from p2pwall.errors import StartError
 from p2pwall.options import Options
 from p2pwall.packet import Hook, decode
 from p2pwall.service import makeService
@@ -399,7 +408,9 @@ class ModeAndStateTests(ControlTestCase):
         self.engine.lock(packed("fd00::7"), "test")
         self.clock.advance(60)
         self.engine.tick()  # half the 120 s lock has passed: the hello is replayed as a probe
-        self.engine.probe_answered(CLIENT, 3000)
+        self.assertTrue(  # the client's reply, to the port the probe came from
+            self.engine.probe_answered(decode(udp("10.0.0.5", "198.18.0.1", 1214, 3000)))
+        )
         self.clock.advance(20)
         self.assertEqual(
             self.command("clients"),
@@ -575,6 +586,177 @@ class SessionTests(ControlTestCase):
         self.assertEqual(peer_text(IPv6Address("TCP", "::1", 5000)), "[::1]:5000")
         self.assertEqual(peer_text(IPv4Address("TCP", "127.0.0.1", 5000)), "127.0.0.1:5000")
         self.assertEqual(peer_text(UNIXAddress(None)), "unix")
+
+
+class ConnectionLimitTests(ControlTestCase):
+    """A local program opening connections in a loop cannot make the daemon hold more."""
+
+    def test_the_connection_past_the_cap_is_refused_with_one_line(self) -> None:
+        sessions = [self.session]
+        sessions += [Session(self.factory, port=40001 + n) for n in range(MAX_CONNECTIONS - 1)]
+        self.assertFalse(any(s.transport.disconnecting for s in sessions))
+        extra = Session(self.factory, port=41000)
+        self.assertEqual(extra.transport.value(), b"ERR too many connections\n")
+        self.assertTrue(extra.transport.disconnecting)
+        self.assertEqual(extra.send(b"block 203.0.113.5\n"), [])
+        self.assertNotIn((PEER, 0, b""), self.engine.blocks)
+        extra.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.factory.connections), MAX_CONNECTIONS)
+        self.assertEqual(
+            self.engine.events.of("x")[-1],
+            f"control 127.0.0.1:41000: <connection> -> ERR too many connections"
+            f" (max {MAX_CONNECTIONS})",
+        )
+
+    def test_a_closed_connection_frees_its_place(self) -> None:
+        factory = ControlFactory(self.engine, max_connections=2)
+        first, _second = Session(factory), Session(factory, port=40001)
+        self.assertTrue(Session(factory, port=40002).transport.disconnecting)
+        first.protocol.connectionLost(Failure(ConnectionDone()))
+        third = Session(factory, port=40003)
+        self.assertEqual(third.command("ping"), ["OK pong"])
+
+
+class IdleTimeoutTests(ControlTestCase):
+    """A connection that sends nothing is closed, so idle ones cannot use up the cap."""
+
+    def test_closed_after_the_idle_time_without_a_line(self) -> None:
+        self.clock.advance(IDLE_TIMEOUT - 1)
+        self.assertEqual(self.command("ping"), ["OK pong"])
+        self.session.transport.clear()
+        self.session.protocol.dataReceived(b"pi")  # half a line is not a line
+        self.clock.advance(IDLE_TIMEOUT - 1)
+        self.assertFalse(self.session.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(self.session.transport.value(), b"ERR idle for 300 s, closing\n")
+        self.assertTrue(self.session.transport.disconnecting)
+        self.session.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.factory.connections, set())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_timeout_is_a_factory_parameter(self) -> None:
+        session = Session(ControlFactory(self.engine, idle_timeout=5))
+        self.clock.advance(5)
+        self.assertEqual(session.transport.value(), b"ERR idle for 5 s, closing\n")
+
+    def test_a_client_that_does_not_read_is_cut_off(self) -> None:
+        """A polite close would wait for its full buffer to drain, that is for ever."""
+        self.session.protocol.pauseProducing()
+        self.clock.advance(IDLE_TIMEOUT)
+        self.assertTrue(self.session.transport.disconnected)  # aborted
+
+    def test_a_reply_worked_on_is_not_idleness(self) -> None:
+        pending: list[defer.Deferred] = []
+
+        def run(work, *args) -> defer.Deferred:
+            pending.append(defer.Deferred().addCallback(lambda _: work(*args)))
+            return pending[-1]
+
+        session = Session(ControlFactory(self.engine, run=run))
+        session.command("dump-blocks")
+        self.clock.advance(IDLE_TIMEOUT * 2)
+        self.assertFalse(session.transport.disconnecting)
+        session.transport.clear()
+        pending[0].callback(None)
+        self.assertEqual(session.transport.value(), b"OK 0 blocks\n")
+        self.clock.advance(IDLE_TIMEOUT)
+        self.assertTrue(session.transport.disconnecting)
+
+
+class ControlEndpointTests(SynchronousTestCase):
+    def test_unix_sockets_get_mode_600_unless_they_name_one(self) -> None:
+        cases = {
+            "unix:/run/p2pwall.sock": "unix:/run/p2pwall.sock:mode=600",
+            "unix:/run/p2pwall.sock:mode=660": "unix:/run/p2pwall.sock:mode=660",
+            "unix:address=/run/a.sock:lockfile=1": "unix:address=/run/a.sock:lockfile=1:mode=600",
+            "unix:mode=640:address=/run/a.sock": "unix:mode=640:address=/run/a.sock",
+            "unix:/run/mode=1\\:x.sock": "unix:/run/mode=1\\:x.sock:mode=600",
+            "tcp:4120:interface=127.0.0.1": "tcp:4120:interface=127.0.0.1",
+            "tcp6:4120:interface=\\:\\:1": "tcp6:4120:interface=\\:\\:1",
+        }
+        for given, expected in cases.items():
+            self.assertEqual(control_endpoint(given), expected, given)
+
+
+class ListenControlTests(TestCase):
+    """``listen_control`` on the real reactor: the socket's mode and one-line errors."""
+
+    def setUp(self) -> None:
+        self.factory = ControlFactory(make_engine(), names=set())
+        self.dir = Path(self.mktemp())  # relative: a socket's path has at most 107 bytes
+        self.dir.mkdir()
+
+    def listen(self, description: str) -> object:
+        port = listen_control(description, self.factory, reactor)
+        self.addCleanup(port.stopListening)
+        return port
+
+    def test_a_unix_socket_is_0600_unless_a_mode_is_given(self) -> None:
+        os.umask(old := os.umask(0))  # the widest umask: the mode must not come from it
+        self.addCleanup(os.umask, old)
+        self.listen(f"unix:{self.dir / 'a.sock'}")
+        self.listen(f"unix:{self.dir / 'b.sock'}:mode=660")
+        self.assertEqual(stat.S_IMODE(os.stat(self.dir / "a.sock").st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.dir / "b.sock").st_mode), 0o660)
+
+    def test_a_missing_socket_directory_is_one_line(self) -> None:
+        socket = self.dir / "missing" / "control.sock"
+        error = self.assertRaises(
+            StartError, listen_control, f"unix:{socket}", self.factory, reactor
+        )
+        self.assertEqual(
+            str(error),
+            f"control port unix:{socket}:mode=600: directory {socket.parent} does not exist",
+        )
+
+    def test_a_busy_port_is_one_line(self) -> None:
+        port = self.listen("tcp:0:interface=127.0.0.1").getHost().port
+        description = f"tcp:{port}:interface=127.0.0.1"
+        error = self.assertRaises(StartError, listen_control, description, self.factory, reactor)
+        self.assertEqual(
+            str(error), f"control port {description}: cannot listen: Address already in use"
+        )
+
+    def test_a_socket_held_by_a_running_daemon_is_one_line(self) -> None:
+        socket = self.dir / "control.sock"
+        self.listen(f"unix:{socket}")
+        error = self.assertRaises(
+            StartError, listen_control, f"unix:{socket}", self.factory, reactor
+        )
+        self.assertIn(": cannot listen: ", str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_a_bad_endpoint_is_one_line(self) -> None:
+        for description, reason in (
+            ("tpc:4120", "bad endpoint: Unknown endpoint type: 'tpc'"),
+            ("tcp:port", "bad endpoint: invalid literal for int() with base 10: 'port'"),
+        ):
+            error = self.assertRaises(
+                StartError, listen_control, description, self.factory, reactor
+            )
+            self.assertEqual(str(error), f"control port {description}: {reason}")
+
+    def test_other_failures_are_not_hidden(self) -> None:
+        """Only listening errors become one line; a bug in the factory still shows."""
+
+        class Broken(MemoryReactorClock):
+            def listenTCP(self, *args, **kwargs):
+                raise ZeroDivisionError("bug")
+
+        self.assertRaises(ZeroDivisionError, listen_control, "tcp:4120", Factory(), Broken())
+
+    @defer.inlineCallbacks
+    def test_the_service_listens_when_privileged_and_stops(self):
+        socket = self.dir / "control.sock"
+        service = ControlService(f"unix:{socket}", self.factory, reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual(stat.S_IMODE(os.stat(socket).st_mode), 0o600)
+        client = ClientProtocol(b"ping\nquit\n")
+        yield connectProtocol(clientFromString(reactor, f"unix:{socket}"), client)
+        self.assertEqual((yield client.closed), "OK pong\nOK bye\n")
+        yield service.stopService()
+        self.assertFalse(socket.exists())
 
 
 BAD_PEER = "expected IP, IPv4:PORT or [IPv6]:PORT, PORT 1-65535"
