@@ -376,7 +376,7 @@ class ClientDirectory:
             try:
                 entry.unlink(missing_ok=True)
             except OSError as error:
-                log.warn("client file {path}: {error}", path=entry, error=error)
+                log.warn("client file {path}: {error}", path=entry, error=error.strerror or error)
 
     def client_locked(self, addr: bytes) -> None:
         self._apply(addr, True)
@@ -395,13 +395,15 @@ class ClientDirectory:
         keep it for ``retry``."""
         target = self.path / addr_text(addr)
         try:
-            if wanted:
-                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+            if wanted:  # O_NONBLOCK: a FIFO planted under the name fails instead of blocking
+                flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                os.close(os.open(target, flags, 0o644))
             else:
                 target.unlink(missing_ok=True)
         except OSError as error:
             if self._pending.get(addr) != wanted:
-                log.warn("client file {path}: {error}; trying again", path=target, error=error)
+                reason = error.strerror or error
+                log.warn("client file {path}: {error}; trying again", path=target, error=reason)
             self._pending[addr] = wanted
             self._schedule()
             return

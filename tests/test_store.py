@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -396,3 +397,22 @@ class ClientDirectoryGuardTests(SynchronousTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         directory.clear()
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_fifo_named_like_a_client_fails_instead_of_blocking(self) -> None:
+        directory = ClientDirectory(self.path, self.clock)
+        directory.start()
+        os.mkfifo(self.path / "198.18.1.10")
+
+        def blocked(signum: int, frame: object) -> None:
+            raise TimeoutError("opening the client file blocked")
+
+        previous = signal.signal(signal.SIGALRM, blocked)
+        self.addCleanup(signal.signal, signal.SIGALRM, previous)
+        signal.alarm(5)
+        try:
+            with capturedLogs() as events:
+                directory.client_locked(packed("198.18.1.10"))
+        finally:
+            signal.alarm(0)
+        self.assertIn("No such device or address; trying again", logged(events)[0])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
