@@ -34,6 +34,7 @@ _TYPE_NAMES = {
 }  # fmt: skip
 _CLASS_NAMES = {IN: "IN", 3: "CH", 4: "HS", 255: "ANY"}
 _ADDRESS_SIZES = {A: 4, AAAA: 16}
+_NAME_TYPES = frozenset((NS, CNAME, PTR))  # types whose data is one name
 _HEADER = struct.Struct("!6H")
 _QUESTION = struct.Struct("!HH")
 _RECORD = struct.Struct("!HHIH")
@@ -91,7 +92,7 @@ class Record(NamedTuple):
     rclass: int
     cache_flush: bool  # mDNS: the top bit of the class field
     ttl: int
-    data: bytes | str  # A/AAAA: the packed address; CNAME: the target; others: the raw rdata
+    data: bytes | str  # A/AAAA: the packed address; CNAME/NS/PTR: the name; others: raw rdata
 
 
 class Message(NamedTuple):
@@ -152,11 +153,11 @@ def _records(
         stop = pos + rdlength
         if stop > size:
             raise Malformed(f"record data past the end at {pos}")
-        if rtype == CNAME:
+        if rtype in _NAME_TYPES:
             rdata: bytes | str
             rdata, after = _name(data, pos, names)
             if after != stop:
-                raise Malformed(f"CNAME data of the wrong length at {pos}")
+                raise Malformed(f"name data of the wrong length at {pos}")
         else:
             rdata = data[pos:stop]
             if _ADDRESS_SIZES.get(rtype, rdlength) != rdlength:
