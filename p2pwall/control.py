@@ -19,7 +19,12 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort, IReactorTime
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -647,10 +652,17 @@ def listen_control(description: str, factory: Factory, reactor: object) -> IList
     path = _unix_path(description)
     if path is not None and not Path(path).parent.is_dir():
         raise StartError(f"{where}: directory {Path(path).parent} does not exist")
+    return listen_now(endpoint, factory, where)
+
+
+def listen_now(endpoint: IStreamServerEndpoint, factory: Factory, where: str) -> IListeningPort:
+    """``endpoint.listen(factory)``'s port, or a ``StartError`` naming ``where``: listening
+    errors as one line, and an endpoint that would listen only later (twistd must know now
+    whether the daemon runs). Any other failure is a bug and raised as it is."""
     outcome: list[IListeningPort | Failure] = []
     endpoint.listen(factory).addBoth(outcome.append)
     if not outcome:
-        raise StartError(f"{where}: did not start listening")
+        raise StartError(f"{where}: the endpoint does not listen at once")
     result = outcome[0]
     if isinstance(result, Failure):
         if not result.check(CannotListenError, OSError):

@@ -25,6 +25,7 @@ from p2pwall.control import (
     ControlService,
     control_endpoint,
     listen_control,
+    listen_now,
     parse_queue_stats,
     peer_text,
     read_queue_stats,
@@ -735,6 +736,14 @@ class ListenControlTests(TestCase):
                 StartError, listen_control, description, self.factory, reactor
             )
             self.assertEqual(str(error), f"control port {description}: {reason}")
+
+    def test_an_endpoint_that_listens_later_is_one_line(self) -> None:
+        class Later:
+            def listen(self, factory: Factory) -> defer.Deferred:
+                return defer.Deferred()
+
+        error = self.assertRaises(StartError, listen_now, Later(), self.factory, "control port x")
+        self.assertEqual(str(error), "control port x: the endpoint does not listen at once")
 
     def test_other_failures_are_not_hidden(self) -> None:
         """Only listening errors become one line; a bug in the factory still shows."""
