@@ -19,7 +19,7 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 
 from twisted.application import strports
@@ -67,34 +67,69 @@ class StartFailed(SystemExit, Exception):  # noqa: N818 - named for what the adm
 
 
 @contextmanager
-def one_line_failures() -> Iterator[None]:
-    """Turn a ``StartError`` raised inside into ``StartFailed``."""
+def one_line_failures(report: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Turn a ``StartError`` raised inside into ``StartFailed``, telling ``report`` first."""
     try:
         yield
     except StartError as error:
+        if report is not None:
+            report(str(error))
         raise StartFailed(str(error)) from None
 
 
+class LaunchStderr:
+    """The stderr twistd was launched with, kept until the daemon has started.
+
+    Daemonised, a start failure reaches the waiting parent through twistd's status pipe, which
+    carries only its first 100 bytes; the whole line is written here first, so the admin's
+    terminal shows it in full. In the process that launched (``-n``) the line goes to the log
+    on stdout as it is, so nothing is written here."""
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        try:
+            self._fd: int | None = os.dup(2)
+        except OSError:
+            self._fd = None
+
+    def report(self, line: str) -> None:
+        if self._fd is not None and os.getpid() != self._pid:
+            # When nobody reads it any more, twistd's status pipe still tells the parent.
+            with suppress(OSError):
+                os.write(self._fd, f"p2pwall: {line}\n".encode(errors="replace"))
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the terminal: a launcher that waits for end-of-file must not wait for us."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class DaemonService(MultiService):
-    """The whole daemon; ``engine`` and ``addresses`` are kept for the control port's and the
+    """The whole daemon; ``engine`` and ``watch`` are kept for the control port's and the
     tests' sake. Starting logs the settings in effect, then starts the parts."""
 
-    def __init__(self, engine: Engine, options: Options, watch: AddressWatch) -> None:
+    def __init__(
+        self, engine: Engine, options: Options, watch: AddressWatch, launch: LaunchStderr
+    ) -> None:
         super().__init__()
         self.engine = engine
         self.options = options
         self.watch = watch
+        self.launch = launch
 
     def privilegedStartService(self) -> None:
-        with one_line_failures():
+        with one_line_failures(self.launch.report):
             super().privilegedStartService()
 
     def startService(self) -> None:
-        with one_line_failures():
+        with one_line_failures(self.launch.report):
             log.info("{settings}", settings=settings_line(self.options, self.engine, self.watch))
             for warning in settings_warnings(self.options):
                 log.warn("{line}", line=warning)
             super().startService()
+        self.launch.close()
 
 
 def makeService(
@@ -154,7 +189,7 @@ def build_services(
 ) -> DaemonService:
     """Everything around the engine, in start order; the queue comes last."""
     watch = AddressWatch(engine, options["green-if"], options["green"], read_addresses)
-    top = DaemonService(engine, options, watch)
+    top = DaemonService(engine, options, watch, LaunchStderr())
     CapabilityService().setServiceParent(top)
     SpooferService(engine.spoofer).setServiceParent(top)
     AddressService(watch, reactor).setServiceParent(top)
