@@ -8,6 +8,7 @@ import signal
 import struct
 from ipaddress import ip_address
 from pathlib import Path
+from unittest import mock
 
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import IP
@@ -17,6 +18,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pwall import dnswire
 from p2pwall.detectors.dns import BANNED, WSX, DnsDetector, cname_chain
 from p2pwall.detectors.fasttrack import FastTrackDetector
 from p2pwall.detectors.patterns import WSX_HOST, PatternSet
@@ -25,7 +27,7 @@ from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict, decode
 from p2pwall.service import makeService
 from p2pwall.tables import ANY_CLIENT, ANY_PORT
-from p2pwall.testing import FakeKernelQueue, make_engine, packed, tcp, udp
+from p2pwall.testing import FakeKernelQueue, MemoryEvents, make_engine, packed, tcp, udp
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -73,16 +75,26 @@ class DnsTestCase(SynchronousTestCase):
             self.clock, green=self.green, detectors=[FastTrackDetector(), self.dns]
         )
 
-    def feed(self, data: bytes, hook: Hook = Hook.FORWARD) -> Verdict:
+    def feed(self, data: bytes, hook: Hook = Hook.FORWARD, indev: int = 0) -> Verdict:
         packet = decode(data)
         assert packet is not None
+        packet.indev = indev
         return self.engine.verdict(packet, hook)
 
     def reply(
-        self, message: bytes, hook: Hook = Hook.FORWARD, src: str = SERVER, dst: str = CLIENT
+        self,
+        message: bytes,
+        hook: Hook = Hook.FORWARD,
+        src: str = SERVER,
+        dst: str = CLIENT,
+        indev: int = 0,
     ) -> Verdict:
-        """``message`` from a DNS server to ``dst`` over UDP."""
-        return self.feed(udp(src, dst, 53, 40000, message), hook)
+        """``message`` from a DNS server to ``dst`` over UDP, come in on ``indev``."""
+        return self.feed(udp(src, dst, 53, 40000, message), hook, indev)
+
+    def decided_by(self) -> str:
+        """Who accepted the last UDP packet: "dns" (the pass) or "no rule" (generic rules)."""
+        return self.engine.events.of("U")[-1].rpartition(" (")[2].rstrip(")")
 
     def learned(self) -> dict[str, str | None]:
         """Learned address text -> the name it was learned for (DNS-learned blocks only)."""
@@ -364,6 +376,193 @@ class MalformedTests(DnsTestCase):
         self.assertEqual(
             self.learned(), {PEER: r"evil\0101.2.3.4\032*\032*\032manual\0320.winmx.com"}
         )
+
+
+class SourceTests(DnsTestCase):
+    """Answers train only when they come from outside: a green host can forge an answer to the
+    gateway (INPUT, from port 53) or route a spoofed one through it (FORWARD)."""
+
+    GREEN_IF, RED_IF = 3, 2
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.engine.green_ifindexes = frozenset({self.GREEN_IF, 7})
+        self.message = answer("cache0.winmx.com", rr("cache0.winmx.com", "A", PEER))
+
+    def check_ignored(self, hook: Hook, **where) -> None:
+        self.reply(self.message, hook, **where)
+        self.assertEqual(self.decided_by(), "no rule")
+        self.assertEqual(self.learned(), {})
+        self.assertEqual(self.engine.stats["dns_from_green"], 1)
+        self.assertEqual(self.engine.stats["dns_answers"], 0)
+
+    def test_input_answer_from_a_green_interface(self) -> None:
+        self.check_ignored(Hook.INPUT, dst="198.18.1.1", indev=self.GREEN_IF)
+
+    def test_forward_answer_from_a_green_interface(self) -> None:
+        self.check_ignored(Hook.FORWARD, indev=self.GREEN_IF)
+
+    def test_forward_answer_from_a_green_interface_gets_no_pass_past_a_block(self) -> None:
+        self.engine.block(packed(CLIENT), 40000)
+        self.assertEqual(self.reply(self.message, indev=7), Verdict.DROP)
+        self.assertEqual(self.learned(), {})
+
+    def test_answer_from_a_green_address(self) -> None:
+        self.check_ignored(Hook.FORWARD, src="198.18.1.53", indev=self.RED_IF)
+
+    def test_answers_from_outside_train_on_both_hooks(self) -> None:
+        self.reply(self.message, Hook.INPUT, dst="198.18.1.1", indev=self.RED_IF)
+        self.assertEqual(self.decided_by(), "dns")
+        other = answer("cache1.winmx.com", rr("cache1.winmx.com", "A", PEER2))
+        self.reply(other, indev=self.RED_IF)
+        self.assertEqual(self.decided_by(), "dns")
+        self.assertEqual(self.learned(), {PEER: "cache0.winmx.com", PEER2: "cache1.winmx.com"})
+        self.assertEqual(self.engine.stats["dns_from_green"], 0)
+
+    def test_unknown_interface_is_taken_as_outside(self) -> None:
+        """0: the reader could not tell; the address check still applies."""
+        self.reply(self.message, indev=0)
+        self.assertEqual(self.learned(), {PEER: "cache0.winmx.com"})
+
+
+class ReadingTests(DnsTestCase):
+    """The message is read only when something can train or a DNS debug class is on."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.dns.patterns = PatternSet()
+        self.engine.events = MemoryEvents(debug="thp")
+        # A whole header, then an A record of 6 bytes: malformed, but only reading can tell.
+        self.bad = raw_answer("www.winmx.com", record(1, packed(PEER) + b"\1\2"))
+
+    def read_calls(self, message: bytes, **where) -> int:
+        with mock.patch.object(dnswire, "read", wraps=dnswire.read) as read:
+            self.reply(message, **where)
+        return read.call_count
+
+    def test_nothing_to_train_reads_nothing_and_passes(self) -> None:
+        self.assertEqual(self.read_calls(self.bad), 0)
+        self.assertEqual(self.decided_by(), "dns")
+        self.assertEqual(self.engine.stats["dns_malformed"], 0)
+        self.assertEqual(self.engine.stats["dns_answers"], 1)
+
+    def test_each_source_of_names_turns_reading_on(self) -> None:
+        def patterns() -> None:
+            self.dns.patterns = PatternSet([WINMX])
+
+        def wsx_names() -> None:
+            self.dns.patterns = PatternSet(names=["opennap2.example"])
+
+        def banned() -> None:
+            self.dns.banned.add("peers.example.net")
+
+        for turn_on in (patterns, wsx_names, banned):
+            self.dns.patterns = PatternSet()
+            self.dns.banned.discard("peers.example.net")
+            self.assertEqual(self.read_calls(self.bad), 0, turn_on.__name__)
+            turn_on()
+            self.assertEqual(self.read_calls(self.bad), 1, turn_on.__name__)
+            self.assertEqual(self.decided_by(), "no rule")
+
+    def test_a_dns_debug_class_turns_reading_on(self) -> None:
+        for cls in "daD":
+            self.engine.events = MemoryEvents(debug=cls)
+            good = answer("www.example.org", rr("www.example.org", "A", PEER))
+            self.assertEqual(self.read_calls(good), 1, cls)
+            self.assertEqual(len(self.engine.events.of(cls, debug=True)), 1, cls)
+        self.assertEqual(self.learned(), {})
+
+    def test_unread_answers_still_need_a_response_header_from_outside_to_green(self) -> None:
+        good = answer("www.example.org", rr("www.example.org", "A", PEER))
+        for message, where in (
+            (answer("www.example.org", qr=0), {}),  # a query
+            (good, {"dst": OTHER}),  # not to a green host
+            (good, {"src": "198.18.1.53"}),  # from a green host
+            (good[:11], {}),  # not even a header
+            (bytes(DNS(qr=1, ancount=MAX_RECORDS + 1)), {}),  # more records than read
+        ):
+            self.assertEqual(self.read_calls(message, **where), 0, message.hex())
+            self.assertEqual(self.decided_by(), "no rule", message.hex())
+        self.assertEqual(self.engine.stats["dns_malformed"], 2)
+        self.assertEqual(self.engine.stats["dns_answers"], 0)
+        self.reply(good, Hook.INPUT, dst="198.18.1.1")
+        self.assertEqual(self.decided_by(), "dns")
+
+
+class BudgetTests(DnsTestCase):
+    """One host's answers can take only a bounded share of the daemon's time."""
+
+    BUDGET = 1000  # bytes a second; the burst is ten seconds' worth, all hosts eight hosts'
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.dns = DnsDetector(budget=self.BUDGET)
+        self.dns.patterns = PatternSet([WINMX])
+        self.engine = make_engine(self.clock, green=self.green, detectors=[self.dns])
+        self.big = answer(
+            "big.winmx.com", *(rr("big.winmx.com", "A", PEER2) for _ in range(60)), compress=True
+        )
+        self.assertEqual(len(self.big), 991)
+        self.late = answer("late.winmx.com", rr("late.winmx.com", "A", PEER))
+
+    def test_a_host_over_its_budget_gets_the_pass_without_training(self) -> None:
+        for _ in range(11):  # charged while the balance is positive: 10,000 - 10 * 991 > 0
+            self.assertEqual(self.reply(self.big), Verdict.ACCEPT)
+        self.assertEqual(self.engine.stats["dns_over_budget"], 0)
+        self.assertEqual(self.reply(self.late), Verdict.ACCEPT)
+        self.assertEqual(self.decided_by(), "dns")
+        self.assertEqual(self.learned(), {PEER2: "big.winmx.com"})
+        self.assertEqual(self.engine.stats["dns_over_budget"], 1)
+        self.assertEqual(
+            self.engine.events.of("D", debug=True)[-1],
+            "DNS answer from 198.51.100.53 to 198.18.1.20 not read: over the budget",
+        )
+        # Another host is not held up; the host itself reads again once its budget refills.
+        other = answer("other.winmx.com", rr("other.winmx.com", "A", OTHER))
+        self.reply(other, dst="198.18.1.21")
+        self.assertIn(OTHER, self.learned())
+        self.clock.advance(1)
+        self.reply(self.late)
+        self.assertIn(PEER, self.learned())
+
+    def test_the_gateway_has_a_budget_of_its_own(self) -> None:
+        for _ in range(12):
+            self.reply(self.big, Hook.INPUT, dst="198.18.1.1")
+        self.assertEqual(self.engine.stats["dns_over_budget"], 1)
+        self.assertEqual(
+            self.engine.events.of("D", debug=True)[-1],
+            "DNS answer from 198.51.100.53 to the gateway not read: over the budget",
+        )
+        self.reply(self.late)
+        self.assertEqual(self.learned(), {PEER2: "big.winmx.com", PEER: "late.winmx.com"})
+
+    def test_all_hosts_together_have_a_budget(self) -> None:
+        """A host asking from many addresses still has only eight hosts' worth."""
+        for host in range(1, 9):
+            for _ in range(10):
+                self.reply(self.big, dst=f"198.18.1.{host}")
+        self.assertEqual(self.engine.stats["dns_over_budget"], 0)
+        self.reply(self.big, dst="198.18.1.9")  # 80,000 - 80 * 991 > 0 left
+        self.reply(self.late, dst="198.18.1.9")
+        self.assertEqual(self.engine.stats["dns_over_budget"], 1)
+        self.assertNotIn(PEER, self.learned())
+
+    def test_a_flood_is_read_at_the_budget_rate(self) -> None:
+        """200 answers of 88 records a second for a minute: what is read stays within the
+        burst plus the rate, plus one message; every answer still passes."""
+        flood = answer(
+            "big.winmx.com", *(rr("big.winmx.com", "A", PEER) for _ in range(88)), compress=True
+        )
+        data = udp(SERVER, CLIENT, 53, 40000, flood)
+        with mock.patch.object(dnswire, "read", wraps=dnswire.read) as reader:
+            for _ in range(60 * 200):
+                self.assertEqual(self.engine.verdict(decode(data), Hook.FORWARD), Verdict.ACCEPT)
+                self.clock.advance(1 / 200)
+        read = reader.call_count * len(flood)
+        limit = self.BUDGET * (10 + 60) + len(flood)
+        self.assertLessEqual(read, limit)
+        self.assertGreater(read, limit - 2 * len(flood))
+        self.assertEqual(self.engine.stats["dns_answers"], 60 * 200)
 
 
 class TcpTests(DnsTestCase):
