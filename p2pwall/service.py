@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
 
-from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -32,15 +31,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import capabilities
-from .control import ControlFactory, read_queue_stats
+from .control import ControlFactory, ControlService, read_queue_stats
 from .detectors.dns import DnsDetector
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .errors import StartError
 from .events import EventLog
-from .interfaces import IPacketSource, ISpoofer
+from .interfaces import INeighbours, IPacketSource, ISpoofer
 from .localaddrs import AddressWatch
 from .names import BannedNames
+from .neighbours import KernelNeighbours
 from .networks import LINK_LOCAL, GreenNetworks
 from .nfqueue import KernelQueue, QueueReader
 from .options import Options
@@ -138,17 +138,22 @@ def makeService(
     packet_source: Callable[[], IPacketSource] | None = None,
     spoofer: ISpoofer | None = None,
     read_addresses: Callable[[], list[LinkAddress]] = addresses,
+    neighbours: INeighbours | None = None,
 ) -> DaemonService:
-    """Build the daemon; tests pass a fake reactor, packet source, spoofer and address list."""
+    """Build the daemon; tests pass a fake reactor, packet source, spoofer, address list and
+    neighbour table."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     with one_line_failures():
-        engine, dns = build_engine(options, reactor, spoofer)
+        engine, dns = build_engine(options, reactor, spoofer, neighbours)
         return build_services(options, engine, dns, reactor, packet_source, read_addresses)
 
 
 def build_engine(
-    options: Options, reactor: IReactorTime, spoofer: ISpoofer | None = None
+    options: Options,
+    reactor: IReactorTime,
+    spoofer: ISpoofer | None = None,
+    neighbours: INeighbours | None = None,
 ) -> tuple[Engine, DnsDetector]:
     """The policy and its collaborators: what decides each packet."""
     events = EventLog(
@@ -175,6 +180,9 @@ def build_engine(
         no_udp_block=options["no-udp-block"],
         accept_all=options["accept-all"],
         max_spoofs=options["max-spoofs"],
+        # Whose MAC owns a green address: a packet with another one teaches nothing.
+        neighbours=neighbours or KernelNeighbours(reactor),
+        max_probes=options["max-probes"],
     )
     return engine, dns
 
@@ -204,7 +212,7 @@ def build_services(
     prune = partial(prune_blocks, engine, max_age)
     timer(prune_interval(max_age), prune, reactor).setServiceParent(top)
     if options["client-dir"]:
-        directory = ClientDirectory(options["client-dir"])
+        directory = ClientDirectory(options["client-dir"], clock=reactor)
         engine.observers.append(directory)
         ClientDirectoryService(directory).setServiceParent(top)
 
@@ -224,7 +232,7 @@ def build_services(
             reader_stats=lambda: reading.reader.stats() if reading.reader else None,
             run=thread_runner(reactor),
         )
-        strports.service(options["control"], control, reactor=reactor).setServiceParent(top)
+        ControlService(options["control"], control, reactor).setServiceParent(top)
 
     queue_num = options["queue"]
     open_queue = packet_source or partial(
@@ -240,7 +248,7 @@ def build_services(
             engine.verdict,
             reactor,
             failure_verdict=Verdict[options["failure-verdict"].upper()],
-            want_mac=engine.events.wants_mac,
+            want_mac=True,  # every packet's sender MAC, for the neighbour check
             name=f"NFQUEUE {queue_num}",
         ),
         queue_num,
@@ -484,8 +492,11 @@ class StoreService(Service):
         return self.save(final=True)
 
     def _load(self) -> None:
-        blocks = self.engine.blocks
-        loaded = self.store.load(blocks, self.engine.clock.seconds())
+        engine = self.engine
+        blocks = engine.blocks
+        # The addresses are read before the store (AddressService comes first): a stored
+        # learned block of a green or gateway address is a bad line.
+        loaded = self.store.load(blocks, engine.clock.seconds(), engine.green, engine.local)
         self._loaded = True
         self._written = (blocks.changes, blocks.refreshes)  # the file holds what was loaded
         log.info("loaded {count} blocks from {path}", count=loaded, path=self.store.path)

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall import service as service_module
 from p2pwall.errors import StartError
+from p2pwall.neighbours import KernelNeighbours
 from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict
 from p2pwall.rtnetlink import LinkAddress
@@ -122,6 +123,15 @@ class ServiceTests(DaemonCase):
         self.assertEqual(lines[0][0], "#")
         self.assertEqual(
             sorted(line.split()[0] for line in lines[1:]), ["198.19.1.1", "198.19.1.2"]
+        )
+
+    def test_store_lines_of_green_or_gateway_addresses_are_not_loaded(self) -> None:
+        store = Path(self.mktemp())
+        peers = ("198.19.1.1", "198.18.1.50", "127.0.0.1")  # outside, green, the gateway's
+        store.write_text("".join(f"{peer} 1214 * udp 999990\n" for peer in peers))
+        service = self.build("-f", str(store))
+        self.assertEqual(
+            [key for key, _ in service.engine.blocks.items()], [(packed("198.19.1.1"), 1214, b"")]
         )
 
     def test_store_written_on_its_timer(self) -> None:
@@ -300,6 +310,29 @@ def at(ifindex: int, ifname: str, interface: str) -> LinkAddress:
     return LinkAddress(ifindex, ifname, ipaddress.ip_interface(interface))
 
 
+class NeighbourWiringTests(DaemonCase):
+    """Every packet's MAC reaches the engine, which checks it against the neighbour table."""
+
+    def test_a_hello_from_another_hosts_mac_locks_nobody(self) -> None:
+        owner, other = bytes.fromhex("02fc00000010"), bytes.fromhex("02fc00000020")
+        table = {packed("198.18.1.10"): owner, packed("198.18.1.20"): other}
+        neighbours = KernelNeighbours(Clock(), read=lambda: table)
+        service = self.build(neighbours=neighbours)
+        engine = service.engine
+        self.assertIs(engine.neighbours, neighbours)
+        self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO), hw=other)
+        self.read()
+        self.assertEqual((engine.stats["forged_source"], len(engine.clients)), (1, 0))
+        self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO), hw=owner)
+        self.read()
+        self.assertEqual(len(engine.clients), 1)
+
+    def test_kernel_table_and_max_probes_by_default(self) -> None:
+        engine = self.build("--max-probes", "7").engine
+        self.assertIsInstance(engine.neighbours, KernelNeighbours)
+        self.assertEqual(engine.max_probes, 7)
+
+
 class StartLineTests(DaemonCase):
     """One line states the settings in effect; what protects less than expected is a warning."""
 
@@ -410,6 +443,15 @@ class StartFailureTests(SynchronousTestCase):
             "cannot bind NFQUEUE 0: Operation not permitted "
             "(another program reads that queue, or no CAP_NET_ADMIN)",
         )
+
+    def test_a_control_socket_in_a_missing_directory(self) -> None:
+        options = Options()
+        path = Path(self.mktemp()) / "control.sock"
+        options.parseOptions(["--green", "198.18.1.0/24", "--control", f"unix:{path}"])
+        service = makeService(options, ThreadsReactor(), FakeKernelQueue, RecordingSpoofer())
+        with self.assertRaises(StartFailed) as caught:
+            service.privilegedStartService()
+        self.assertIn(f"directory {path.parent} does not exist", caught.exception.code)
 
     def test_a_start_error_while_building(self) -> None:
         def broken(self) -> None:
