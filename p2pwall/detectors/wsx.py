@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeAlias
 
+from ..files import read_regular
+
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORT = 8888
@@ -206,7 +208,7 @@ def parse_wsx(text: str, source: str = "<wsx>") -> WsxList:
 
 def _load_file(path: Path) -> WsxList:
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except OSError as error:
         return WsxList(problems=(f"{path}: cannot read: {error.strerror or error}",))
     # Notepad may save UTF-8 with a BOM; as latin-1 it would garble the first field.

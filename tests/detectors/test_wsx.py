@@ -200,6 +200,18 @@ class LoadWsxTests(SynchronousTestCase):
             [str(folder / "dangling.wsx"), str(folder / "sub.wsx")],
         )
 
+    def test_a_fifo_in_a_directory_is_reported_not_opened(self) -> None:
+        """Opening a FIFO blocks until a writer comes: the start would hang."""
+        folder = Path(self.mktemp())
+        folder.mkdir()
+        os.mkfifo(folder / "pipe.wsx")
+        self._write(folder / "ok.wsx", b"A: ok.example\n")
+        result = load_wsx(folder)
+        self.assertEqual(result.names, frozenset({"ok.example"}))
+        self.assertEqual(
+            result.problems, (f"{folder / 'pipe.wsx'}: cannot read: not a regular file",)
+        )
+
     def test_empty_directory(self) -> None:
         """A directory without lists is reported: the operator probably meant another."""
         folder = Path(self.mktemp())
