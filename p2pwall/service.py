@@ -10,16 +10,13 @@ all of them, then start) and stop in reverse: the store is loaded and the raw so
 before the queue is bound, and the queue is released first.
 
 Failing like a Unix daemon: a ``StartError`` anywhere in building or starting ends the daemon
-with its one line and exit status 1, with ``-n`` and daemonised alike (``StartFailed``).
+with its one line and exit status 1, with ``-n`` and daemonised alike (``daemon.py``).
 """
 
 from __future__ import annotations
 
 import errno
-import os
-import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from functools import partial
 
 from twisted.application.internet import TimerService
@@ -30,8 +27,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import capabilities
 from .control import ControlFactory, ControlService, read_queue_stats
+from .daemon import CapabilityService, LaunchStderr, ReloadService, one_line_failures
 from .detectors.dns import DnsDetector
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
@@ -55,81 +52,6 @@ log = Logger()
 # Seconds between re-reads of the gateway's own addresses and of the green interfaces' networks
 # (a DHCP lease or a router advertisement may change them).
 LOCAL_ADDRESSES_INTERVAL = 60.0
-
-
-class StartFailed(SystemExit, Exception):  # noqa: N818 - named for what the admin sees
-    """A ``StartError`` on its way out of twistd, with the one line as its exit message.
-
-    Both at once on purpose: twistd reports a daemon's start failure to the waiting parent
-    only for an ``Exception`` (``UnixApplicationRunner.postApplication`` writes it to the
-    status pipe; a bare ``SystemExit`` skips that and the parent waits for ever), and the
-    interpreter prints a ``SystemExit``'s message and exits 1 without a traceback."""
-
-
-@contextmanager
-def one_line_failures(report: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Turn a ``StartError`` raised inside into ``StartFailed``, telling ``report`` first."""
-    try:
-        yield
-    except StartError as error:
-        if report is not None:
-            report(str(error))
-        raise StartFailed(str(error)) from None
-
-
-class LaunchStderr:
-    """The stderr twistd was launched with, kept until the daemon has started.
-
-    Daemonised, a start failure reaches the waiting parent through twistd's status pipe, which
-    carries only its first 100 bytes; the whole line is written here first, so the admin's
-    terminal shows it in full. In the process that launched (``-n``) the line goes to the log
-    on stdout as it is, so nothing is written here."""
-
-    def __init__(self) -> None:
-        self._pid = os.getpid()
-        try:
-            self._fd: int | None = os.dup(2)
-        except OSError:
-            self._fd = None
-
-    def report(self, line: str) -> None:
-        if self._fd is not None and os.getpid() != self._pid:
-            # When nobody reads it any more, twistd's status pipe still tells the parent.
-            with suppress(OSError):
-                os.write(self._fd, f"p2pwall: {line}\n".encode(errors="replace"))
-        self.close()
-
-    def close(self) -> None:
-        """Let go of the terminal: a launcher that waits for end-of-file must not wait for us."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class DaemonService(MultiService):
-    """The whole daemon; ``engine`` and ``watch`` are kept for the control port's and the
-    tests' sake. Starting logs the settings in effect, then starts the parts."""
-
-    def __init__(
-        self, engine: Engine, options: Options, watch: AddressWatch, launch: LaunchStderr
-    ) -> None:
-        super().__init__()
-        self.engine = engine
-        self.options = options
-        self.watch = watch
-        self.launch = launch
-
-    def privilegedStartService(self) -> None:
-        with one_line_failures(self.launch.report):
-            super().privilegedStartService()
-
-    def startService(self) -> None:
-        with one_line_failures(self.launch.report):
-            log.info("{settings}", settings=settings_line(self.options, self.engine, self.watch))
-            for warning in settings_warnings(self.options):
-                log.warn("{line}", line=warning)
-            super().startService()
-        self.launch.close()
 
 
 def makeService(
@@ -257,6 +179,32 @@ def build_services(
     return top
 
 
+class DaemonService(MultiService):
+    """The whole daemon; ``engine`` and ``watch`` are kept for the control port's and the
+    tests' sake. Starting logs the settings in effect, then starts the parts."""
+
+    def __init__(
+        self, engine: Engine, options: Options, watch: AddressWatch, launch: LaunchStderr
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.options = options
+        self.watch = watch
+        self.launch = launch
+
+    def privilegedStartService(self) -> None:
+        with one_line_failures(self.launch.report):
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        with one_line_failures(self.launch.report):
+            log.info("{settings}", settings=settings_line(self.options, self.engine, self.watch))
+            for warning in settings_warnings(self.options):
+                log.warn("{line}", line=warning)
+            super().startService()
+        self.launch.close()
+
+
 def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
     """The settings in effect, on one line: what the admin checks first when nothing blocks."""
     patterns = options["dns-patterns"]
@@ -324,36 +272,6 @@ def prune_blocks(engine: Engine, max_age: float) -> int:
 def tick_interval(time_lock: float) -> float:
     """How often locks and probes are checked: a tenth of the lock, between 50 ms and 1 s."""
     return min(1.0, max(0.05, time_lock / 10)) if time_lock else 1.0
-
-
-class CapabilityService(Service):
-    """Keeps CAP_NET_ADMIN and CAP_NET_RAW when twistd switches to ``--uid``/``--gid``
-    between the privileged start and the start (see ``capabilities``); first of the services,
-    so the others start with them."""
-
-    def __init__(self) -> None:
-        self._euid: int | None = None  # before the switch
-
-    def privilegedStartService(self) -> None:
-        self._euid = os.geteuid()
-        try:
-            capabilities.keep_across_setuid()
-        except OSError as error:
-            raise StartError(f"cannot keep capabilities across --uid: {error}") from None
-        super().privilegedStartService()
-
-    def startService(self) -> None:
-        super().startService()
-        if self._euid in (None, os.geteuid()):
-            return
-        try:
-            capabilities.restore_needed()
-        except OSError as error:
-            raise StartError(
-                f"cannot keep CAP_NET_ADMIN and CAP_NET_RAW after --uid/--gid ({error}): "
-                "every verdict would fail; run without --uid"
-            ) from None
-        log.info("running as uid {uid} with CAP_NET_ADMIN and CAP_NET_RAW", uid=os.geteuid())
 
 
 class AddressService(Service):
@@ -552,38 +470,3 @@ class ClientDirectoryService(Service):
     def stopService(self) -> None:
         super().stopService()
         self.directory.clear()
-
-
-class ReloadService(Service):
-    """SIGHUP, always handled: its default action would end the daemon on the spot, without
-    writing the store file or removing the pidfile.
-
-    With ``-D`` the DNS patterns are loaded at start (after the store, so .wsx IPs are blocked
-    fresh) and again on each SIGHUP, as daemons do; without, a SIGHUP is logged as having
-    nothing to reload. There is no log file of ours to reopen: events go to syslog or stderr,
-    and twistd's own ``--logfile`` rotates on SIGUSR1 (twistd's handler). The signal handler
-    only hands the work to the reactor."""
-
-    def __init__(self, reload: Callable[[], object] | None, reactor: IReactorThreads) -> None:
-        self._reload = reload
-        self._reactor = reactor
-        self._previous: Callable | int | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        if self._reload is not None:
-            self._reload()
-        previous = signal.signal(signal.SIGHUP, self._hangup)
-        self._previous = signal.SIG_DFL if previous is None else previous
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-            self._previous = None
-
-    def _hangup(self, signum: int, frame: object) -> None:
-        self._reactor.callFromThread(self._reload or self._nothing_to_reload)
-
-    def _nothing_to_reload(self) -> None:
-        log.info("SIGHUP: nothing to reload (no -D patterns file)")

@@ -17,6 +17,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall import service as service_module
+from p2pwall.daemon import StartFailed
 from p2pwall.errors import StartError
 from p2pwall.neighbours import KernelNeighbours
 from p2pwall.options import Options
@@ -24,7 +25,6 @@ from p2pwall.packet import Hook, Verdict
 from p2pwall.rtnetlink import LinkAddress
 from p2pwall.service import (
     LOCAL_ADDRESSES_INTERVAL,
-    StartFailed,
     StoreService,
     makeService,
     prune_interval,
@@ -483,7 +483,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.util import switchUID
 from p2pwall import capabilities
 from p2pwall.options import Options
-from p2pwall.service import StartFailed, makeService
+from p2pwall.daemon import StartFailed
+from p2pwall.service import makeService
 from p2pwall.testing import FakeKernelQueue, RecordingSpoofer
 
 options = Options()
