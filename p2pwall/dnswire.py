@@ -38,11 +38,12 @@ _NAME_TYPES = frozenset((NS, CNAME, PTR))  # types whose data is one name
 _HEADER = struct.Struct("!6H")
 _QUESTION = struct.Struct("!HH")
 _RECORD = struct.Struct("!HHIH")
-# Label bytes shown as themselves: printable ASCII except space and backslash (RFC 1035 5.1).
-_PLAIN = re.compile(rb"[!-\[\]-~]*")
-_BYTE_TEXT = tuple(
-    chr(b).lower() if 0x20 < b < 0x7F and b != 0x5C else f"\\{b:03d}" for b in range(256)
-)
+# Name bytes shown as themselves: printable ASCII except space and backslash (RFC 1035 5.1);
+# the others are written ``\\DDD``, so a hostile name cannot put spaces or line breaks into logs
+# or the store file. Names are lowercased.
+_PLAIN_BYTES = bytes(b for b in range(256) if 0x20 < b < 0x7F and b != 0x5C)
+_PLAIN = re.compile(b"[" + re.escape(_PLAIN_BYTES) + b"]*")
+_BYTE_TEXT = tuple(chr(b).lower() if b in _PLAIN_BYTES else f"\\{b:03d}" for b in range(256))
 # Debug output shows at most this much of an undecoded record's data.
 _SHOWN_RDATA = 32
 
@@ -167,10 +168,11 @@ def _records(
     return records, pos
 
 
-# The name starting at an offset: its text, its label bytes (each label's length byte included,
-# the root's not), the pointers followed, and where it ends in place. A plain tuple: one is made
-# per label, and a NamedTuple costs twice as much to make.
-_Name = tuple[str, int, int, int]
+# The name starting at an offset: its text (``text[first:]``: the names at the offsets of one
+# walk share the text of the longest, so a long name costs no copy per label), its label bytes
+# (each label's length byte included, the root's not), the pointers followed, and where it ends
+# in place. A plain tuple: one is made per label, and a NamedTuple costs twice as much to make.
+_Name = tuple[str, int, int, int, int]
 
 
 def _name(data: bytes, start: int, names: dict[int, _Name]) -> tuple[str, int]:
@@ -181,10 +183,10 @@ def _name(data: bytes, start: int, names: dict[int, _Name]) -> tuple[str, int]:
         if data[start : start + 1] >= b"\xc0" and start + 1 < len(data):
             target = (data[start] & 0x3F) << 8 | data[start + 1]
             known = names.get(target)
-            if known is not None and target < start and known[2] < MAX_HOPS:
-                return known[0], start + 2
+            if known is not None and target < start and known[3] < MAX_HOPS:
+                return known[0][known[1] :], start + 2
         known = _walk(data, start, names)
-    return known[0], known[3]
+    return known[0][known[1] :], known[4]
 
 
 def _walk(data: bytes, start: int, names: dict[int, _Name]) -> _Name:
@@ -199,7 +201,7 @@ def _walk(data: bytes, start: int, names: dict[int, _Name]) -> _Name:
             raise Malformed(f"name past the end at {pos}")
         length = data[pos]
         if length == 0:
-            known = names[pos] = ("", 0, 0, pos + 1)
+            known = names[pos] = ("", 0, 0, 0, pos + 1)
             break
         if length < 0x40:
             label = data[pos + 1 : pos + 1 + length]
@@ -219,19 +221,19 @@ def _walk(data: bytes, start: int, names: dict[int, _Name]) -> _Name:
             pos = target
         else:
             raise Malformed(f"unknown label type at {pos}")
-    tail, size, hops, after = known[0], size + known[1], hops + known[2], known[3]
+    tail, size, hops, after = known[0][known[1] :], size + known[2], hops + known[3], known[4]
     if size >= MAX_NAME or hops > MAX_HOPS:
         raise Malformed(f"name too long at {start}")
     labels = [label for _, label in path if label is not None]
     raw = b".".join(labels)
     if _PLAIN.fullmatch(raw):
         own, widths = raw.decode("ascii").lower(), [len(label) for label in labels]
-    else:
-        pieces = [_label_text(label) for label in labels]
-        own, widths = ".".join(pieces), [len(piece) for piece in pieces]
+    else:  # escaped bytes take 4 characters (\\DDD)
+        own = "".join(map(_BYTE_TEXT.__getitem__, raw))
+        widths = [len(label) + 3 * len(label.translate(None, _PLAIN_BYTES)) for label in labels]
     text = f"{own}.{tail}" if own and tail else own or tail
     chars = len(tail)
-    size, hops = known[1], known[2]
+    size, hops = known[2], known[3]
     for pos, label in reversed(path):
         if label is None:
             hops += 1
@@ -239,16 +241,8 @@ def _walk(data: bytes, start: int, names: dict[int, _Name]) -> _Name:
         else:
             chars += widths.pop() + (1 if chars else 0)
             size += len(label) + 1
-        known = names[pos] = (text[len(text) - chars :], size, hops, after)
+        known = names[pos] = (text, len(text) - chars, size, hops, after)
     return known
-
-
-def _label_text(label: bytes) -> str:
-    """Lowercase, and bytes other than printable ASCII written ``\\DDD``, so a hostile name
-    cannot put spaces or line breaks into logs or the store file."""
-    if _PLAIN.fullmatch(label):
-        return label.decode("ascii").lower()
-    return "".join(map(_BYTE_TEXT.__getitem__, label))
 
 
 def type_name(rtype: int) -> str:

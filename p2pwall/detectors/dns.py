@@ -37,11 +37,11 @@ BANNED = "ban-dns-name"
 WSX = "wsx"
 # Bytes of DNS messages a second that one green host's answers may have read (the budget key is
 # the host an answer goes to; the gateway's own answers share one key). Reading costs at most
-# ~0.6 µs a byte (hostile names of one-byte labels; a real answer ~0.05), so a host takes at most
-# ~3 % of the daemon's time. A browser doing 100 lookups a second reads ~30 KB/s; the burst, ten
-# seconds' worth, covers a page load's lookups at once. All hosts together may have read
-# ``_ALL_HOSTS`` times one host's rate, which bounds a host that makes its queries from many
-# addresses.
+# ~0.5 µs a byte (hostile names of one-byte labels; a real answer ~0.05), so a flooding host
+# takes at most ~2.5 % of the daemon's time once its burst is spent (bench/dns.py). A browser
+# doing 100 lookups a second reads 10-30 KB/s; the burst, ten seconds' worth, covers a page
+# load's lookups at once. All hosts together may have read ``_ALL_HOSTS`` times one host's
+# rate, which bounds a host that makes its queries from many addresses.
 BUDGET = 50_000
 _BURST_SECONDS = 10
 _ALL_HOSTS = 8
