@@ -111,7 +111,9 @@ class Options(usage.Options):
         """Green interface; repeat for several. Its networks (IPv4 and IPv6, link-local
         aside) become green, kept fresh while the daemon runs; with --green-if the private
         ranges are no longer green by default (add them with --green)."""
-        if not 0 < len(name) < 16 or "/" in name or any(c.isspace() for c in name):
+        # The kernel's rules for a name (dev_valid_name): 1..15 bytes, no '/', ':' or space.
+        bad = name in (".", "..") or any(c in "/:" or c.isspace() for c in name)
+        if bad or not 0 < len(name.encode()) < 16:
             raise usage.UsageError(f"--green-if: not an interface name: {name!r}")
         self["green-if"].append(name)
 

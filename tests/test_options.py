@@ -106,6 +106,8 @@ class OptionsTests(SynchronousTestCase):
             (["--failure-verdict", "maybe"], "accept' or 'drop"),
             (["--green-if", "eth 1"], "--green-if: not an interface name"),
             (["--green-if", "a" * 16], "--green-if: not an interface name"),
+            (["--green-if", "eth0:1"], "--green-if: not an interface name"),
+            (["--green-if", ".."], "--green-if: not an interface name"),
             (["--max-probes", "0"], "--max-probes must be between 1 and 100000"),
             (["--max-probes", "100001"], "--max-probes must be"),
             (["--bogus"], "bogus"),
