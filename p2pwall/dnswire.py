@@ -3,8 +3,8 @@
 Why: DNS answers are read on the reactor thread, so every microsecond spent on one is taken from
 every other packet's verdict. Scapy took 11 ms for one answer with 88 records, and a green host
 asking for such answers 200 times a second stalled the daemon. This reader gives what DNS
-training and its debug classes need (header, questions, records with A/AAAA addresses and CNAME
-targets) and nothing more.
+training and its debug classes need (header, questions, records with A/AAAA addresses and the
+names of CNAME, NS and PTR records; other data stays bytes) and nothing more.
 
 Bounds: at most ``MAX_RECORDS`` records per section (a larger count is refused before anything is
 read), names of at most ``MAX_NAME`` bytes reached through at most ``MAX_HOPS`` compression
