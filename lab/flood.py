@@ -1,7 +1,8 @@
 """The two sides of a flood test: a green host sending FastTrack hellos as new UDP flows at full
 speed, and another green host making TCP connects that must keep working meanwhile.
 
-Used by ``tests/e2e/test_flood.py`` and ``bench/flood.py``; run inside lab namespaces::
+Used by ``tests/e2e/test_flood.py`` and ``bench/flood.py`` through ``run_in_lab``; the two
+programs run inside lab namespaces::
 
     python -m lab.flood hellos --seconds 30 --report F         # in rogue
     python -m lab.flood connects --target 198.19.0.80:80 --seconds 25 --report F   # in user
@@ -19,9 +20,12 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab import ftwire
+from lab.gateway import CHECKOUT, ENV
+from lab.netlab import WEB_ADDR, Lab, LabError
 
 MAX_SECONDS = 120.0
 FLOOD_PEERS = [f"198.19.1.{host}" for host in range(1, 255)]
@@ -76,6 +80,39 @@ def connects(target: tuple[str, int], seconds: float, interval: float, timeout: 
 
 def success_ratio(report: dict) -> float:
     return report["succeeded"] / report["tried"] if report["tried"] else 0.0
+
+
+@dataclass(frozen=True)
+class FloodRun:
+    flood: dict | None  # the flooder's report, None for a run without flood
+    connects: dict
+
+
+def run_in_lab(lab: Lab, seconds: float, flood: bool = True, ramp: float = 1.0,
+               interval: float = 0.05, timeout: float = 1.0) -> FloodRun:  # fmt: skip
+    """``rogue`` floods for ``seconds`` (if ``flood``) while ``user`` connects to the lab's web
+    server, from ``ramp`` seconds after the flood starts to ``ramp`` seconds before it ends."""
+    module = [sys.executable, "-m", "lab.flood"]
+    flood_path, connects_path = lab.logpath("flood.json"), lab.logpath("connects.json")
+    flooder = None
+    if flood:
+        argv = [*module, "hellos", "--seconds", str(seconds), "--report", str(flood_path)]
+        flooder = lab.spawn("rogue", argv, log="flood.log", env=ENV, cwd=CHECKOUT)
+        time.sleep(ramp)
+    done = lab.run(
+        "user",
+        [*module, "connects", "--target", f"{WEB_ADDR}:80", "--seconds", str(seconds - 2 * ramp),
+         "--interval", str(interval), "--timeout", str(timeout), "--report", str(connects_path)],
+        env=ENV, cwd=CHECKOUT, capture_output=True, text=True, timeout=seconds + 30,
+    )  # fmt: skip
+    if done.returncode:
+        raise LabError(f"connects failed: {done.stderr[-2000:]}")
+    if flooder is not None and flooder.wait(seconds + 30):
+        raise LabError(f"the flooder failed: {lab.read_log('flood.log')[-2000:]}")
+    return FloodRun(
+        json.loads(flood_path.read_text()) if flooder is not None else None,
+        json.loads(connects_path.read_text()),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

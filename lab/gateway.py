@@ -188,6 +188,13 @@ class Gateway:
             timeout=timeout + 5,
         )
 
+    def stats(self) -> dict[str, str]:
+        """The control port's ``stats`` as a dict (without the closing ``OK`` line)."""
+        lines = self.ctl("stats").stdout.splitlines()
+        if not lines or lines[-1] != "OK stats":
+            raise LabError(f"stats failed: {lines[-1:]}")
+        return dict(line.split(" ", 1) for line in lines[:-1])
+
     def close(self) -> None:
         self.stop()
         self.remove_rules()

@@ -186,7 +186,7 @@ class ThreeStatesTests(AdminFirewallCase):
         self.gw_shell(firewall)
         gateway = self.gateway(rules=rules)
         self.check(web=True, state="daemon running")
-        stats = dict(line.split() for line in gateway.ctl("stats").stdout.splitlines()[:-1])
+        stats = gateway.stats()
         self.assertGreaterEqual(int(stats["accept_tcp"]), 3, "web, 22, 23: accepted, then judged")
         self.assertGreaterEqual(int(stats["accept_udp"]), 2, "5060 and gw:4000 were queued too")
         gateway.stop()
@@ -243,7 +243,7 @@ class AdminMangleRuleTests(AdminFirewallCase):
         self.assertIn("TCPMSS", forward[-2])
         self.assertEqual(forward[-1], "-A FORWARD -j p2pwall-fwd")
         self.assertTrue(self.reach([WEB])[WEB])
-        stats = dict(line.split() for line in gateway.ctl("stats").stdout.splitlines()[:-1])
+        stats = gateway.stats()
         self.assertGreaterEqual(int(stats["accept_tcp"]), 1, "the SYN went through the daemon")
         counted = self.lab.run("pub", ["iptables", "-L", "INPUT", "-v", "-x", "-n"],
                                capture_output=True, text=True).stdout  # fmt: skip
