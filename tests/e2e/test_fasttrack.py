@@ -109,11 +109,15 @@ class HttpSafetyNetTests(LabCase):
         self.assertGreater(report["downloads_tried"], 0)
         log = gateway.read_log()
         self.assertIn("client 198.18.1.10 identified: FastTrack HTTP download", log)
-        self.assertIn(f"peer {self.SUPERNODE} learned (http: x-kazaa-supernodeip)", log)
-        self.assertIn(f"peer {peers[0][0]} learned (http)", log)
+        self.assertIn(
+            f"peer {self.SUPERNODE}:3531 learned (http: x-kazaa-supernodeip) from client "
+            "198.18.1.10",
+            log,
+        )
+        self.assertIn(f"peer {peers[0][0]}:{PEER_PORT} learned (http) from client 198.18.1.10", log)
         self.assertNotIn("peer 198.18.1.10", log, "a green address must never be blocked")
         self.assertFalse(self.web_ok("rogue"))
-        self.assertFalse(self.tcp_ok("user", self.SUPERNODE, 3531))
+        self.assertTrue(self.tcp_ok("user", *peers[0]), "what rogue revealed blocks rogue only")
 
 
 class RestartTests(LabCase):
@@ -126,17 +130,20 @@ class RestartTests(LabCase):
         return peer
 
     def check_restart(self, signal_number: int) -> None:
+        """The peer is blocked for the client that revealed it; after a restart (no lock
+        survives one) only the stored block can stop that client's connection."""
         store = self.lab.logpath("peers.store")
         gateway = self.gateway("-t", "2", "-f", str(store), "--store-interval", "1")
         peer = self.learn_a_peer()
         time.sleep(1.5)
-        self.assertFalse(self.tcp_ok("user", peer, PEER_PORT))
+        self.assertFalse(self.tcp_ok("rogue", peer, PEER_PORT))
+        self.assertTrue(self.tcp_ok("user", peer, PEER_PORT), "blocked for its client only")
         gateway.stop(signal_number)
-        self.assertTrue(self.tcp_ok("user", peer, PEER_PORT), "--queue-bypass: flows while down")
+        self.assertTrue(self.tcp_ok("rogue", peer, PEER_PORT), "--queue-bypass: flows while down")
         self.assertTrue(self.web_ok("user"))
         gateway.start()
-        self.assertFalse(self.tcp_ok("user", peer, PEER_PORT), "a stored peer is blocked again")
-        self.assertTrue(self.web_ok("user"))
+        self.assertTrue(self.web_ok("rogue"), "no lock survives a restart")
+        self.assertFalse(self.tcp_ok("rogue", peer, PEER_PORT), "a stored peer is blocked again")
 
     def test_sigterm(self) -> None:
         import signal
