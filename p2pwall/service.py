@@ -207,15 +207,15 @@ class DaemonService(MultiService):
 
 def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
     """The settings in effect, on one line: what the admin checks first when nothing blocks."""
-    patterns = options["dns-patterns"]
-    dns = f"dns (patterns {patterns})" if patterns else "dns (banned names only)"
+    detectors = ", ".join(detector.name for detector in engine.detectors)
+    patterns = options["dns-patterns"] or "none (banned names only)"
     interfaces = ",".join(watch.interfaces) or "none found"
     return (
         f"p2pwall: green networks {engine.green}; "
         f"green interfaces {interfaces}{' (--green-if)' if options['green-if'] else ''}; "
         f"time lock {options['time-lock']:g} s; "
         f"UDP blocking {'off (-n)' if options['no-udp-block'] else 'on'}; "
-        f"detectors fasttrack, {dns}; "
+        f"detectors {detectors}; DNS patterns {patterns}; "
         f"queue {options['queue']}; "
         f"store file {options['store-file'] or 'none'}"
         f"{'; ACCEPT-ALL' if options['accept-all'] else ''}"
