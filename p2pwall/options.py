@@ -100,17 +100,16 @@ class Options(usage.Options):
         self["green-if"] = []
 
     def opt_green(self, cidr: str) -> None:
-        """Green (home) network, CIDR; repeat for several (default: the private ranges, unless
-        --green-if is given)."""
+        """Green network (CIDR), repeatable; default: the private ranges, unless --green-if."""
         try:
             self["green"].append(ipaddress.ip_network(cidr, strict=False))
         except ValueError as error:
             raise usage.UsageError(f"--green: {error}") from None
 
     def opt_green_if(self, name: str) -> None:
-        """Green interface; repeat for several. Its networks (IPv4 and IPv6, link-local
-        aside) become green, kept fresh while the daemon runs; with --green-if the private
-        ranges are no longer green by default (add them with --green)."""
+        """Green interface, repeatable: its networks are green, re-read while running."""
+        # With --green-if, the private ranges are no longer green by default (--green adds them);
+        # link-local fe80::/10 stays green and makes no interface green.
         # The kernel's rules for a name (dev_valid_name): 1..15 bytes, no '/', ':' or space.
         bad = name in (".", "..") or any(c in "/:" or c.isspace() for c in name)
         if bad or not 0 < len(name.encode()) < 16:
