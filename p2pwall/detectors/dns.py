@@ -9,6 +9,11 @@ A name trains when the ``-D`` patterns match it (regexes and .wsx host names, ``
 it was banned with ``ban-dns-name``. From each question the CNAME chain is followed; when any name
 on it trains, every A and AAAA address the answer gives for a name on that chain is learned.
 Records owned by names off the chain are ignored, as resolvers ignore them.
+
+Answers are read on the reactor thread (``dnswire``, bounded), so they are read only when
+something can train or a DNS debug class is on, only when they came from outside (an answer from
+a green interface or address was made by a green host), and only within a per-host byte budget:
+one host's answers cannot take more than a small share of the daemon's time.
 """
 
 from __future__ import annotations
