@@ -146,6 +146,7 @@ class QueueReader(abstract.FileDescriptor):
         self.errors = 0
         self.undecoded = 0
         self.overruns = 0
+        self.refused = 0
         self._fd = queue.fileno()
         self._buffer = bytearray(netlink.MAX_MESSAGE)
         self._view = memoryview(self._buffer)
@@ -159,6 +160,7 @@ class QueueReader(abstract.FileDescriptor):
             "reader_errors": self.errors,
             "reader_undecoded": self.undecoded,
             "reader_enobufs": self.overruns,
+            "reader_refused": self.refused,
         }
 
     def fileno(self) -> int:
@@ -241,16 +243,26 @@ class QueueReader(abstract.FileDescriptor):
 
     def _kernel_reports(self, view: memoryview, size: int) -> None:
         """The kernel answers a message it refused (a verdict for an unknown id, say) with an
-        error report; there is nothing to retry, so count and log it."""
+        error report; there is nothing to retry, so count and log it. EPERM means our verdicts
+        are not heard at all (the daemon lost CAP_NET_ADMIN): every queued packet waits and
+        the green hosts are blackholed, so it is counted apart and said loudly, once."""
         for kind, start, end in netlink.messages(view, size):
             code = netlink.error_code(view, start, end) if kind == netlink.NLMSG_ERROR else 0
-            if code:
-                self.errors += 1
-                self.log.error(
-                    "{name} refused a message: {error}",
-                    name=self.name,
-                    error=netlink.error_text(code),
-                )
+            if not code:
+                continue
+            self.errors += 1
+            if code == errno.EPERM:
+                self.refused += 1
+                if self.refused == 1:
+                    self.log.critical(
+                        "{name} refuses our verdicts (EPERM): the daemon lacks CAP_NET_ADMIN; "
+                        "queued packets are held and the green hosts are cut off",
+                        name=self.name,
+                    )
+                continue
+            self.log.error(
+                "{name} refused a message: {error}", name=self.name, error=netlink.error_text(code)
+            )
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)

@@ -6,6 +6,7 @@ import ipaddress
 
 from twisted.python import usage
 
+from .detectors.dns import BUDGET as DNS_BUDGET
 from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
 from .networks import DEFAULT_GREEN
 
@@ -72,6 +73,8 @@ class Options(usage.Options):
          _number(int, "max-peers")],
         ["max-spoofs", None, 200, "Most forged pongs sent per second (a hello flood beyond "
          "it is dropped unanswered).", _number(int, "max-spoofs")],
+        ["dns-budget", None, DNS_BUDGET, "Bytes of DNS answers read per second for each green "
+         "host (the rest pass unread, training nothing).", _number(int, "dns-budget")],
         ["max-probes", None, 100, "Most probes sent per second (due probes beyond it wait for "
          "the next second).", _number(int, "max-probes")],
         ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go "
@@ -142,6 +145,7 @@ class Options(usage.Options):
         self._check_range("max-clients", 10, 1 << 24)
         self._check_range("max-spoofs", 1, 100_000)
         self._check_range("max-probes", 1, 100_000)
+        self._check_range("dns-budget", 512, 1 << 30)
         self._check_range("store-interval", 1, 86400)
         self._check_range("store-max-age", 1, 86400 * 3650)
 

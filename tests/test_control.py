@@ -83,6 +83,7 @@ class ControlTestCase(SynchronousTestCase):
                 "reader_errors": 2,
                 "reader_undecoded": 5,
                 "reader_enobufs": 1,
+                "reader_refused": 4,
             },
         )
         self.session = Session(self.factory)
@@ -457,6 +458,7 @@ class ModeAndStateTests(ControlTestCase):
                 "reader_errors 2",
                 "reader_undecoded 5",
                 "reader_enobufs 1",
+                "reader_refused 4",
                 "OK stats",
             ],
         )
@@ -464,7 +466,7 @@ class ModeAndStateTests(ControlTestCase):
     def test_stats_without_queue(self) -> None:
         lines = Session(ControlFactory(self.engine)).command("stats")
         self.assertEqual(
-            lines[-7:],
+            lines[-8:],
             [
                 "queue_total -",
                 "queue_dropped -",
@@ -472,6 +474,7 @@ class ModeAndStateTests(ControlTestCase):
                 "reader_errors -",
                 "reader_undecoded -",
                 "reader_enobufs -",
+                "reader_refused -",
                 "OK stats",
             ],
         )
@@ -480,7 +483,8 @@ class ModeAndStateTests(ControlTestCase):
         factory = ControlFactory(self.engine, reader_stats=lambda: None)
         lines = Session(factory).command("stats")
         self.assertEqual(
-            lines[-4:-1], ["reader_errors -", "reader_undecoded -", "reader_enobufs -"]
+            lines[-5:-1],
+            ["reader_errors -", "reader_undecoded -", "reader_enobufs -", "reader_refused -"],
         )
 
     def test_reload(self) -> None:

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pwall import netlink
@@ -104,7 +104,7 @@ class QueueReaderTests(SynchronousTestCase):
         reader.doRead()
         self.assertEqual(self.queue.verdict(packet), ACCEPT)
         self.assertEqual(reader.stats(), {
-            "reader_errors": 0, "reader_undecoded": 0, "reader_enobufs": 1,
+            "reader_errors": 0, "reader_undecoded": 0, "reader_enobufs": 1, "reader_refused": 0,
         })  # fmt: skip
 
     def test_a_cut_packet_message_gets_the_failure_verdict(self) -> None:
@@ -220,6 +220,20 @@ class QueueReaderTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(self.queue.verdict(packet), ACCEPT)
+
+    def test_refused_verdicts_are_counted_apart_and_said_loudly_once(self) -> None:
+        reader = self.reader(name="NFQUEUE 3")
+        for _ in range(3):
+            header = struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, 0, 0)
+            self.queue.send_raw(header + struct.pack("=i", -errno.EPERM) + bytes(16))
+        with capturedLogs() as events:
+            reader.doRead()
+        self.assertEqual(
+            (reader.refused, reader.errors, reader.stats()["reader_refused"]), (3, 3, 3)
+        )
+        (event,) = events
+        self.assertEqual(event["log_level"], LogLevel.critical)
+        self.assertIn("refuses our verdicts (EPERM)", formatEvent(event))
 
     def check_malformed_then_decided(self, junk: bytes) -> None:
         """``junk`` is counted and logged as malformed; the packet after it is decided."""

@@ -87,6 +87,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertTrue(parse()["green-default"])
         self.assertFalse(parse("--green", "198.18.1.0/24")["green-default"])
 
+    def test_dns_budget(self) -> None:
+        self.assertEqual(parse()["dns-budget"], 50_000)
+        self.assertEqual(parse("--dns-budget", "4096")["dns-budget"], 4096)
+        self.assertRaises(usage.UsageError, parse, "--dns-budget", "0")
+
     def test_max_probes(self) -> None:
         self.assertEqual(parse()["max-probes"], 100)
         self.assertEqual(parse("--max-probes", "5")["max-probes"], 5)

@@ -230,8 +230,8 @@ class ServiceTests(DaemonCase):
         self.assertIn(packed("127.0.0.1"), service.engine.local)
 
     def test_tick_interval(self) -> None:
-        self.assertEqual(tick_interval(120), 1.0)
-        self.assertEqual(tick_interval(4), 0.4)
+        self.assertEqual(tick_interval(120), 0.1)
+        self.assertEqual(tick_interval(0.8), 0.08)
         self.assertEqual(tick_interval(0.1), 0.05)
         self.assertEqual(tick_interval(0), 1.0)
 
@@ -326,6 +326,11 @@ class NeighbourWiringTests(DaemonCase):
         self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO), hw=owner)
         self.read()
         self.assertEqual(len(engine.clients), 1)
+
+    def test_the_dns_detector_gets_the_budget(self) -> None:
+        engine = self.build("--dns-budget", "4096").engine
+        (dns,) = [d for d in engine.detectors if d.name == "dns"]
+        self.assertEqual(dns._hosts.rate, 4096)
 
     def test_kernel_table_and_max_probes_by_default(self) -> None:
         engine = self.build("--max-probes", "7").engine
