@@ -8,6 +8,7 @@ import socket
 from collections.abc import Sequence
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
 from . import netlink
@@ -120,6 +121,13 @@ class FakeKernelQueue:
         self.closed = True
         self._kernel.close()
         self._user.close()
+
+
+class ThreadsReactor(MemoryReactorClock):
+    """A memory reactor that also runs ``callFromThread`` calls (what signal handlers use)."""
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        f(*args, **kwargs)
 
 
 @implementer(ISpoofer)

@@ -12,7 +12,6 @@ from pathlib import Path
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -34,19 +33,12 @@ from p2pwall.store import StoreFile
 from p2pwall.testing import (
     FakeKernelQueue,
     RecordingSpoofer,
+    ThreadsReactor,
     make_engine,
     packed,
     tcp,
     udp,
 )
-
-
-class ThreadsReactor(MemoryReactorClock):
-    """A memory reactor that runs ``callFromThread`` calls (what the SIGHUP handler uses)."""
-
-    def callFromThread(self, f, *args, **kwargs) -> None:
-        f(*args, **kwargs)
-
 
 HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
 

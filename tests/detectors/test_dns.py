@@ -14,7 +14,6 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.inet import IP
 from scapy.utils import rdpcap
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -27,7 +26,15 @@ from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict, decode
 from p2pwall.service import makeService
 from p2pwall.tables import ANY_CLIENT, ANY_PORT
-from p2pwall.testing import FakeKernelQueue, MemoryEvents, make_engine, packed, tcp, udp
+from p2pwall.testing import (
+    FakeKernelQueue,
+    MemoryEvents,
+    ThreadsReactor,
+    make_engine,
+    packed,
+    tcp,
+    udp,
+)
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -777,13 +784,6 @@ class CaptureTests(SynchronousTestCase):
     def test_ambiguous_names_nxdomain_and_no_match(self) -> None:
         self.assertEqual(self.run_capture("ndpi_dns_ambiguous_names.pcap", r"teams\.microsoft"), {})
         self.assertEqual(self.run_capture("ndpi_dns_ambiguous_names.pcap", WINMX), {})
-
-
-class ThreadsReactor(MemoryReactorClock):
-    """A memory reactor that also runs ``callFromThread`` calls (what the signal handler uses)."""
-
-    def callFromThread(self, f, *args, **kwargs) -> None:
-        f(*args, **kwargs)
 
 
 class ServiceTests(SynchronousTestCase):
