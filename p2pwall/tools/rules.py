@@ -40,6 +40,8 @@ NFT_TABLE = "p2pwall"
 DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ", "PeerEnabler/")
 IFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 EARLY_PACKETS = "0:4"
+OPENED_BY_SENDER = ["-m", "conntrack", "--ctdir", "ORIGINAL"]
+NFT_OPENED_BY_SENDER = "ct direction original"
 # Probe replies go to the port the probe came from: a FastTrack peer's port, never a
 # well-known one but 80. The gateway's own services for green hosts (DNS, DHCP, NTP...) are
 # not queued, so a stopped daemon under --no-bypass never stops them.
@@ -102,7 +104,9 @@ class RuleSet:
     def iptables_chains(self, ipv6: bool = False) -> dict[str, list[list[str]]]:
         """The rules (what follows ``-A CHAIN``) of each of our mangle chains."""
         limit = CHAIN_LIMIT
-        udp_start = self._udp_flow_start()
+        # Only flows a green host opened: a packet in on green in the reply direction (such as
+        # a resolver's "answer" a green host routes back into its own query) is no flow start.
+        udp_start = [*self._udp_flow_start(), *OPENED_BY_SENDER]
         forward, inbound = [], []
         for green in self.green_ifs:
             forward.append(["-i", green, "-p", "udp", *udp_start, "-j", limit])
@@ -112,8 +116,8 @@ class RuleSet:
                 # data of an established connection costs one match here, not one per marker.
                 early = ["-m", "connbytes", "--connbytes", EARLY_PACKETS, "--connbytes-dir",
                          "original", "--connbytes-mode", "packets"]  # fmt: skip
-                forward.append(["-i", green, "-p", "tcp", "!", "--syn", *early, "-j",
-                                CHAIN_DOWNLOAD])  # fmt: skip
+                forward.append(["-i", green, "-p", "tcp", "!", "--syn", *early, *OPENED_BY_SENDER,
+                                "-j", CHAIN_DOWNLOAD])  # fmt: skip
             if self.probes:
                 ports = ["-m", "multiport", "--dports", PROBE_PORTS]
                 inbound.append(["-i", green, "-p", "udp", "!", "--sport", DNS_PORT, *ports,
@@ -182,12 +186,13 @@ class RuleSet:
         answer = _nft_queue(self.queue, bypass=True)
         limit = f"jump {NFT_CHAIN_LIMIT}"
         start = f" ct original packets <= {self.udp_packets}" if self.udp_packets else ""
+        start += f" {NFT_OPENED_BY_SENDER}"
         forward = [
             f"{green} meta l4proto udp{start} {limit}",
             f"{green} tcp flags & (syn | ack) == syn {limit}",
         ]
         if self.http:
-            early = "ct original packets < 5"
+            early = f"ct original packets < 5 {NFT_OPENED_BY_SENDER}"
             forward += [
                 f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,48 0x474554202f2e {limit}",
                 f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,40 0x4749564520 {limit}",

@@ -3,9 +3,11 @@ refuse what they must not do."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import socket
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -46,9 +48,13 @@ class ConnectsTests(SynchronousTestCase):
             self.assertGreater(json.load(report)["succeeded"], 0)
 
     def test_refuses_targets_outside_the_lab_and_unbounded_runs(self) -> None:
-        for argv in (
-            ["connects", "--target", "192.0.2.1:80", "--seconds", "1", "--report", "x"],
-            ["hellos", "--seconds", "0", "--report", "x"],
-            ["hellos", "--seconds", "1000", "--report", "x"],
-        ):
+        for argv, message in (
+            (["connects", "--target", "192.0.2.1:80", "--seconds", "1", "--report", "x"],
+             "error: --target: not a lab IPv4 address"),
+            (["hellos", "--seconds", "0", "--report", "x"], "error: --seconds must be in"),
+            (["hellos", "--seconds", "1000", "--report", "x"], "error: --seconds must be in"),
+        ):  # fmt: skip
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
             self.assertRaises(SystemExit, main, argv)
+            self.assertIn(message, stderr.getvalue())

@@ -32,10 +32,11 @@ class RuleTextTests(SynchronousTestCase):
         m = "iptables -t mangle -A"
         for fragment in (
             f"{m} p2pwall-fwd -i br-green -p udp -m connbytes --connbytes 0:3 --connbytes-dir "
-            "original --connbytes-mode packets -j p2pwall-lim",
+            "original --connbytes-mode packets -m conntrack --ctdir ORIGINAL -j p2pwall-lim",
             f"{m} p2pwall-fwd -i br-green -p tcp --syn -j p2pwall-lim",
             f"{m} p2pwall-fwd -i br-green -p tcp ! --syn -m connbytes --connbytes 0:4 "
-            "--connbytes-dir original --connbytes-mode packets -j p2pwall-dl",
+            "--connbytes-dir original --connbytes-mode packets -m conntrack --ctdir ORIGINAL "
+            "-j p2pwall-dl",
             f"{m} p2pwall-dl -m string --algo bm --string X-Kazaa- -j p2pwall-lim",
             f"{m} p2pwall-dl -m string --algo bm --string 'GET /.hash=' -j p2pwall-lim",
             "--string PeerEnabler/",
@@ -98,7 +99,7 @@ class RuleTextTests(SynchronousTestCase):
         chains = RuleSet(("g0", "g1")).iptables_chains()
         for chain in ("p2pwall-fwd", "p2pwall-in"):
             rules = chains[chain]
-            answers = [index for index, rule in enumerate(rules) if "--ctdir" in rule]
+            answers = [index for index, rule in enumerate(rules) if "REPLY" in rule]
             returns = [index for index, rule in enumerate(rules) if rule[-2:] == ["-j", "RETURN"]]
             self.assertLessEqual({"g0", "g1"}, {rules[index][1] for index in returns}, chain)
             self.assertLess(max(returns), min(answers), "green packets return before answers")
@@ -106,8 +107,19 @@ class RuleTextTests(SynchronousTestCase):
                 self.assertIn("--sport 53 ", " ".join(rules[index]))
                 self.assertIn("-m conntrack --ctstate ESTABLISHED --ctdir REPLY -j NFQUEUE",
                               " ".join(rules[index]))  # fmt: skip
-        self.assertEqual(len([rule for rule in chains["p2pwall-fwd"] if "--ctdir" in rule]), 4)
+        self.assertEqual(len([rule for rule in chains["p2pwall-fwd"] if "REPLY" in rule]), 4)
         self.assertIn(["-i", "lo", "-j", "RETURN"], chains["p2pwall-in"])
+
+    def test_green_flow_starts_only_of_flows_green_opened(self) -> None:
+        """A packet in on green in a flow's reply direction (a resolver's "answer" routed back
+        into the sender's own query flow) is nobody's flow start."""
+        chains = RuleSet(("g0",)).iptables_chains()
+        rules = chains["p2pwall-fwd"] + chains["p2pwall-in"]
+        from_green = [rule for rule in rules if rule[:2] == ["-i", "g0"]
+                      and rule[-1] != "RETURN" and rule[4] != "--syn"]  # fmt: skip
+        self.assertEqual(len(from_green), 3)
+        for rule in from_green:
+            self.assertIn("-m conntrack --ctdir ORIGINAL -j", " ".join(rule))
 
     def test_probe_replies_are_not_dns_answers_and_not_the_gateways_own_services(self) -> None:
         probe = RuleSet(("g0",)).iptables_chains()["p2pwall-in"][0]
@@ -120,7 +132,7 @@ class RuleTextTests(SynchronousTestCase):
         """The daemon never drops an answer: queuing them fail-closed would only stop DNS."""
         chains = RuleSet(("g0",), bypass=False).iptables_chains()
         answers = [rule for rule in chains["p2pwall-fwd"] + chains["p2pwall-in"]
-                   if "--ctdir" in rule]  # fmt: skip
+                   if "REPLY" in rule]  # fmt: skip
         self.assertEqual(len(answers), 3)
         self.assertTrue(all(rule[-1] == "--queue-bypass" for rule in answers))
         self.assertEqual(chains["p2pwall-lim"][-1], ["-j", "NFQUEUE", "--queue-num", "0"])
@@ -159,7 +171,8 @@ class RuleTextTests(SynchronousTestCase):
 
     def test_switches(self) -> None:
         every = rendered("-i", "eth1", "--udp-packets", "0")
-        self.assertIn("-A p2pwall-fwd -i eth1 -p udp -j p2pwall-lim", every)
+        self.assertIn("-A p2pwall-fwd -i eth1 -p udp -m conntrack --ctdir ORIGINAL -j p2pwall-lim",
+                      every)  # fmt: skip
         text = rendered("-i", "eth1", "--no-bypass", "--no-dns", "--no-http", "--no-probes")
         self.assertNotIn("--queue-bypass", text)
         self.assertNotIn("--sport 53", text)
@@ -172,12 +185,14 @@ class RuleTextTests(SynchronousTestCase):
         text = rendered("-i", "eth1", "-F", "nft", "-q", "2")
         self.assertTrue(text.startswith("nft -f - <<'EOF'\n"))
         for fragment in (
-            'iifname "eth1" meta l4proto udp ct original packets <= 3 jump limited',
+            'iifname "eth1" meta l4proto udp ct original packets <= 3 ct direction original '
+            "jump limited",
             "tcp flags & (syn | ack) == syn jump limited",
             'iifname != "eth1" oifname "eth1" udp sport 53 ct state established '
             "ct direction reply queue num 2 bypass",
             'iifname "eth1" udp sport != 53 udp dport { 80, 1024-65535 } ct original packets <= 3'
-            " jump limited",
+            " ct direction original jump limited",
+            "ct original packets < 5 ct direction original @ih,0,40 0x4749564520 jump limited",
             "type filter hook forward priority mangle;",
             "type filter hook input priority mangle;",
             "type filter hook output priority raw;",
