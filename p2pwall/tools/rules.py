@@ -53,17 +53,17 @@ IPV6_SOURCE_BITS = 64  # one IPv6 host owns a /64: the limit counts per /64
 DEFAULT_PER_SOURCE_LIMIT = 1000
 MAX_PER_SOURCE_LIMIT = 100_000
 UDP_FLOW_NOTE = """\
-Only the first packets of each UDP flow are queued (--udp-packets, default 3). A packet the
-daemon drops never confirms its conntrack entry, so UDP to a blocked peer stays queued packet
-after packet; a flow the daemon accepts leaves the queue after its first packets, so ordinary
-UDP (DNS, VoIP, games) runs at kernel speed. The daemon's forged pongs and probes carry a mark
-that a raw-table rule exempts from conntrack, so they never open a flow that would count the
-client's next hello as "reply" traffic. The price: a UDP flow accepted before its peer became
-known is not re-examined; --udp-packets 0 queues every UDP packet. DNS answers are queued only
-when they come from the outside (not in on a green interface) in the reply direction of a flow
-a green host or the gateway opened, so neither the internet nor a green host can forge one to
-train the block list; they always pass while no daemon reads the queue (the daemon never
-drops an answer)."""
+Only the first packets of each UDP flow a green host opens are queued (--udp-packets, default
+3). A packet the daemon drops never confirms its conntrack entry, so UDP to a blocked peer stays
+queued packet after packet; a flow the daemon accepts leaves the queue after its first packets,
+so ordinary UDP (DNS, VoIP, games) runs at kernel speed. The daemon's forged pongs and probes
+carry a mark that a raw-table rule exempts from conntrack, so they never open a flow that would
+count the client's next hello as "reply" traffic. The price: a UDP flow accepted before its peer
+became known is not re-examined; --udp-packets 0 queues every UDP packet. DNS answers are
+queued only when they come from the outside (not in on a green interface) in the reply direction
+of a flow a green host or the gateway opened, so neither the internet nor a green host can
+forge one to train the block list; they always pass while no daemon reads the queue (the daemon
+never drops an answer)."""
 FIREWALL_NOTE = """\
 The rules hook into the mangle table (nft: table inet p2pwall at priority mangle), appended
 after your own mangle rules; a packet the daemon accepts still meets every rule of your filter
