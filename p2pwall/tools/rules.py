@@ -42,9 +42,9 @@ IFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 EARLY_PACKETS = "0:4"
 OPENED_BY_SENDER = ["-m", "conntrack", "--ctdir", "ORIGINAL"]
 NFT_OPENED_BY_SENDER = "ct direction original"
-# Probe replies go to the port the probe came from: a FastTrack peer's port, never a
-# well-known one but 80. The gateway's own services for green hosts (DNS, DHCP, NTP...) are
-# not queued, so a stopped daemon under --no-bypass never stops them.
+# Probe replies go to the port the probe came from, the one the client said hello to: FastTrack
+# peers listen on 80 or 1024 and up. The gateway's own services for green hosts (DNS, DHCP,
+# NTP...) are not queued, so a stopped daemon under --no-bypass never stops them.
 PROBE_PORTS = "80,1024:65535"
 NFT_PROBE_PORTS = "{ 80, 1024-65535 }"
 DNS_PORT = "53"
