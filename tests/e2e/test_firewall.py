@@ -26,6 +26,7 @@ WEB = f"tcp:{WEB_ADDR}:80"
 CLOSED_OUTSIDE = (f"tcp:{PUBLIC_HOST}:22", f"tcp:{PUBLIC_HOST}:23", f"udp:{PUBLIC_HOST}:5060")
 SECONDS = 120  # responders' bound; a test takes far less
 MSS = 1000
+NAME = "www.example.test"
 
 # Listens on each proto:ip:port given: UDP echoes, TCP accepts and closes; exits after argv[1] s.
 RESPONDER = """\
@@ -174,6 +175,10 @@ class AdminFirewallCase(LabCase):
 
 
 class ThreeStatesTests(AdminFirewallCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.lab.start_dns({NAME: WEB_ADDR})
+
     def check(self, web: bool, state: str) -> None:
         closed = [*CLOSED_OUTSIDE, *CLOSED_ON_GW]
         reached = self.reach([*closed, DNS_ON_GW, WEB])
@@ -181,6 +186,11 @@ class ThreeStatesTests(AdminFirewallCase):
         self.assertEqual(dropped, dict.fromkeys(closed, False), f"{state}: the admin's drops hold")
         self.assertTrue(reached[DNS_ON_GW], f"{state}: the gateway's DNS is never queued")
         self.assertEqual(reached[WEB], web, f"{state}: the allowed web port")
+        resolved = self.lab.run("gw", ["dig", "+short", "+time=1", "+tries=1",
+                                       f"@{self.lab.addr('dns')}", NAME],
+                                capture_output=True, text=True)  # fmt: skip
+        message = f"{state}: the gateway's own resolver gets its answers (always bypass)"
+        self.assertEqual(resolved.stdout.strip(), WEB_ADDR, message)
 
     def three_states(self, firewall: str, rules: str) -> None:
         self.gw_shell(firewall)
