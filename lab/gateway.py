@@ -146,14 +146,17 @@ class Gateway:
                     self._gw_shell(f"while {delete} 2>/dev/null; do :; done")
             self._rules_installed = False
 
+    def argv(self, extra: Sequence[str] = ()) -> list[str]:
+        """The daemon's command line (a subclass may start it differently)."""
+        return [str(BIN / "twistd"), "-n", "--pidfile=", "p2pwall", "--queue", str(self.queue),
+                "--green", GREEN_NET, *self.options, *extra]  # fmt: skip
+
     def start(self, extra: Sequence[str] = (), wait: float = 20.0) -> None:
         """Start the daemon and wait until it reads the queue."""
         if self.proc is not None and self.proc.poll() is None:
             raise LabError("the daemon is already running")
         start_mark = len(self.read_log())
-        argv = [str(BIN / "twistd"), "-n", "--pidfile=", "p2pwall", "--queue", str(self.queue),
-                "--green", GREEN_NET, *self.options, *extra]  # fmt: skip
-        self.proc = self.lab.spawn("gw", argv, log=self.log, env=ENV)
+        self.proc = self.lab.spawn("gw", self.argv(extra), log=self.log, env=ENV)
         deadline = time.monotonic() + wait
         while "reading NFQUEUE" not in self.read_log()[start_mark:]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
