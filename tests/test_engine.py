@@ -106,6 +106,16 @@ class HelloTests(EngineTestCase):
         self.assertEqual(self.hello(dst=PEER2, dport=80), DROP)
         self.assertIn((packed(PEER2), 80, packed(ROGUE)), self.engine.blocks)
 
+    def test_a_client_that_greeted_only_a_service_port_is_locked_but_never_probed_from_it(
+        self,
+    ) -> None:
+        """A probe comes from the greeted port; replies to the gateway's port 53 are never
+        queued, so such a probe could not be answered."""
+        self.hello(dst="198.19.0.53", dport=53)
+        self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
+        self.wait(61)
+        self.assertEqual(self.engine.stats["probes_sent"], 0)
+
     def test_fasttrack_between_green_hosts_is_left_alone(self) -> None:
         self.assertEqual(self.hello(dst=USER), ACCEPT)
         download = b"GET /.hash=1234 HTTP/1.1\r\nX-Kazaa-Network: KaZaA\r\n\r\n"

@@ -167,10 +167,13 @@ class FastTrackDetector:
             return None
         if not engine.evidence(packet):
             return DROP  # forged: not answered, nothing learned, nobody locked
-        if learnable_port(packet.dport):
+        learnable = learnable_port(packet.dport)
+        if learnable:
             engine.learn_from(packet, packet.dst, packet.dport, "udp")
         client = engine.lock(packet.src, "FastTrack hello", packet)
-        if client is not None:
+        if client is not None and learnable:
+            # The probe comes from the greeted peer's port; the rules queue replies to the
+            # gateway only on such ports (never DNS, DHCP or NTP on the gateway).
             engine.clients.note_hello(client, bytes(packet.payload), packet.sport, packet.dport)
         if engine.no_udp_block:
             return ACCEPT

@@ -37,7 +37,10 @@ HOOKS = ((CHAIN_FORWARD, "FORWARD"), (CHAIN_INPUT, "INPUT"))
 # so an upgrade leaves no jump that would let an accepted packet skip the admin's filter rules.
 LEGACY_FILTER_CHAINS = (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD)
 NFT_TABLE = "p2pwall"
-DOWNLOAD_MARKERS = ("X-Kazaa-", "GET /.hash=", "GIVE ", "PeerEnabler/")
+# What the daemon's HTTP safety net reads: X-Kazaa-* headers (in any case) or a GIVE request.
+# A /.hash= path or a user agent alone teaches nothing (a web page can produce both), so it is
+# not queued either.
+DOWNLOAD_MARKERS = (("X-Kazaa-", "--icase"), ("GIVE ",))
 IFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 EARLY_PACKETS = "0:4"
 OPENED_BY_SENDER = ["-m", "conntrack", "--ctdir", "ORIGINAL"]
@@ -136,7 +139,7 @@ class RuleSet:
             inbound.append(["-p", "udp", "--sport", DNS_PORT, *reply, *answer])
         downloads = []
         if self.http:
-            downloads = [["-m", "string", "--algo", "bm", "--string", marker, "-j", limit]
+            downloads = [["-m", "string", "--algo", "bm", "--string", *marker, "-j", limit]
                          for marker in DOWNLOAD_MARKERS]  # fmt: skip
         limited = []
         if self.per_source_limit:

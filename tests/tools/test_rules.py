@@ -10,7 +10,7 @@ import uuid
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.tools.rules import Options, RuleSet, main, render
+from p2pwall.tools.rules import DOWNLOAD_MARKERS, Options, RuleSet, main, render
 
 
 def rendered(*argv: str) -> str:
@@ -37,15 +37,16 @@ class RuleTextTests(SynchronousTestCase):
             f"{m} p2pwall-fwd -i br-green -p tcp ! --syn -m connbytes --connbytes 0:4 "
             "--connbytes-dir original --connbytes-mode packets -m conntrack --ctdir ORIGINAL "
             "-j p2pwall-dl",
-            f"{m} p2pwall-dl -m string --algo bm --string X-Kazaa- -j p2pwall-lim",
-            f"{m} p2pwall-dl -m string --algo bm --string 'GET /.hash=' -j p2pwall-lim",
-            "--string PeerEnabler/",
+            f"{m} p2pwall-dl -m string --algo bm --string X-Kazaa- --icase -j p2pwall-lim",
+            f"{m} p2pwall-dl -m string --algo bm --string 'GIVE ' -j p2pwall-lim",
             f"{m} p2pwall-lim -j NFQUEUE --queue-num 3 --queue-bypass",
             "iptables -t raw -A p2pwall-raw -m mark --mark 0x70327077 -j CT --notrack",
             "iptables -t raw -C OUTPUT -j p2pwall-raw 2>/dev/null || "
             "iptables -t raw -I OUTPUT 1 -j p2pwall-raw",
         ):
             self.assertIn(fragment, joined)
+        self.assertNotIn("/.hash=", joined, "a path alone teaches the daemon nothing")
+        self.assertNotIn("PeerEnabler", joined, "nor does a user agent")
 
     def test_hooks_are_appended_in_mangle_never_in_filter(self) -> None:
         """An accepted packet leaves the chain it was queued from: from filter it would skip the
@@ -259,7 +260,7 @@ class KernelAcceptsRulesTests(SynchronousTestCase):
         self.assertIn("-A FORWARD -j p2pwall-fwd", once)
         self.assertIn("--hashlimit-srcmask 64", once)
         self.assertEqual(self.run_in(["iptables", "-t", "mangle", "-S", "p2pwall-dl"]).stdout
-                         .count("-j p2pwall-lim"), 4)  # fmt: skip
+                         .count("-j p2pwall-lim"), len(DOWNLOAD_MARKERS))  # fmt: skip
         self.sh(rendered("-i", "lo", "-i", "eth9", "-q", "5"))
         self.assertEqual(self.saved(), once)
         self.sh(rendered("-i", "lo", "--delete"))
