@@ -1,8 +1,8 @@
 """The real ``twistd p2pwall`` in the lab's ``gw`` with the twistd options a test chooses.
 
-``lab.gateway.Gateway.start`` always runs ``twistd -n --pidfile=`` and adds ``--green``; the
-lifecycle and green-interface tests need other command lines (daemonised, ``--uid``, no
-``--green``), so they start the daemon here and use ``Gateway`` for its rules, stop and ``ctl``.
+``lab.gateway.Gateway.argv`` runs ``twistd -n --pidfile=`` and adds ``--green``; the lifecycle
+and green-interface tests need other command lines (daemonised, ``--uid``, no ``--green``), so
+they override it here and use ``Gateway`` for the rest.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from lab.gateway import BIN, ENV, Gateway
-from lab.netlab import LabError
+from lab.gateway import BIN, Gateway
 
 TWISTD = str(BIN / "twistd")
 
@@ -27,17 +26,6 @@ class OwnArgvGateway(Gateway):
     def argv(self, extra: Sequence[str] = ()) -> list[str]:
         return [TWISTD, *self.twistd_options, "p2pwall", "--queue", str(self.queue),
                 *self.options, *extra]  # fmt: skip
-
-    def start(self, extra: Sequence[str] = (), wait: float = 20.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            raise LabError("the daemon is already running")
-        start_mark = len(self.read_log())
-        self.proc = self.lab.spawn("gw", self.argv(extra), log=self.log, env=ENV)
-        deadline = time.monotonic() + wait
-        while "reading NFQUEUE" not in self.read_log()[start_mark:]:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"p2pwall did not start:\n{self.read_log()[start_mark:][-3000:]}")
-            time.sleep(0.05)
 
 
 def wait_for(condition, seconds: float, step: float = 0.05) -> bool:
