@@ -1,7 +1,7 @@
 """FastTrack wire formats the lab's simulated client and peers speak.
 
 Kept separate from ``p2pwall`` on purpose: the lab must produce bytes from the
-protocol reference (protocols.md sections 1, 2 and 7), not from the daemon's own
+protocol reference (docs/protocols.md sections 1 and 2), not from the daemon's own
 code, or a bug in the daemon's builders would be mirrored and go unnoticed.
 """
 
@@ -21,7 +21,7 @@ FOLLOWUP = 0x2A
 NAMES = ("KaZaA", "fileshare", "Grokster")
 ENCS = (0x29, 0xA9)
 
-# giFT's clear-text TCP session start begins with this fixed "rand" (protocols.md 1.5).
+# giFT's clear-text TCP session start begins with this fixed "rand" (docs/protocols.md §1.3).
 SESSION_RAND = bytes.fromhex("fa00b62b")
 
 _NAME_RE = re.compile(rb"[\x21-\x7e]{1,32}")
@@ -116,7 +116,7 @@ def build_download(
     own: str,
     supernode: str,
 ) -> bytes:
-    """An HTTP download start as a Kazaa client sends it (protocols.md section 2).
+    """An HTTP download start as a Kazaa client sends it (docs/protocols.md §2).
 
     ``own`` and ``supernode`` are ``a.b.c.d:port``; the daemon blocks their IPs.
     """

@@ -2,7 +2,7 @@
 
 Why: WinMX finds its peer caches, and OpenNAP clients their servers, by DNS name. Reading the
 answers that pass learns those servers' addresses without listing them in advance (ftwall v2 man
-page, DNS AUTO-TRAINING; protocols.md §4). The answer itself always goes on: the client's next
+page, DNS AUTO-TRAINING; docs/protocols.md §4). The answer itself always goes on: the client's next
 connection to a learned address is what the engine's generic rules drop.
 
 A name trains when the ``-D`` patterns match it (regexes and .wsx host names, ``PatternSet``) or

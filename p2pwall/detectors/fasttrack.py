@@ -1,7 +1,7 @@
 """FastTrack (Kazaa, KazaaLite, iMesh, Grokster): the UDP hello, its pongs, probes and the
 clear-text HTTP download start, and what ftwall does on seeing each of them.
 
-Wire facts: ../shared/reference/protocols.md sections 1, 2 and 7.
+Wire facts: docs/protocols.md sections 1 and 2.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 WinMX reaches OpenNAP servers through ``.wsx`` files, so ftwall blocks those servers by
 learning the addresses of their names from DNS answers and by blocking the raw IPs listed.
-The format has no official spec (protocols.md §3.3), so the parser is tolerant: it keeps
+The format has no official spec (docs/protocols.md §3.1), so the parser is tolerant: it keeps
 what it can use and reports the rest as ``"file:line: reason"`` problems, never raising.
 
 Rules: lines ``K: value`` with K one of N, P, T, A (any case, optional space after ``:``);

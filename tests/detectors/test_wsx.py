@@ -52,7 +52,7 @@ class ParseEndpointTests(SynchronousTestCase):
 
 
 class ParseWsxTests(SynchronousTestCase):
-    """The format rules of protocols.md §3.3."""
+    """The format rules of docs/protocols.md §3.1."""
 
     def test_blank_line_ends_entry(self) -> None:
         """Each entry keeps its own P:; a blank line (even of spaces) separates them."""

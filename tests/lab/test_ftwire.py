@@ -1,4 +1,4 @@
-"""The simulators' bytes, checked against protocols.md rather than against themselves."""
+"""The simulators' bytes, checked against docs/protocols.md rather than against themselves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from lab import ftwire
 
-# protocols.md section 2: the l7-filter fasttrack pattern, the part a download hits.
+# docs/protocols.md §2 (from the l7-filter fasttrack pattern), the part a download hits.
 L7_FASTTRACK = re.compile(
     rb"^get (/.download/[ -~]*|/.supernode[ -~]|/.status[ -~]|/.network[ -~]*|/.files"
     rb"|/.hash=[0-9a-f]*/[ -~]*) http/1.1|user-agent: kazaa"
