@@ -196,3 +196,88 @@ class LayoutTests(SynchronousTestCase):
         read(data, parser)
         with self.assertRaises(ValueError):
             read(data, parser, len(data) - 4)
+
+
+class KernelLayoutTests(SynchronousTestCase):
+    """The named sizes and offsets against messages written out byte by byte, as the kernel's
+    layout rules build them (``NLMSG_ALIGN``, ``NLA_ALIGN``, ``nfqnl_msg_packet_hdr`` packed,
+    ``nfqnl_msg_packet_hw``)."""
+
+    def test_attributes_are_padded_to_four_bytes(self) -> None:
+        self.assertEqual(
+            netlink.attribute(7, b"abcde"), bytes.fromhex("0900 0700 6162636465 000000")
+        )
+        self.assertEqual(netlink.attribute(7, b"abcd"), bytes.fromhex("0800 0700 61626364"))
+        self.assertEqual(netlink.attribute(7, b""), bytes.fromhex("0400 0700"))
+
+    def test_the_next_message_starts_on_a_four_byte_boundary(self) -> None:
+        # 25 bytes of message, 3 of padding: the next starts at 28 (not 25, nor 32).
+        first = nlmsghdr(25, netlink.NLMSG_ERROR, 0) + bytes(9) + bytes(3)
+        second = nlmsghdr(20, netlink.NLMSG_ERROR, 0) + bytes(4)
+        data = first + second
+        self.assertEqual(
+            list(netlink.messages(data, len(data))),
+            [(netlink.NLMSG_ERROR, 0, 25), (netlink.NLMSG_ERROR, 28, 48)],
+        )
+
+    def test_attributes_after_an_odd_length_one_start_on_a_four_byte_boundary(self) -> None:
+        # The 7-byte packet header (length 11) is followed by one byte of padding; a 5-byte
+        # attribute of an unknown type by three; the payload comes after them.
+        attributes = (
+            bytes.fromhex("0b00 0100 00000005 0800 03 00")
+            + bytes.fromhex("0900 1000 0102030405 000000")
+            + bytes.fromhex("0700 0a00 414243 00")
+        )  # fmt: skip
+        data = nlmsghdr(20 + len(attributes), 0x0300, 0) + b"\0\0\0\0" + attributes
+        self.assertEqual(read(data), (5, 3, b"ABC", None))
+
+    def test_the_shortest_packet_message_is_32_bytes(self) -> None:
+        """16 (nlmsghdr) + 4 (nfgenmsg) + 4 (nlattr) + 7 (the packed packet header) + 1 pad."""
+        data = nlmsghdr(32, 0x0300, 0) + bytes.fromhex("00 00 0003 0b00 0100 0000002a 0800 02 00")
+        self.assertEqual(len(data), 32)
+        self.assertEqual(netlink.packet_id(data, 32), 42)
+        self.assertEqual(read(data), (42, 2, b"", None))
+        self.assertIsNone(netlink.packet_id(data, 31))
+        short_header = nlmsghdr(32, 0x0300, 0) + bytes.fromhex("0000 0003 0a00 0100") + bytes(8)
+        self.assertIsNone(netlink.packet_id(short_header, 32))
+
+    def test_the_hardware_address_follows_its_length_and_two_pad_bytes(self) -> None:
+        """``nfqnl_msg_packet_hw``: hw_addrlen (2), _pad (2), hw_addr[8]; the pad bytes are
+        made non-zero here, so an address read from the wrong offset would show them."""
+        cases = [
+            ("0006 abcd 020000000007 eeee", b"\x02\x00\x00\x00\x00\x07"),
+            ("0008 abcd 0011223344556677", bytes.fromhex("0011223344556677")),
+            ("0014 abcd 0011223344556677", bytes.fromhex("0011223344556677")),  # 20 claimed
+        ]
+        for fields, expected in cases:
+            attributes = (
+                bytes.fromhex("0b00 0100 00000001 0800 02 00")
+                + bytes.fromhex("1000 0900" + fields)
+                + netlink.attribute(netlink.NFQA_PAYLOAD, b"p")
+            )
+            data = nlmsghdr(20 + len(attributes), 0x0300, 0) + b"\0\0\0\0" + attributes
+            self.assertEqual(read(data)[3], expected)
+
+    def test_a_hardware_address_attribute_shorter_than_the_struct_is_ignored(self) -> None:
+        attributes = (
+            bytes.fromhex("0b00 0100 00000001 0800 02 00")
+            + bytes.fromhex("0c00 0900 0006 0000 02000000")  # 8 of the struct's 12 bytes
+            + netlink.attribute(netlink.NFQA_PAYLOAD, b"p")
+        )
+        data = nlmsghdr(20 + len(attributes), 0x0300, 0) + b"\0\0\0\0" + attributes
+        self.assertEqual(read(data), (1, 2, b"p", None))
+
+    def test_the_fakes_packet_message_byte_by_byte(self) -> None:
+        data = netlink.packet_message(3, 42, 2, b"\x45\x00", hw=b"\x02\0\0\0\0\x07", indev=3)
+        attributes = (
+            bytes.fromhex("0b00 0100 0000002a 0800 02 00")  # id 42, ETH_P_IP, hook 2, pad
+            + bytes.fromhex("0800 0500 00000003")  # IFINDEX_INDEV 3
+            + bytes.fromhex("1000 0900 0006 0000 020000000007 0000")  # HWADDR
+            + bytes.fromhex("0600 0a00 4500 0000")  # PAYLOAD, padded
+        )  # fmt: skip
+        self.assertEqual(data, nlmsghdr(20 + len(attributes), 0x0300, 1) + b"\0\0\0\3" + attributes)
+
+    def test_accept_is_one_and_drop_is_zero(self) -> None:
+        data = netlink.verdicts(0, [3], 10)
+        self.assertEqual(data[24:32], bytes.fromhex("00000000 00000003"))  # NF_DROP, id 3
+        self.assertEqual(data[-8:], bytes.fromhex("00000001 0000000a"))  # NF_ACCEPT through 10
