@@ -8,18 +8,21 @@ and turns it into control commands: ``block IP:PORT`` for a literal address; for
 difference from what it sent before (remembered in ``--state``): new entries are added, entries
 gone from the list are removed. A list that cannot be fetched or holds no server changes
 nothing, so a site's error page cannot unblock everything; a name that fails to resolve keeps
-the blocks it had.
+the blocks it had. Several lists may share one state file: each list's commands are kept apart,
+and an entry gone from one list is not undone while another list still sent it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import ipaddress
 import json
 import socket
 import sys
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -107,23 +110,49 @@ def wanted(
     return items
 
 
-def load_state(path: Path) -> Sent:
-    """What earlier runs sent and the daemon accepted; empty before the first run."""
+def load_state(path: Path) -> dict[str, Sent]:
+    """What earlier runs sent and the daemon accepted, by list source; empty before the first
+    run. A file of the first format (one list, ``{"sent": ...}``) is read as the list ``""``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    sent = data.get("sent") if isinstance(data, dict) else None
-    if not isinstance(sent, dict) or not all(
-        isinstance(host, str) and isinstance(command, str) and command.split(" ")[0] in UNDO
-        for command, host in sent.items()
+    if isinstance(data, dict) and "sent" in data and "sources" not in data:
+        data = {"sources": {"": data["sent"]}}
+    sources = data.get("sources") if isinstance(data, dict) else None
+    if not isinstance(sources, dict) or not all(
+        isinstance(source, str) and _is_sent(sent) for source, sent in sources.items()
     ):
         raise ValueError("not a p2pwall-napigator state file")
-    return sent
+    return sources
 
 
-def save_state(path: Path, sent: Sent) -> None:
-    write_atomically(path, json.dumps({"sent": sent}, indent=1, sort_keys=True) + "\n")
+def _is_sent(sent: object) -> bool:
+    return isinstance(sent, dict) and all(
+        isinstance(host, str) and isinstance(command, str) and command.split(" ")[0] in UNDO
+        for command, host in sent.items()
+    )
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold ``path``'s lock file: two lists' runs never write the state file over each other."""
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def save_state(path: Path, source: str, sent: Sent) -> None:
+    """Replace ``source``'s part of the state file, keeping the other lists' parts as they are
+    on disk now (another list may have run meanwhile)."""
+    with locked(path):
+        try:
+            sources = load_state(path)
+        except (OSError, ValueError):
+            sources = {}
+        sources.pop("", None)  # a first-format file's list is this one: it ran alone before
+        sources[source] = sent
+        write_atomically(path, json.dumps({"sources": sources}, indent=1, sort_keys=True) + "\n")
 
 
 class Tracker:
@@ -144,9 +173,26 @@ class Tracker:
         self.sent: Sent = {}
         if self.state is not None:
             try:
-                self.sent = load_state(self.state)
+                sources = load_state(self.state)
             except (OSError, ValueError) as error:
                 self.report(f"ignoring state file {self.state}: {error}; sending everything")
+            else:
+                self.sent = sources.get(args.source, sources.get("", {}))
+
+    def others(self) -> set[str]:
+        """The commands other lists sharing the state file have sent (read now)."""
+        if self.state is None:
+            return set()
+        try:
+            sources = load_state(self.state)
+        except (OSError, ValueError):
+            return set()
+        return {
+            command
+            for source, sent in sources.items()
+            if source not in (self.args.source, "")
+            for command in sent
+        }
 
     def report(self, line: str) -> None:
         self.out.write(line + "\n")
@@ -168,11 +214,17 @@ class Tracker:
             self.report(f"no servers in {source} (format {detect_format(text)}); nothing changed")
             return EXIT_ERR
         items = wanted(entries, await self._resolve(entries), self.sent)
+        before = set(self.sent.values())
         adds = [command for command in items if self.args.full or command not in self.sent]
-        removes = [command for command in self.sent if command not in items]
+        gone = [command for command in self.sent if command not in items]
+        others = self.others()
+        removes = [command for command in gone if command not in others]
+        for command in gone:
+            if command in others:
+                del self.sent[command]  # another list still wants it: not undone
         self.sent.update((command, host) for command, host in items.items() if command in self.sent)
         refused = 0
-        if adds or removes:
+        if adds or gone:
             try:
                 refused = await self._send(adds, removes, items)
             except ControlError as error:
@@ -180,8 +232,10 @@ class Tracker:
                 return EXIT_NO_REPLY
             finally:
                 self._save()
+        hosts = set(items.values())
         self.report(
             f"{len(entries)} servers from {source} ({detect_format(text)}): "
+            f"{len(hosts - before)} new, {len(before - hosts)} gone; commands: "
             f"{len(adds)} added, {len(removes)} removed, {refused} refused, "
             f"{len(items) - len(adds)} unchanged"
         )
@@ -226,7 +280,7 @@ class Tracker:
 
     def _save(self) -> None:
         if self.state is not None:
-            save_state(self.state, self.sent)
+            save_state(self.state, self.args.source, self.sent)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

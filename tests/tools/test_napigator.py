@@ -103,6 +103,10 @@ class LoopbackCase(TestCase):
         status = await napigator(reactor, args, out, resolve)
         return status, out.getvalue().splitlines()
 
+    def sent(self, source: object) -> dict[str, str]:
+        """What the state file says was sent for ``source``."""
+        return load_state(self.state).get(str(source), {})
+
     def blocks(self) -> set[tuple[bytes, int, bytes]]:
         return {key for key, _block in self.engine.blocks.items()}
 
@@ -123,7 +127,8 @@ class NapigatorTests(LoopbackCase):
                 "block 198.51.100.7:8888 -> OK blocked 198.51.100.7:8888",
                 "block [2001:db8::7]:8888 -> OK blocked [2001:db8::7]:8888",
                 "block [2001:db8::40]:8888 -> OK blocked [2001:db8::40]:8888",
-                f"2 servers from {url} (html): 4 added, 0 removed, 0 refused, 0 unchanged",
+                f"2 servers from {url} (html): 2 new, 0 gone; "
+                "commands: 4 added, 0 removed, 0 refused, 0 unchanged",
             ],
         )
         self.assertEqual(self.names, {"hub1.example.org"})
@@ -136,7 +141,7 @@ class NapigatorTests(LoopbackCase):
             },
         )
         self.assertEqual(
-            json.loads(self.state.read_text())["sent"],
+            json.loads(self.state.read_text())["sources"][url],
             {
                 "ban-dns-name hub1.example.org": "hub1.example.org",
                 "block 198.51.100.7:8888": "hub1.example.org",
@@ -152,7 +157,13 @@ class NapigatorTests(LoopbackCase):
         status, out = await self.run_once(url, resolve=resolver(HUB1))
         self.assertEqual(
             (status, out),
-            (0, [f"2 servers from {url} (html): 0 added, 0 removed, 0 refused, 4 unchanged"]),
+            (
+                0,
+                [
+                    f"2 servers from {url} (html): 0 new, 0 gone; "
+                    "commands: 0 added, 0 removed, 0 refused, 4 unchanged"
+                ],
+            ),
         )
         self.assertEqual(self.commands(), received)
 
@@ -172,7 +183,9 @@ class NapigatorTests(LoopbackCase):
             [
                 "block 203.0.113.12:8888 -> OK blocked 203.0.113.12:8888",
                 "unblock 203.0.113.11:7777 -> OK unblocked 203.0.113.11:7777",
-                f"2 servers from {source} (napigator): 1 added, 1 removed, 0 refused, 1 unchanged",
+                f"2 servers from {source} (napigator): 1 new, 1 gone; "
+                "commands: 1 added, 1 removed, "
+                "0 refused, 1 unchanged",
             ],
         )
         self.assertEqual(
@@ -183,7 +196,7 @@ class NapigatorTests(LoopbackCase):
             {(packed("203.0.113.10"), 8888, b""), (packed("203.0.113.12"), 8888, b"")},
         )
         self.assertEqual(
-            set(load_state(self.state)), {"block 203.0.113.10:8888", "block 203.0.113.12:8888"}
+            set(self.sent(source)), {"block 203.0.113.10:8888", "block 203.0.113.12:8888"}
         )
 
     async def test_removal_of_something_already_gone(self) -> None:
@@ -194,7 +207,7 @@ class NapigatorTests(LoopbackCase):
         status, out = await self.run_once(str(source))
         self.assertEqual(status, 0)
         self.assertEqual(out[0], "unblock 203.0.113.11:7777 -> ERR not blocked: 203.0.113.11:7777")
-        self.assertEqual(set(load_state(self.state)), {"block 203.0.113.10:8888"})
+        self.assertEqual(set(self.sent(source)), {"block 203.0.113.10:8888"})
 
     async def test_failed_lookup_keeps_blocks(self) -> None:
         url = self.web + "servers.html"
@@ -207,7 +220,7 @@ class NapigatorTests(LoopbackCase):
             "cannot resolve hub1.example.org: no address for hub1.example.org; keeping its blocks",
         )
         self.assertEqual(self.blocks(), before)
-        self.assertEqual(len(load_state(self.state)), 4)
+        self.assertEqual(len(self.sent(url)), 4)
 
     async def test_no_resolve_bans_names_only(self) -> None:
         url = self.web + "servers-14.txt"
@@ -220,7 +233,8 @@ class NapigatorTests(LoopbackCase):
         )
         self.assertEqual(
             out[-1],
-            f"3 servers from {url} (napigator-14): 3 added, 0 removed, 0 refused, 0 unchanged",
+            f"3 servers from {url} (napigator-14): 3 new, 0 gone; "
+            "commands: 3 added, 0 removed, 0 refused, 0 unchanged",
         )
 
     async def test_wsx_file(self) -> None:
@@ -252,7 +266,7 @@ class NapigatorTests(LoopbackCase):
         status, out = await self.run_once(self.web + "servers.txt", control=endpoint)
         self.assertEqual(status, 2)
         self.assertTrue(out[0].startswith(f"p2pwall-napigator: cannot connect to {endpoint}"))
-        self.assertEqual(load_state(self.state), {})
+        self.assertEqual(self.sent(self.web + "servers.txt"), {})
 
     async def test_refused_additions_are_sent_again(self) -> None:
         self.control = self.listen(ControlFactory(self.engine))  # no DNS name set
@@ -260,7 +274,7 @@ class NapigatorTests(LoopbackCase):
         status, out = await self.run_once(source, "--no-resolve")
         self.assertEqual(status, 1)
         self.assertIn("ban-dns-name wsx1.example.net -> ERR DNS name banning is not available", out)
-        self.assertEqual(set(load_state(self.state)), {"block 203.0.113.50:8888"})
+        self.assertEqual(set(self.sent(source)), {"block 203.0.113.50:8888"})
         status, out = await self.run_once(source, "--no-resolve")
         self.assertEqual((status, len(out)), (1, 2))
         self.assertTrue(out[0].startswith("ban-dns-name wsx1.example.net -> ERR"))
@@ -275,7 +289,8 @@ class NapigatorTests(LoopbackCase):
             [
                 "block 203.0.113.10:8888 -> OK already blocked 203.0.113.10:8888",
                 "block 203.0.113.11:7777 -> OK already blocked 203.0.113.11:7777",
-                f"2 servers from {source} (napigator): 2 added, 0 removed, 0 refused, 0 unchanged",
+                f"2 servers from {source} (napigator): 0 new, 0 gone; commands: 2 added, "
+                "0 removed, 0 refused, 0 unchanged",
             ],
         )
 
@@ -285,7 +300,45 @@ class NapigatorTests(LoopbackCase):
         self.assertEqual(status, 0)
         self.assertTrue(out[0].startswith(f"ignoring state file {self.state}: "))
         self.assertEqual(len(self.blocks()), 2)
-        self.assertEqual(len(load_state(self.state)), 2)
+        self.assertEqual(len(self.sent(self.work / "servers.txt")), 2)
+
+    async def test_two_lists_sharing_a_state_file_keep_each_others_entries(self) -> None:
+        both = "203.0.113.10 8888 OpenNapNet 120 34000 210\n"
+        first, second = self.work / "first.txt", self.work / "second.txt"
+        first.write_text(both + "203.0.113.11 7777 Other 1 2 3\n2 121 34002 213\n")
+        second.write_text(both + "203.0.113.20 8888 Third 1 2 3\n2 121 34002 213\n")
+        await self.run_once(str(first))
+        status, out = await self.run_once(str(second))
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            out[-1],
+            f"2 servers from {second} (napigator): 2 new, 0 gone; commands: 2 added, 0 removed, "
+            "0 refused, 0 unchanged",
+        )
+        self.assertEqual(
+            set(self.sent(first)), {"block 203.0.113.10:8888", "block 203.0.113.11:7777"}
+        )
+        first.write_text("203.0.113.11 7777 Other 1 2 3\n1 1 2 3\n")
+        status, out = await self.run_once(str(first))
+        self.assertEqual(status, 0)
+        self.assertNotIn(
+            "unblock 203.0.113.10:8888", "\n".join(out), "the second list still has it"
+        )
+        self.assertIn((packed("203.0.113.10"), 8888, b""), self.blocks())
+        self.assertEqual(set(self.sent(first)), {"block 203.0.113.11:7777"})
+        self.assertEqual(len(self.sent(second)), 2, "the first list's run kept the second's part")
+
+    async def test_a_state_file_of_the_first_format_is_this_lists(self) -> None:
+        source = self.work / "servers.txt"
+        self.state.write_text(json.dumps({"sent": {"block 203.0.113.10:8888": "203.0.113.10"}}))
+        status, out = await self.run_once(str(source))
+        self.assertEqual(status, 0)
+        self.assertEqual(out, [
+            "block 203.0.113.11:7777 -> OK blocked 203.0.113.11:7777",
+            f"2 servers from {source} (napigator): 1 new, 0 gone; commands: 1 added, 0 removed, "
+            "0 refused, 1 unchanged",
+        ])  # fmt: skip
+        self.assertEqual(list(load_state(self.state)), [str(source)])
 
 
 class Child(ProcessProtocol):
@@ -314,7 +367,8 @@ class ScriptTests(LoopbackCase):
         self.assertEqual((err, code), ("", 0))
         self.assertEqual(
             out.splitlines()[-1],
-            f"2 servers from {url} (napigator): 2 added, 0 removed, 0 refused, 0 unchanged",
+            f"2 servers from {url} (napigator): 2 new, 0 gone; "
+            "commands: 2 added, 0 removed, 0 refused, 0 unchanged",
         )
         self.assertEqual(len(self.blocks()), 2)
 
