@@ -13,6 +13,12 @@ blocked for that host only, becomes a block for every host only when a second ho
 address, another MAC) reveals the same endpoint on a port that is no well-known service, and a
 packet whose MAC does not own its source address (``INeighbours``) teaches nothing and locks
 nobody. So no green host can turn the daemon against the others.
+
+Allowed networks (``AllowList``, ``--allow``) are outside all of this: a packet from or to one is
+accepted untouched. In dry-run mode the engine decides, learns and locks as usual, counts and
+logs the drops it would have made (``would drop``), but accepts every packet and sends no forged
+pong or probe (those would change what clients do); accept-all mode, by contrast, decides
+nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from collections.abc import Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
+from .allow import AllowList
 from .interfaces import IClientObserver, IDetector, IEventSink, INeighbours, ISpoofer
-from .networks import GreenNetworks
+from .networks import GreenNetworks, Network
 from .packet import (
     ACCEPT,
     DROP,
@@ -38,6 +45,10 @@ from .packet import (
     mac_text,
 )
 from .tables import ANY_CLIENT, LOCKING_ORIGINS, BlockTable, Client, LockTable, Revealers
+
+# Stats keys of the verdicts, by verdict and transport; dry-run drops are counted apart.
+_VERDICT_KEYS = ("accept_udp", "accept_tcp", "drop_udp", "drop_tcp")
+_DRY_RUN_KEYS = ("would_drop_udp", "would_drop_tcp")
 
 _SYN_ACK = TCP_SYN | TCP_ACK
 # Endpoints below this port are well-known services (DNS, NTP, HTTPS...): whatever green hosts
@@ -64,9 +75,13 @@ class Engine:
         max_spoofs: int = 200,
         neighbours: INeighbours | None = None,
         max_probes: int = 100,
+        allowed: AllowList | None = None,
+        dry_run: bool = False,
     ) -> None:
         """``neighbours``: checks a packet's MAC against its source address (``None``: no
-        check, for tests that do not care); ``max_probes``: probes sent per second at most."""
+        check, for tests that do not care); ``max_probes``: probes sent per second at most;
+        ``allowed``: networks never locked or blocked; ``dry_run``: drop nothing, say what
+        would have been dropped."""
         self.clock = clock
         self.blocks = blocks
         self.clients = clients
@@ -82,6 +97,8 @@ class Engine:
         self.events = events
         self.no_udp_block = no_udp_block
         self.accept_all = accept_all
+        self.dry_run = dry_run
+        self.allowed = allowed if allowed is not None else AllowList()
         self.max_spoofs = max_spoofs
         self._spoof_second = -1.0
         self._spoofs_this_second = 0
@@ -98,13 +115,16 @@ class Engine:
     def packets(self) -> int:
         """Packets decided so far (derived, so the hot path counts once per packet)."""
         stats = self.stats
-        return sum(stats[key] for key in ("accept_udp", "accept_tcp", "drop_udp", "drop_tcp"))
+        return sum(stats[key] for key in _VERDICT_KEYS + _DRY_RUN_KEYS)
 
     def verdict(self, packet: Packet, hook: int) -> Verdict:
         """Decide one packet's fate; the hot path."""
         if self.accept_all:
             self.stats["accept_all"] += 1
             return ACCEPT
+        allowed = self.allowed.lookup
+        if allowed is not None and (packet.src in allowed or packet.dst in allowed):
+            return self._count(packet, ACCEPT, "allowed")
         for name, inspect in self._inspectors:
             verdict = inspect(packet, hook, self)
             if verdict is not None:
@@ -126,6 +146,10 @@ class Engine:
     def _count(self, packet: Packet, verdict: Verdict, reason: str) -> Verdict:
         udp = packet.proto == UDP
         if verdict is DROP:
+            if self.dry_run:
+                self.stats["would_drop_udp" if udp else "would_drop_tcp"] += 1
+                self.events.packet("u" if udp else "t", packet, reason, verdict="would drop")
+                return ACCEPT
             self.stats["drop_udp" if udp else "drop_tcp"] += 1
             self.events.packet("u" if udp else "t", packet, reason)
             return verdict
@@ -145,12 +169,13 @@ class Engine:
         origin: str,
         seen_from: bytes | None = None,
         name: str | None = None,
+        by: tuple[bytes, bytes] | None = None,
     ) -> bool:
-        """Block a peer learned from traffic; green addresses and the gateway's own are never
-        blocked."""
-        if peer in self.green or peer in self.local:
+        """Block a peer learned from traffic; green addresses, the gateway's own and allowed
+        ones are never blocked. ``by``: the two hosts that revealed a block for every host."""
+        if peer in self.green or peer in self.local or peer in self.allowed:
             return False
-        new = self.blocks.add(peer, port, client, origin, self.clock.seconds(), name)
+        new = self.blocks.add(peer, port, client, origin, self.clock.seconds(), name, by)
         if new:
             self.stats["peers_learned"] += 1
             self.events.event(
@@ -189,10 +214,11 @@ class Engine:
             return False
         client = packet.src
         new = self.learn(peer, port, client, origin, client, name)
-        if (
-            port >= FIRST_UNPRIVILEGED_PORT
-            and self.revealers.corroborated(peer, port, client, packet.mac)
-            and self.learn(peer, port, ANY_CLIENT, origin, name=name)
+        if port < FIRST_UNPRIVILEGED_PORT:
+            return new
+        first = self.revealers.corroborated(peer, port, client, packet.mac)
+        if first is not None and self.learn(
+            peer, port, ANY_CLIENT, origin, name=name, by=(first, client)
         ):
             self.events.event(
                 "p",
@@ -209,15 +235,32 @@ class Engine:
     def unblock(self, peer: bytes, port: int = 0, client: bytes = ANY_CLIENT) -> bool:
         return self.blocks.remove(peer, port, client)
 
-    def lock(self, addr: bytes, reason: str, packet: Packet | None = None) -> Client | None:
+    def lock(
+        self,
+        addr: bytes,
+        reason: str,
+        packet: Packet | None = None,
+        protocol: str = "FastTrack",
+    ) -> Client | None:
         """(Re)start a client's time lock; the first lock identifies it as a P2P client.
 
         ``packet``, the evidence, must come from ``addr`` itself (``evidence``); a lock from
-        the control port or a timer passes none."""
+        the control port or a timer passes none. The evidence is kept on the client for
+        ``explain`` (the first and the latest); ``protocol`` names the P2P protocol (every
+        lock today is FastTrack's; a detector for another protocol passes its own)."""
         if packet is not None and not self.evidence(packet):
             return None
-        client, new = self.clients.lock(addr, self.clock.seconds())
-        if new and client is not None:
+        now = self.clock.seconds()
+        client, new = self.clients.lock(addr, now)
+        if client is None:
+            return None
+        client.renewed = (
+            (now, protocol, reason, packet.proto, packet.sport, packet.dst, packet.dport)
+            if packet is not None
+            else (now, protocol, reason, 0, 0, b"", 0)
+        )
+        if new:
+            client.identified = client.renewed
             self.stats["clients_locked"] += 1
             mac = packet.mac if packet is not None else None
             self.events.event(
@@ -236,6 +279,24 @@ class Engine:
             for observer in self.observers:
                 observer.client_locked(addr)
         return client
+
+    def unlock(self, addr: bytes, reason: str = "unlocked from the control port") -> bool:
+        """Release ``addr``'s lock now; False when it holds none."""
+        client = self.clients.get(addr)
+        if client is None:
+            return False
+        self.release(client, reason)
+        return True
+
+    def allow(self, network: Network) -> tuple[bool, int]:
+        """Allow ``network`` (``AllowList``) and release the clients locked in it; whether it
+        is new, and how many clients were released."""
+        if not self.allowed.add(network):
+            return False, 0
+        released = [c for c in self.clients if c.addr in self.allowed]
+        for client in released:
+            self.release(client, "allowed")
+        return True, len(released)
 
     def probe_answered(self, packet: Packet) -> bool:
         """A probed client replied: FastTrack still runs there, so its lock starts again.
@@ -267,6 +328,9 @@ class Engine:
         if self._spoofs_this_second >= self.max_spoofs:
             self.stats["spoofs_skipped"] += 1
             return
+        if self.dry_run:
+            self.stats["would_spoof"] += 1
+            return
         self._spoofs_this_second += 1
         self.stats["spoofs"] += 1
         self.spoofer.send_udp(src, sport, dst, dport, payload)
@@ -286,6 +350,10 @@ class Engine:
             client = due.client
             if due.action == "probe":
                 self._probes_this_second += 1
+                if self.dry_run:
+                    self.stats["would_probe"] += 1
+                    continue
+                client.probes_sent += 1
                 self.stats["probes_sent"] += 1
                 self.events.debug(
                     "p",
@@ -304,6 +372,7 @@ class Engine:
         self._evicted(client, reason)
 
     def _evicted(self, client: Client, reason: str = "evicted, client table full") -> None:
+        client.ended = reason
         self.stats["clients_released"] += 1
         self.events.event(
             "c", "client {client} cleared: {reason}", client=addr_text(client.addr), reason=reason

@@ -3,24 +3,30 @@
 Event classes (``-l`` to syslog, ``-L`` to stderr): u U t T c p x m. Debug classes (``-d``, to
 the daemon's own log, which is stdout under ``twistd -n``): d a D t h p l A -. Every line is a
 structured event with ``p2pwall_class`` set, so observers can filter by class, and shows its
-class in the log's system field: ``[p2pwall c] client 198.18.1.10 identified: ...``.
+class in the log's system field: ``[p2pwall c] client 198.18.1.10 identified: ...``. Lines to
+stderr start with their time in ISO 8601 UTC (``2026-12-01T02:00:00Z``), the same on every
+machine; syslog stamps its own.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TextIO
 
 from twisted.logger import (
+    FileLogObserver,
     LegacyLogObserverWrapper,
     Logger,
+    formatEventAsClassicLogText,
     globalLogPublisher,
-    textFileLogObserver,
 )
 from zope.interface import implementer
 
 from .interfaces import IEventSink
 from .packet import Packet, endpoint_text, mac_text, proto_name
+from .timefmt import iso
 
 EVENT_CLASSES = {
     "u": "dropped UDP packets",
@@ -68,8 +74,11 @@ def syslog_observer(prefix: str = "p2pwall") -> Observer:
     return LegacyLogObserverWrapper(SyslogObserver(prefix).emit)
 
 
-def stderr_observer() -> Observer:
-    return textFileLogObserver(sys.stderr)
+def stderr_observer(stream: TextIO | None = None) -> Observer:
+    """Event lines on ``stream`` (stderr), each stamped with its time in ISO 8601 UTC."""
+    return FileLogObserver(
+        stream or sys.stderr, partial(formatEventAsClassicLogText, formatTime=iso)
+    )
 
 
 @implementer(IEventSink)
@@ -113,12 +122,14 @@ class EventLog:
                 fmt, p2pwall_class=cls, p2pwall_debug=False, log_system=f"p2pwall {cls}", **fields
             )
 
-    def packet(self, cls: str, packet: Packet, reason: str) -> None:
+    def packet(self, cls: str, packet: Packet, reason: str, verdict: str | None = None) -> None:
+        """``verdict``: the word for what was done, when it is not what ``cls`` says
+        (``would drop`` in dry-run mode)."""
         if cls not in self._enabled:
             return
         fmt = "{verdict} {proto} {src} -> {dst} ({reason})"
         fields = {
-            "verdict": "dropped" if cls.islower() else "accepted",
+            "verdict": verdict or ("dropped" if cls.islower() else "accepted"),
             "proto": proto_name(packet.proto),
             "src": endpoint_text(packet.src, packet.sport),
             "dst": endpoint_text(packet.dst, packet.dport),

@@ -24,14 +24,28 @@ LOCKING_ORIGINS = frozenset(("udp", "http"))
 
 
 class Block:
-    """Why and since when an address is blocked."""
+    """Why and since when an address is blocked: ``first`` and ``seen`` (last seen) times, for
+    ``explain``. Slots, not a dict: the table may hold a million of them."""
 
-    __slots__ = ("origin", "seen", "name")
+    __slots__ = ("origin", "seen", "name", "first")
 
     def __init__(self, origin: str, seen: float, name: str | None = None) -> None:
         self.origin = origin
         self.seen = seen
         self.name = name
+        self.first = seen
+
+
+class CorroboratedBlock(Block):
+    """A learned block for every host: ``by`` holds the two green hosts that revealed it (the
+    first, then the one that corroborated it). Its own class, so the many blocks without a
+    second revealer carry no slot for one."""
+
+    __slots__ = ("by",)
+
+    def __init__(self, origin: str, seen: float, name: str | None, by: tuple[bytes, bytes]) -> None:
+        super().__init__(origin, seen, name)
+        self.by = by
 
 
 BlockKey = tuple[bytes, int, bytes]
@@ -82,8 +96,10 @@ class BlockTable:
         origin: str,
         now: float,
         name: str | None = None,
+        by: tuple[bytes, bytes] | None = None,
     ) -> bool:
-        """Block, or refresh an existing block; True when the entry is new."""
+        """Block, or refresh an existing block; True when the entry is new. ``by``: the two
+        hosts whose evidence made a new block for every host (``CorroboratedBlock``)."""
         key = (peer, port, client)
         block = self._blocks.get(key)
         if block is not None:
@@ -96,7 +112,9 @@ class BlockTable:
             return False
         if len(self._blocks) >= self.cap and not self._evict():
             return False
-        self._blocks[key] = Block(origin, now, name)
+        self._blocks[key] = (
+            Block(origin, now, name) if by is None else CorroboratedBlock(origin, now, name, by)
+        )
         if client:
             self._client_specific += 1
         if origin == MANUAL:
@@ -245,8 +263,11 @@ class Revealers:
     def __len__(self) -> int:
         return len(self._first)
 
-    def corroborated(self, peer: bytes, port: int, client: bytes, mac: bytes | None) -> bool:
-        """Note ``client`` revealing ``peer:port``; True when another host did so before."""
+    def corroborated(
+        self, peer: bytes, port: int, client: bytes, mac: bytes | None
+    ) -> bytes | None:
+        """Note ``client`` revealing ``peer:port``; when another host did so before, that
+        host's address (the first revealer, which ``explain`` shows), else None."""
         key = (peer, port)
         first = self._first.get(key)
         if first is None:
@@ -254,13 +275,23 @@ class Revealers:
                 for old in list(itertools.islice(self._first, max(1, self.cap // 10))):
                     del self._first[old]
             self._first[key] = (client, mac)
-            return False
+            return None
         first_client, first_mac = first
-        return first_client != client and mac is not None and first_mac not in (None, mac)
+        if first_client != client and mac is not None and first_mac not in (None, mac):
+            return first_client
+        return None
+
+
+# Why a client is locked: when, the protocol, the reason, and the packet that showed it (its
+# IP protocol number, source port, destination and destination port; the source is the client).
+Evidence = tuple[float, str, str, int, int, bytes, int]
 
 
 class Client:
-    """A green host identified as a P2P client, with its time lock and probe state."""
+    """A green host identified as a P2P client, with its time lock and probe state.
+
+    ``probes_sent`` is counted by whoever sends the probe ``LockTable.due`` asks for (the
+    engine, which sends none in dry-run mode); ``last_probe`` is when it was asked for."""
 
     __slots__ = (
         "addr",
@@ -274,6 +305,9 @@ class Client:
         "probes_sent",
         "probes_answered",
         "scheduled",
+        "identified",
+        "renewed",
+        "ended",
     )
 
     def __init__(self, addr: bytes, now: float) -> None:
@@ -288,6 +322,11 @@ class Client:
         self.probes_sent = 0
         self.probes_answered = 0
         self.scheduled = 0.0
+        # The evidence of the first lock and of the latest renewal (``explain``), and why the
+        # lock ended (set when it is released, for the observers).
+        self.identified: Evidence | None = None
+        self.renewed: Evidence | None = None
+        self.ended: str | None = None
 
 
 # Seconds a probe over the tick's allowance is put off by.
@@ -395,7 +434,6 @@ class LockTable:
                 probes -= 1
                 client.probed_for = client.until
                 client.last_probe = now
-                client.probes_sent += 1
                 self._schedule(client)
                 yield Due("probe", client)
             else:

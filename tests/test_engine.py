@@ -4,12 +4,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from p2pwall.allow import AllowList, parse_network
 from p2pwall.detectors.fasttrack import build_pong, parse_hello
 from p2pwall.engine import TICK_ACTIONS
 from p2pwall.interfaces import IClientObserver
 from p2pwall.neighbours import KernelNeighbours
-from p2pwall.packet import Hook, Verdict, decode
-from p2pwall.tables import ANY_CLIENT
+from p2pwall.packet import TCP, UDP, Hook, Verdict, decode
+from p2pwall.tables import ANY_CLIENT, CorroboratedBlock
 from p2pwall.testing import make_engine, packed, tcp, udp
 
 ROGUE, USER = "198.18.1.10", "198.18.1.20"
@@ -497,6 +498,18 @@ class PoisoningTests(EngineTestCase):
         self.assertNotIn((packed(WEB), 80, ANY_CLIENT), self.engine.blocks)
         self.assertEqual(self.from_host(tcp(USER, WEB, 4000, 80), MAC_USER), ACCEPT)
 
+    def test_a_block_for_every_host_records_both_revealers(self) -> None:
+        self.from_host(udp(ROGUE, PEER, 1214, 2000, HELLO), MAC_ROGUE)
+        self.clock.advance(5)
+        self.from_host(udp(U3, PEER, 1214, 2000, HELLO), MAC_U3)
+        blocks = dict(self.engine.blocks.items())
+        shared = blocks[(packed(PEER), 2000, ANY_CLIENT)]
+        own = blocks[(packed(PEER), 2000, packed(ROGUE))]
+        assert isinstance(shared, CorroboratedBlock)
+        self.assertEqual(shared.by, (packed(ROGUE), packed(U3)))
+        self.assertEqual(shared.first, self.clock.seconds())
+        self.assertNotIsInstance(own, CorroboratedBlock)
+
 
 class ProbeStormTests(EngineTestCase):
     """A burst of hellos from thousands of sources must not make one tick send thousands of
@@ -530,3 +543,123 @@ class ProbeStormTests(EngineTestCase):
         for _ in range(4):
             engine.tick()
         self.assertEqual(len(engine.clients), 0)
+
+
+class EvidenceTests(EngineTestCase):
+    """What ``explain`` shows: why a client is locked and since when a block exists."""
+
+    def test_a_lock_keeps_its_first_and_latest_evidence(self) -> None:
+        start = self.clock.seconds()
+        self.hello()
+        self.clock.advance(10)
+        self.assertEqual(self.syn(ROGUE, PEER, 2000), DROP)
+        client = self.engine.clients.get(packed(ROGUE))
+        assert client is not None
+        self.assertEqual(
+            client.identified,
+            (start, "FastTrack", "FastTrack hello", UDP, 1214, packed(PEER), 2000),
+        )
+        self.assertEqual(
+            client.renewed,
+            (start + 10, "FastTrack", "tried a FastTrack peer", TCP, 40000, packed(PEER), 2000),
+        )
+
+    def test_a_block_keeps_its_first_sighting(self) -> None:
+        start = self.clock.seconds()
+        self.hello()
+        self.clock.advance(30)
+        self.hello()
+        block = self.engine.blocks.match(packed(PEER), 2000, packed(ROGUE), self.clock.seconds())
+        assert block is not None
+        self.assertEqual((block.first, block.seen), (start, start + 30))
+
+
+class UnlockTests(EngineTestCase):
+    def test_unlock_frees_a_client_now_and_tells_the_observers(self) -> None:
+        self.hello()
+        self.assertEqual(self.syn(ROGUE, WEB), DROP)
+        self.assertTrue(self.engine.unlock(packed(ROGUE)))
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+        self.assertEqual(self.observer.calls[-1], ("released", packed(ROGUE)))
+        self.assertIn(
+            f"client {ROGUE} cleared: unlocked from the control port", self.engine.events.of("c")
+        )
+        self.assertFalse(self.engine.unlock(packed(ROGUE)))
+
+
+class AllowTests(EngineTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.engine.allowed = AllowList([f"{ROGUE}/32", "198.19.0.0/24"])
+
+    def test_an_allowed_host_teaches_nothing_and_is_never_locked(self) -> None:
+        self.assertEqual(self.hello(), ACCEPT)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+        self.assertEqual((len(self.engine.blocks), len(self.engine.clients)), (0, 0))
+        self.assertEqual(self.engine.spoofer.sent, [])
+        self.assertIn(
+            f"accepted UDP {ROGUE}:1214 -> {PEER}:2000 (allowed)", self.engine.events.of("U")
+        )
+
+    def test_an_allowed_destination_is_never_dropped_nor_learned(self) -> None:
+        self.engine.block(packed(WEB), 80)
+        self.assertEqual(self.syn(USER, WEB), ACCEPT, "a manual block")
+        self.assertFalse(self.engine.learn(packed(WEB), 1214, ANY_CLIENT, "dns"))
+        self.hello(src=USER)
+        self.assertEqual(self.syn(USER, WEB), ACCEPT, "a locked client reaches it still")
+        self.assertEqual(self.syn(USER, PEER2), DROP, "but nothing else")
+
+    def test_a_peer_named_in_a_header_inside_an_allowed_network_is_not_learned(self) -> None:
+        self.engine.allowed = AllowList(["198.19.1.0/24"])
+        self.assertFalse(self.engine.learn(packed(PEER), 2000, packed(USER), "http"))
+        self.assertEqual(len(self.engine.blocks), 0)
+
+    def test_allowing_releases_the_clients_it_covers(self) -> None:
+        self.hello(src=USER)
+        self.hello(src="198.18.1.30")
+        new, released = self.engine.allow(parse_network(f"{USER}/32"))
+        self.assertEqual((new, released), (True, 1))
+        self.assertEqual(self.syn(USER, WEB), ACCEPT)
+        self.assertEqual(self.syn("198.18.1.30", PEER2), DROP)
+        self.assertIn(f"client {USER} cleared: allowed", self.engine.events.of("c"))
+        self.assertEqual(self.engine.allow(parse_network(USER)), (False, 0))
+
+    def test_disallowed_again_it_is_filtered_again(self) -> None:
+        self.assertEqual(self.engine.allowed.remove(parse_network(f"{ROGUE}/32")), "option")
+        self.assertEqual(self.hello(), DROP)
+
+
+class DryRunTests(EngineTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.engine.dry_run = True
+
+    def test_decides_learns_and_locks_but_drops_nothing_and_forges_nothing(self) -> None:
+        self.assertEqual(self.hello(), ACCEPT)
+        self.assertIn((packed(PEER), 2000, packed(ROGUE)), self.engine.blocks)
+        self.assertEqual(self.syn(ROGUE, WEB), ACCEPT)
+        self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
+        self.assertEqual(self.engine.spoofer.sent, [])
+        stats = self.engine.stats
+        keys = ("would_drop_udp", "would_drop_tcp", "drop_udp", "would_spoof")
+        self.assertEqual([stats[key] for key in keys], [1, 1, 0, 1])
+        self.assertEqual(self.engine.packets, 2)
+        self.assertEqual(
+            self.engine.events.of("t"), [f"would drop TCP {ROGUE}:40000 -> {WEB}:80 (time lock)"]
+        )
+
+    def test_sends_no_probe(self) -> None:
+        self.hello()
+        self.wait(70)
+        client = self.engine.clients.get(packed(ROGUE))
+        assert client is not None
+        self.assertEqual(self.engine.spoofer.sent, [])
+        self.assertEqual((client.probes_sent, self.engine.stats["would_probe"]), (0, 1))
+        self.assertEqual(self.engine.stats["probes_sent"], 0)
+
+    def test_is_not_accept_all(self) -> None:
+        self.engine.dry_run = False
+        self.engine.accept_all = True
+        self.hello()
+        self.assertEqual(self.engine.stats["would_drop_udp"], 0)
+        self.assertEqual(len(self.engine.clients), 0)

@@ -1,9 +1,11 @@
 """Event classes reach the observers that asked for them: syslog (-l), stderr (-L), debug (-d)."""
 
+import io
+
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.events import DEBUG_CLASSES, EVENT_CLASSES, EventLog, parse_classes
+from p2pwall.events import DEBUG_CLASSES, EVENT_CLASSES, EventLog, parse_classes, stderr_observer
 from p2pwall.packet import decode
 from p2pwall.testing import udp
 
@@ -62,6 +64,19 @@ class RoutingTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertTrue(self.log(syslog="m").wants_mac)
         self.assertFalse(self.log(syslog="m").wants("m"))
+
+    def test_a_dry_run_drop_says_would_drop(self) -> None:
+        packet = decode(udp("198.18.1.10", "198.19.1.1", 1, 2))
+        self.log(stderr="u").packet("u", packet, "fasttrack", verdict="would drop")
+        self.assertEqual(
+            texts(self.stderr), ["would drop UDP 198.18.1.10:1 -> 198.19.1.1:2 (fasttrack)"]
+        )
+
+    def test_stderr_lines_start_with_the_time_in_utc(self) -> None:
+        stream = io.StringIO()
+        event = {"log_format": "client", "log_time": 1_700_000_000.5, "log_system": "p2pwall c"}
+        stderr_observer(stream)(event)
+        self.assertEqual(stream.getvalue(), "2023-11-14T22:13:20Z [p2pwall c] client\n")
 
 
 class ParseTests(SynchronousTestCase):
