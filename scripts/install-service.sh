@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Install p2pwall as a systemd service from this checkout, or remove it (docs/install.md):
+#
+#   install-service.sh [--green-if IFACE] [--python PYTHON] [PATHS]   install or upgrade
+#   install-service.sh --uninstall [--purge] [PATHS]                   remove
+#
+# PATHS: --prefix DIR (the virtualenv, /opt/p2pwall), --unit-dir DIR (/etc/systemd/system),
+# --config FILE (/etc/default/p2pwall), --root DIR (put all three under DIR and leave systemd
+# alone: a throw-away root for tests). What the install creates outside the prefix is listed in
+# PREFIX/install-manifest, and --uninstall removes exactly that and the prefix; a settings file
+# that was there before is kept. --purge also removes the learned peers (/var/lib/p2pwall).
+#
+# System packages: only python3-venv (a virtualenv needs ensurepip) and iptables (or nftables),
+# installed if missing. Every Python dependency has wheels for amd64 and arm64 (google-re2
+# included), so no compiler is needed there; see docs/install.md for other machines.
+set -euo pipefail
+umask 022
+
+SOURCE=$(cd "$(dirname "$0")/.." && pwd)
+UNIT=p2pwall.service
+MANIFEST=install-manifest
+root="" prefix=/opt/p2pwall unit_dir=/etc/systemd/system config=/etc/default/p2pwall
+python=/usr/bin/python3 green_if="" uninstall=0 purge=0
+
+die() { echo "p2pwall: $*" >&2; exit 1; }
+usage() { sed -n '2,7s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+value() { [ $# -ge 2 ] || die "$1 needs a value"; printf '%s' "$2"; }
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --root) root=$(value "$@"); shift ;;
+    --prefix) prefix=$(value "$@"); shift ;;
+    --unit-dir) unit_dir=$(value "$@"); shift ;;
+    --config) config=$(value "$@"); shift ;;
+    --python) python=$(value "$@"); shift ;;
+    --green-if) green_if=$(value "$@"); shift ;;
+    --uninstall) uninstall=1 ;;
+    --purge) purge=1 ;;
+    -h|--help) usage ;;
+    *) echo "p2pwall: unknown option $1" >&2; usage ;;
+  esac
+  shift
+done
+
+# The paths go into the unit's command lines and a sed replacement: plain characters only.
+for path in "$prefix" "$unit_dir" "$config" ${root:+"$root"}; do
+  [[ $path =~ ^/[A-Za-z0-9._/+-]*$ ]] || die "not an absolute path of plain characters: '$path'"
+done
+[ -z "$green_if" ] || [[ $green_if =~ ^[A-Za-z0-9_.:@-]{1,15}$ ]] ||
+  die "--green-if: not an interface name: '$green_if'"
+[ "$purge" = 0 ] || [ "$uninstall" = 1 ] || die "--purge goes with --uninstall"
+
+root=${root%/}
+prefix=$root$prefix unit_dir=$root$unit_dir config=$root$config
+unit=$unit_dir/$UNIT manifest=$prefix/$MANIFEST state=$root/var/lib/p2pwall
+# systemctl only for the real system, and only when systemd runs it (sd_booted's test).
+live=0
+if [ -z "$root" ] && [ -d /run/systemd/system ]; then live=1; fi
+
+created=()
+# mkdir -p, remembering each directory it creates (outermost first) for the uninstall.
+make_dir() {
+  local dir=$1 missing=()
+  while [ ! -d "$dir" ]; do missing=("$dir" "${missing[@]}"); dir=$(dirname "$dir"); done
+  for dir in "${missing[@]}"; do mkdir "$dir"; created+=("$dir"); done
+}
+
+uninstall() {
+  [ -f "$manifest" ] || die "no p2pwall install at $prefix (no $manifest)"
+  if [ "$live" = 1 ]; then
+    # Stopping runs ExecStopPost, which removes the queue rules.
+    systemctl disable --now "$UNIT" 2>/dev/null || true
+  fi
+  local entries=() path i
+  mapfile -t entries <"$manifest"
+  rm -rf "$prefix"
+  for ((i = ${#entries[@]} - 1; i >= 0; i--)); do
+    path=${entries[i]}
+    if [ -d "$path" ] && [ ! -L "$path" ]; then
+      rmdir "$path" 2>/dev/null || echo "p2pwall: kept $path (not empty)"
+    else
+      rm -f "$path"
+    fi
+  done
+  if [ "$live" = 1 ]; then
+    systemctl daemon-reload
+    systemctl reset-failed "$UNIT" 2>/dev/null || true
+  fi
+  if [ "$purge" = 1 ]; then
+    rm -rf "$state"
+  elif [ -d "$state" ]; then
+    echo "p2pwall: kept the learned peers in $state (--purge removes them)"
+  fi
+  echo "p2pwall: removed"
+}
+
+# Missing system packages: installed on the real system, an error anywhere else.
+system_packages() {
+  local need=()
+  "$python" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+  command -v iptables >/dev/null || command -v nft >/dev/null || need+=(iptables)
+  [ ${#need[@]} -gt 0 ] || return 0
+  if [ -n "$root" ] || [ "$(id -u)" != 0 ]; then
+    die "missing system packages: ${need[*]} (apt-get install ${need[*]})"
+  fi
+  echo "p2pwall: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+}
+
+# The manifest: the entries given (a previous install's) and what this run created, once each.
+write_manifest() {
+  printf '%s\n' "$@" "${created[@]}" | awk 'NF && !seen[$0]++' >"$manifest"
+}
+
+render() {
+  sed -e "s|@PREFIX@|${prefix}|g" -e "s|@CONFIG@|${config}|g" "$1" >"$2.tmp"
+  mv "$2.tmp" "$2"
+}
+
+install() {
+  command -v "$python" >/dev/null || die "no Python at $python (--python)"
+  "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "p2pwall needs Python 3.11 or later; $python is $("$python" -V 2>&1) (--python)"
+  local entries=()
+  if [ -f "$manifest" ]; then
+    mapfile -t entries <"$manifest"
+  elif [ -e "$prefix" ] && [ -n "$(ls -A "$prefix")" ]; then
+    die "$prefix exists and is not a p2pwall install: choose another --prefix"
+  fi
+  system_packages
+
+  make_dir "$(dirname "$prefix")"
+  echo "p2pwall: building $prefix from $SOURCE"
+  "$python" -m venv --clear "$prefix"
+  write_manifest "${entries[@]}"
+  "$prefix/bin/pip" install --quiet --disable-pip-version-check --use-pep517 "$SOURCE"
+  # twistd finds plugins through a cache it cannot write at run time (ProtectSystem=strict).
+  "$prefix/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+  bash "$SOURCE/scripts/check-plugin.sh" "$prefix/bin/twistd"
+
+  make_dir "$unit_dir"
+  [ -e "$unit" ] || created+=("$unit")
+  render "$SOURCE/packaging/p2pwall.service.in" "$unit"
+  make_dir "$(dirname "$config")"
+  if [ ! -e "$config" ]; then
+    created+=("$config")
+    render "$SOURCE/packaging/p2pwall.default" "$config"
+  fi
+  if [ -z "$green_if" ]; then
+    :
+  elif grep -q '^GREEN_IF=' "$config"; then
+    sed -i "s|^GREEN_IF=.*|GREEN_IF=$green_if|" "$config"
+  else
+    echo "GREEN_IF=$green_if" >>"$config"
+  fi
+  write_manifest "${entries[@]}"
+
+  echo "p2pwall: installed $unit and $prefix; settings in $config"
+  if [ "$live" = 0 ]; then
+    [ -n "$root" ] || echo "p2pwall: systemd is not running here: nothing enabled or started"
+    return
+  fi
+  systemctl daemon-reload
+  if [ -n "$green_if" ]; then
+    systemctl enable "$UNIT"
+    systemctl restart "$UNIT"
+    echo "p2pwall: started (systemctl status p2pwall, journalctl -u p2pwall)"
+  elif grep -q '^GREEN_IF=.' "$config"; then
+    systemctl try-restart "$UNIT"
+  else
+    echo "p2pwall: set GREEN_IF in $config, then: systemctl enable --now p2pwall"
+  fi
+}
+
+if [ "$uninstall" = 1 ]; then uninstall; else install; fi
