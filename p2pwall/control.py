@@ -32,12 +32,16 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import explain
+from .allow import OPTION, parse_network
 from .detectors.wsx import parse_endpoint
 from .engine import Engine
 from .errors import StartError
+from .networks import Network
 from .packet import addr_text, endpoint_text
-from .store import HEADER, snapshot_lines, write_lines
+from .store import HEADER, Snapshot, snapshot_lines, write_lines
 from .tables import ANY_CLIENT, ANY_PORT
+from .timefmt import iso, iso_or_dash
 
 log = Logger()
 
@@ -156,11 +160,42 @@ def _address(text: str, what: str) -> tuple[bytes, int | None]:
     return endpoint[0].packed, endpoint[1]
 
 
+def _host(text: str, what: str) -> bytes:
+    """An IP address without a port."""
+    addr, port = _address(text, what)
+    if port is not None:
+        raise CommandError(f"bad {what} {text[:80]!r}: an address, without a port")
+    return addr
+
+
+def _network(text: str) -> Network:
+    try:
+        return parse_network(text)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def block_listing(snapshot: Snapshot) -> list[str]:
+    """``dump-blocks`` lines: the store file's, then the first and last sighting in ISO 8601
+    UTC (after the optional name: a name never holds ``=``)."""
+    lines = snapshot_lines(snapshot)
+    return [
+        f"{line} first-seen={iso(block.first)} last-seen={iso(block.seen)}"
+        for line, block in zip(lines, snapshot[1], strict=True)
+    ]
+
+
 def _name(text: str) -> str:
     endpoint = parse_endpoint(text)
     if endpoint is None or not isinstance(endpoint[0], str) or endpoint[1] is not None:
         raise CommandError(f"bad DNS name {text[:80]!r}: expected a host name like a.example.com")
     return endpoint[0]
+
+
+def _switch(name: str, text: str) -> bool:
+    if text not in ("0", "1"):
+        raise CommandError(f"{name} takes 0 or 1")
+    return text == "1"
 
 
 def rendered(lines: Iterable[str]) -> bytes:
@@ -248,8 +283,34 @@ class Controller:
     def unblock(self, args: list[str]) -> Reply:
         key = self._target(args)
         if not self.engine.unblock(*key):
-            raise CommandError(f"not blocked: {_describe(*key)}")
+            peer, port, client = key
+            hint = ""
+            if not port and not client and self.engine.clients.get(peer) is not None:
+                hint = f" ({addr_text(peer)} is a locked client: unlock frees it)"
+            raise CommandError(f"not blocked: {_describe(*key)}{hint}")
         return Reply.ok(f"unblocked {_describe(*key)}")
+
+    def unlock(self, args: list[str]) -> Reply:
+        addr = _host(args[0], "client")
+        if not self.engine.unlock(addr):
+            raise CommandError(f"not locked: {addr_text(addr)}")
+        return Reply.ok(f"unlocked {addr_text(addr)}")
+
+    def explain(self, args: list[str]) -> Deferred[Reply]:
+        """What the daemon holds about an address; the blocks are found in a snapshot of the
+        table by ``run`` (a scan), the rest now."""
+        engine = self.engine
+        addr = _host(args[0], "address")
+        state, lock_lines = explain.client_lines(engine, addr)
+        known = addr in engine.green or bool(lock_lines)
+        head = [explain.address_line(engine, addr), *lock_lines]
+        snapshot = engine.blocks.snapshot()
+
+        def reply(blocks: list[str]) -> Reply:
+            summary = f"{state}, {len(blocks)} blocks" if known else f"{len(blocks)} blocks"
+            return Reply.ok(f"{addr_text(addr)}: {summary}", [*head, *blocks])
+
+        return self.run(explain.blocks_lines, snapshot, addr).addCallback(reply)
 
     def dump_blocks(self, args: list[str]) -> Deferred[Reply]:
         """The table as it is now (a snapshot: two list copies), formatted by ``run``."""
@@ -257,7 +318,7 @@ class Controller:
         if not args:
 
             def render() -> tuple[int, bytes]:
-                lines = snapshot_lines(snapshot)
+                lines = block_listing(snapshot)
                 return len(lines), rendered(lines)
 
             done = self.run(render)
@@ -324,10 +385,32 @@ class Controller:
 
     def accept_all(self, args: list[str]) -> Reply:
         if args:
-            if args[0] not in ("0", "1"):
-                raise CommandError("accept-all takes 0 or 1")
-            self.engine.accept_all = args[0] == "1"
+            self.engine.accept_all = _switch("accept-all", args[0])
         return Reply.ok(f"accept-all {int(self.engine.accept_all)}")
+
+    def dry_run(self, args: list[str]) -> Reply:
+        if args:
+            self.engine.dry_run = _switch("dry-run", args[0])
+        return Reply.ok(f"dry-run {int(self.engine.dry_run)}")
+
+    def allow(self, args: list[str]) -> Reply:
+        allowed = self.engine.allowed
+        if not args:
+            lines = [f"{network} {origin}" for network, origin in allowed]
+            return Reply.ok(f"{len(lines)} networks", lines)
+        network = _network(args[0])
+        new, released = self.engine.allow(network)
+        if not new:
+            return Reply.ok(f"already allowed {network}")
+        return Reply.ok(f"allowed {network}, {released} clients released")
+
+    def disallow(self, args: list[str]) -> Reply:
+        network = _network(args[0])
+        origin = self.engine.allowed.remove(network)
+        if origin is None:
+            raise CommandError(f"not allowed: {network}")
+        again = " (given by --allow: allowed again at restart)" if origin == OPTION else ""
+        return Reply.ok(f"disallowed {network}{again}")
 
     def clients(self, args: list[str]) -> Reply:
         now = self.engine.clock.seconds()
@@ -339,6 +422,8 @@ class Controller:
                 f" left={max(0.0, client.until - now):.0f} since={client.since:.0f}"
                 f" last-probe={last_probe} probes-sent={client.probes_sent}"
                 f" probes-answered={client.probes_answered}"
+                f" since-utc={iso(client.since)} until-utc={iso(client.until)}"
+                f" last-probe-utc={iso_or_dash(client.last_probe)}"
             )
         return Reply.ok(f"{len(lines)} clients", lines)
 
@@ -349,6 +434,8 @@ class Controller:
         counters["packets"] = engine.packets
         counters.update(
             accept_all_mode=int(engine.accept_all),
+            dry_run_mode=int(engine.dry_run),
+            allowed_networks=len(engine.allowed),
             blocks=len(engine.blocks),
             blocks_cap=engine.blocks.cap,
             blocks_evicted=engine.blocks.evicted,
@@ -400,7 +487,12 @@ COMMANDS = (
         "dump-dns-names", "[FILE]", "list banned names, or write to FILE", Controller.dump_dns_names
     ),
     Command("accept-all", "[0|1]", "show or set accept-everything mode", Controller.accept_all),
+    Command("dry-run", "[0|1]", "show or set decide-but-drop-nothing mode", Controller.dry_run),
     Command("clients", "", "list P2P clients and their time locks", Controller.clients),
+    Command("unlock", "CLIENT", "release a locked client now", Controller.unlock),
+    Command("explain", "ADDR", "why a host is locked, what blocks an address", Controller.explain),
+    Command("allow", "[CIDR]", "never lock or block CIDR (list without one)", Controller.allow),
+    Command("disallow", "CIDR", "stop allowing exactly CIDR", Controller.disallow),
     Command("stats", "", "counters, table sizes and kernel queue drops", Controller.stats),
     Command("reload", "", "re-read the DNS patterns and .wsx files", Controller.reload),
     Command("help", "[COMMAND]", "list commands", Controller.help),

@@ -7,13 +7,21 @@ UTC so that a line means the same on every machine and sorts as text.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def iso(seconds: float) -> str:
     """``seconds`` since the epoch as ISO 8601 UTC, truncated to the second."""
-    return time.strftime(ISO_FORMAT, time.gmtime(seconds))
+    return _iso_second(int(seconds // 1))
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    """Cached: a listing of a million blocks in last-seen order meets each second many times
+    in a row, and ``strftime`` costs microseconds."""
+    return time.strftime(ISO_FORMAT, time.gmtime(second))
 
 
 def iso_or_dash(seconds: float | None) -> str:

@@ -17,6 +17,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2pwall.allow import OPTION, parse_network
 from p2pwall.control import (
     COMMANDS,
     IDLE_TIMEOUT,
@@ -39,6 +40,7 @@ from p2pwall.tables import ANY_CLIENT, ANY_PORT, BlockTable
 from p2pwall.testing import FakeKernelQueue, RecordingSpoofer, make_engine, packed, tcp, udp
 
 NOW = 1_700_000_000
+NOW_ISO = "2023-11-14T22:13:20Z"
 FIXTURES = Path(__file__).parent / "tools" / "fixtures"
 QUEUE_TEXT = (FIXTURES / "nfnetlink_queue").read_text()
 PEER = packed("203.0.113.5")
@@ -184,11 +186,15 @@ class BlockTests(ControlTestCase):
         self.engine.learn(PEER, 1214, b"", "dns", name="cache1.example.net")
         self.clock.advance(10)
         self.engine.block(packed("2001:db8::5"), 80, packed("fd00::5"))
+        self.clock.advance(100)
+        self.engine.blocks.match(PEER, 1214, CLIENT, self.clock.seconds())
         self.assertEqual(
             self.command("dump-blocks"),
             [
-                f"203.0.113.5 1214 * dns {NOW} cache1.example.net",
-                f"2001:db8::5 80 fd00::5 manual {NOW + 10}",
+                f"2001:db8::5 80 fd00::5 manual {NOW + 10}"
+                " first-seen=2023-11-14T22:13:30Z last-seen=2023-11-14T22:13:30Z",
+                f"203.0.113.5 1214 * dns {NOW + 110} cache1.example.net"
+                f" first-seen={NOW_ISO} last-seen=2023-11-14T22:15:10Z",
                 "OK 2 blocks",
             ],
         )
@@ -283,7 +289,12 @@ class SlowWorkTests(ControlTestCase):
         self.assertNotIn((packed("203.0.113.6"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
         self.assertEqual(
             self.finish(),
-            [f"203.0.113.5 * * manual {NOW}", "OK 1 blocks", "OK blocked 203.0.113.6", "OK pong"],
+            [
+                f"203.0.113.5 * * manual {NOW} first-seen={NOW_ISO} last-seen={NOW_ISO}",
+                "OK 1 blocks",
+                "OK blocked 203.0.113.6",
+                "OK pong",
+            ],
         )
         self.assertIn((packed("203.0.113.6"), ANY_PORT, ANY_CLIENT), self.engine.blocks)
 
@@ -418,8 +429,10 @@ class ModeAndStateTests(ControlTestCase):
             self.command("clients"),
             [
                 f"10.0.0.5 locked left=100 since={NOW} last-probe={NOW + 60} probes-sent=1"
-                " probes-answered=1",
-                f"fd00::7 locked left=40 since={NOW} last-probe=- probes-sent=0 probes-answered=0",
+                f" probes-answered=1 since-utc={NOW_ISO} until-utc=2023-11-14T22:16:20Z"
+                " last-probe-utc=2023-11-14T22:14:20Z",
+                f"fd00::7 locked left=40 since={NOW} last-probe=- probes-sent=0 probes-answered=0"
+                f" since-utc={NOW_ISO} until-utc=2023-11-14T22:15:20Z last-probe-utc=-",
                 "OK 2 clients",
             ],
         )
@@ -446,6 +459,8 @@ class ModeAndStateTests(ControlTestCase):
                 "clients_released 0",
                 "zz_detector 3",
                 "accept_all_mode 0",
+                "dry_run_mode 0",
+                "allowed_networks 0",
                 "blocks 1",
                 "blocks_cap 1000",
                 "blocks_evicted 0",
@@ -548,6 +563,7 @@ class SessionTests(ControlTestCase):
         self.assertEqual(lines[-1], f"OK {len(COMMANDS)} commands")
         self.assertEqual([line.split()[0] for line in lines[:-1]], [c.name for c in COMMANDS])
         self.assertIn("dump-blocks [FILE]", lines[2])
+        self.assertIn("explain ADDR", "".join(lines))
         self.assertEqual(
             self.command("help block"),
             [f"{'block PEER[:PORT] [CLIENT]':<30} block a peer (for one client)", "OK 1 commands"],
@@ -901,7 +917,8 @@ class ListeningTests(TestCase):
             [
                 "OK blocked 203.0.113.5:1214",
                 "ERR unknown command 'bogus', try help",
-                f"203.0.113.5 1214 * manual {self.engine.clock.seconds():.0f}",
+                "203.0.113.5 1214 * manual 0"
+                " first-seen=1970-01-01T00:00:00Z last-seen=1970-01-01T00:00:00Z",
                 "OK 1 blocks",
                 "OK bye",
             ],
@@ -985,3 +1002,154 @@ class MakeServiceTests(SynchronousTestCase):
     def test_control_can_be_off(self) -> None:
         _service, memory = self.build("--control", "")
         self.assertEqual(memory.tcpServers, [])
+
+
+GREEN = "10.0.0.5"
+OTHER_GREEN = "10.0.0.6"
+HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
+
+
+class ExplainTests(ControlTestCase):
+    def hello(self, src: str, mac: bytes | None = None) -> None:
+        packet = decode(udp(src, "203.0.113.5", 1214, 2000, HELLO))
+        packet.mac = mac
+        self.engine.verdict(packet, Hook.FORWARD)
+
+    def test_a_locked_host_with_its_evidence_probes_and_blocks(self) -> None:
+        self.hello(GREEN)
+        self.clock.advance(60)
+        self.engine.tick()  # the probe
+        self.engine.probe_answered(decode(udp(GREEN, "198.18.0.1", 1214, 2000, b"\x28pong")))
+        self.assertEqual(
+            self.command(f"explain {GREEN}"),
+            [
+                f"address {GREEN} green allowed=no",
+                "lock locked until=2023-11-14T22:16:20Z left=120 since=" + NOW_ISO,
+                f'identified at={NOW_ISO} protocol=FastTrack reason="FastTrack hello"'
+                f' packet="UDP {GREEN}:1214 -> 203.0.113.5:2000"',
+                'renewed at=2023-11-14T22:14:20Z protocol=FastTrack reason="answered a probe"'
+                f' packet="UDP {GREEN}:1214 -> 198.18.0.1:2000"',
+                "probes sent=1 answered=1 last=2023-11-14T22:14:20Z",
+                f"block 203.0.113.5:2000 client={GREEN} origin=udp revealed-by={GREEN}"
+                f" first-seen={NOW_ISO} last-seen={NOW_ISO}",
+                f"OK {GREEN}: locked until 2023-11-14T22:16:20Z, 1 blocks",
+            ],
+        )
+
+    def test_a_green_host_that_is_not_locked(self) -> None:
+        self.assertEqual(
+            self.command(f"explain {OTHER_GREEN}"),
+            [f"address {OTHER_GREEN} green allowed=no", f"OK {OTHER_GREEN}: not locked, 0 blocks"],
+        )
+
+    def test_an_outside_address_with_every_block_covering_it(self) -> None:
+        self.engine.neighbours = None
+        mac1, mac2 = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
+        self.hello(GREEN, mac1)
+        self.clock.advance(30)
+        self.hello(OTHER_GREEN, mac2)
+        self.engine.learn(PEER, ANY_PORT, ANY_CLIENT, "dns", name="www.winmx.com")
+        self.engine.block(PEER, 6699)
+        self.engine.block(packed("203.0.113.99"))
+        later = "2023-11-14T22:13:50Z"
+        self.assertEqual(
+            self.command("explain 203.0.113.5"),
+            [
+                "address 203.0.113.5 outside allowed=no",
+                f"block 203.0.113.5:2000 client={GREEN} origin=udp revealed-by={GREEN}"
+                f" first-seen={NOW_ISO} last-seen={NOW_ISO}",
+                f"block 203.0.113.5:2000 client={OTHER_GREEN} origin=udp"
+                f" revealed-by={OTHER_GREEN} first-seen={later} last-seen={later}",
+                f"block 203.0.113.5:2000 client=* origin=udp revealed-by={GREEN},{OTHER_GREEN}"
+                f" first-seen={later} last-seen={later}",
+                "block 203.0.113.5 client=* origin=dns name=www.winmx.com"
+                f" first-seen={later} last-seen={later}",
+                f"block 203.0.113.5:6699 client=* origin=manual first-seen={later}"
+                f" last-seen={later}",
+                "OK 203.0.113.5: 5 blocks",
+            ],
+        )
+
+    def test_a_block_for_every_host_read_from_the_store_has_unknown_revealers(self) -> None:
+        self.engine.blocks.add(PEER, 2000, ANY_CLIENT, "udp", NOW)
+        self.assertIn("revealed-by=unknown", self.command("explain 203.0.113.5")[1])
+
+    def test_an_allowed_address_says_which_network_allows_it(self) -> None:
+        self.command("allow 203.0.113.0/24")
+        self.assertEqual(
+            self.command("explain 203.0.113.5"),
+            ["address 203.0.113.5 outside allowed=203.0.113.0/24", "OK 203.0.113.5: 0 blocks"],
+        )
+
+    def test_the_blocks_are_found_by_the_work_runner(self) -> None:
+        pending = []
+
+        def run(work, *args) -> defer.Deferred:
+            pending.append((work, args))
+            return defer.succeed(work(*args))
+
+        self.engine.block(PEER)
+        Session(ControlFactory(self.engine, run=run)).command("explain 203.0.113.5")
+        self.assertEqual(len(pending), 1)
+
+    def test_bad_addresses(self) -> None:
+        self.assertEqual(
+            self.command("explain 203.0.113.5:80"),
+            ["ERR bad address '203.0.113.5:80': an address, without a port"],
+        )
+        self.assertTrue(self.command("explain bogus")[0].startswith("ERR bad address"))
+
+
+class UnlockTests(ControlTestCase):
+    def test_unlock_releases_now(self) -> None:
+        self.engine.lock(CLIENT, "test")
+        self.assertEqual(self.command("unlock 10.0.0.5"), ["OK unlocked 10.0.0.5"])
+        self.assertIsNone(self.engine.clients.get(CLIENT))
+        self.assertEqual(self.command("unlock 10.0.0.5"), ["ERR not locked: 10.0.0.5"])
+
+    def test_unblock_of_a_locked_client_points_to_unlock(self) -> None:
+        self.engine.lock(CLIENT, "test")
+        self.assertEqual(
+            self.command("unblock 10.0.0.5"),
+            ["ERR not blocked: 10.0.0.5 (10.0.0.5 is a locked client: unlock frees it)"],
+        )
+
+
+class AllowTests(ControlTestCase):
+    def test_allow_list_and_disallow(self) -> None:
+        self.engine.allowed.add(parse_network("198.51.100.0/24"), OPTION)
+        self.engine.lock(CLIENT, "test")
+        self.assertEqual(
+            self.command("allow 10.0.0.4/30"), ["OK allowed 10.0.0.4/30, 1 clients released"]
+        )
+        self.assertIsNone(self.engine.clients.get(CLIENT))
+        self.assertEqual(self.command("allow 10.0.0.5/30"), ["OK already allowed 10.0.0.4/30"])
+        self.assertEqual(
+            self.command("allow"),
+            ["198.51.100.0/24 option", "10.0.0.4/30 control", "OK 2 networks"],
+        )
+        self.assertEqual(self.command("disallow 10.0.0.4/30"), ["OK disallowed 10.0.0.4/30"])
+        self.assertEqual(
+            self.command("disallow 198.51.100.0/24"),
+            ["OK disallowed 198.51.100.0/24 (given by --allow: allowed again at restart)"],
+        )
+        self.assertEqual(self.command("disallow 10.0.0.4/30"), ["ERR not allowed: 10.0.0.4/30"])
+        self.assertEqual(
+            self.command("allow 10.0.0.0/33"),
+            ["ERR bad network '10.0.0.0/33': expected an address or CIDR"],
+        )
+
+    def test_allowed_networks_survive_a_reload(self) -> None:
+        self.command("allow 10.0.0.4/30")
+        self.reloads.append([])
+        self.assertEqual(self.command("reload"), ["OK reloaded, 0 problems"])
+        self.assertIn(CLIENT, self.engine.allowed)
+
+
+class DryRunTests(ControlTestCase):
+    def test_dry_run_switch(self) -> None:
+        self.assertEqual(self.command("dry-run"), ["OK dry-run 0"])
+        self.assertEqual(self.command("dry-run 1"), ["OK dry-run 1"])
+        self.assertTrue(self.engine.dry_run)
+        self.assertIn("dry_run_mode 1", self.command("stats"))
+        self.assertEqual(self.command("dry-run 2"), ["ERR dry-run takes 0 or 1"])
