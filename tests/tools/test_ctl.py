@@ -76,6 +76,18 @@ class CtlTests(LoopbackCase):
             await self.ctl("unblock", "203.0.113.5"), (1, "ERR not blocked: 203.0.113.5\n", "")
         )
 
+    async def test_explain_and_unlock(self) -> None:
+        """What an admin types when a host cannot connect: why, then free it."""
+        self.engine.lock(packed("10.0.0.5"), "test")
+        status, out, _err = await self.ctl("explain", "10.0.0.5")
+        self.assertEqual(status, 0)
+        self.assertEqual(out.splitlines()[0], "address 10.0.0.5 green allowed=no")
+        self.assertTrue(out.splitlines()[-1].startswith("OK 10.0.0.5: locked until "))
+        self.assertEqual(await self.ctl("unlock", "10.0.0.5"), (0, "OK unlocked 10.0.0.5\n", ""))
+        self.assertEqual(
+            await self.ctl("unlock", "10.0.0.5"), (1, "ERR not locked: 10.0.0.5\n", "")
+        )
+
     async def test_multi_line_reply(self) -> None:
         self.factory.controller.names.update({"b.example.net", "a.example.net"})
         self.assertEqual(
@@ -143,7 +155,13 @@ class CtlTests(LoopbackCase):
             replies,
             [
                 ControlReply([], "OK blocked 203.0.113.5"),
-                ControlReply(["203.0.113.5 * * manual 0"], "OK 1 blocks"),
+                ControlReply(
+                    [
+                        "203.0.113.5 * * manual 0"
+                        " first-seen=1970-01-01T00:00:00Z last-seen=1970-01-01T00:00:00Z"
+                    ],
+                    "OK 1 blocks",
+                ),
                 ControlReply([], "ERR unknown command 'nonsense', try help"),
             ],
         )
