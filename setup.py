@@ -20,6 +20,8 @@ setup(
         "scapy>=2.5,<2.9",
         # -D patterns: RE2 matches in linear time, so no pattern can stall the daemon.
         "google-re2>=1.1,<2",
+        # --reader netfilterqueue; built against libnetfilter-queue-dev (install-deps.sh).
+        "NetfilterQueue>=1.1,<2",
     ],
     extras_require={"dev": ["ruff>=0.6"]},
     entry_points={

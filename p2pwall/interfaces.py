@@ -99,3 +99,22 @@ class IVerdictTarget(Interface):
     def set_verdicts(drops, accept_through):
         """Drop the packets whose ids are in ``drops``, then accept every packet still held
         with an id up to ``accept_through`` (``None``: accept none)."""
+
+
+class IPacketHandler(Interface):
+    """What a queue reader hands each queued packet to, whichever reader it is: the one place
+    that decodes, decides and keeps the rule that every packet gets exactly one verdict. A
+    reader only moves bytes and verdicts; it holds no policy."""
+
+    failure_verdict = Attribute(
+        "The ``Verdict`` for a packet whose handling failed, or whose message the reader "
+        "could not read (``--failure-verdict``)."
+    )
+
+    def handle(data, start, end, hook, mac, indev):
+        """The verdict for the IP packet in ``data[start:end]``, queued on ``hook`` (its
+        sender's MAC or ``None``, the index of its input interface or 0). Never raises: a
+        failure is counted, logged and answered with ``failure_verdict``."""
+
+    def stats():
+        """The handler's counters, as the control port's ``stats`` shows them."""

@@ -1,37 +1,41 @@
-"""The NFQUEUE reader: the kernel queue's netlink socket as a reactor read descriptor.
+"""The queue readers' common part and the native reader: the kernel queue's netlink socket
+as a reactor read descriptor.
 
-Every queued packet gets exactly one verdict, also when decoding or the engine raises (that
-packet gets the configured failure verdict and the error is logged). Modelled on
-``twisted.pair.tuntap.TuntapPort``, read budget included: one ``doRead`` reads at most
-``budget`` messages (one per packet), so a flood cannot starve the reactor's timers and the
-control port; the reactor polls level-triggered and calls ``doRead`` again while messages remain.
+A reader reads at most ``budget`` messages (one per packet) per ``doRead``, so a flood cannot
+starve the reactor's timers and the control port (the reactor polls level-triggered and calls
+``doRead`` again while messages remain), hands each packet to its ``IPacketHandler`` (which
+decodes, decides and answers a failure with the failure verdict), and sends the verdicts.
+Modelled on ``twisted.pair.tuntap.TuntapPort``. ``QueueReader`` holds what both readers share:
+the counters, the kernel's error reports, the fd and closing.
 
-A turn's verdicts leave in one ``send`` at its end: a drop per dropped packet and one batch
-accept for the rest (``netlink.verdicts``). Nothing is held across turns, so no flush timer is
-needed (only verdicts whose ``send`` failed wait, to go first in the next turn's). A message the
-kernel could not deliver (ENOBUFS) never reaches us, and the kernel does not hold its packet:
-it drops it (``queue_user_dropped``), or accepts it with ``--fail-open``.
+The native reader sends a turn's verdicts in one ``send`` at its end: a drop per dropped packet
+and one batch accept for the rest (``netlink.verdicts``). Verdicts whose ``send`` failed are
+kept: they go first in the next turn's, and a timer retries them (with a bounded back-off) in
+case no packet comes. A message the kernel could not deliver (ENOBUFS) never reaches us, and the
+kernel does not hold its packet: it drops it (``queue_user_dropped``), or accepts it with
+``--fail-open``.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import abstract
-from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import netlink
-from .interfaces import IPacketSource, IVerdictTarget
-from .packet import ACCEPT, Packet, Verdict, decode
-
-Decide = Callable[[Packet, int], Verdict]
+from .interfaces import IPacketHandler, IPacketSource, IVerdictTarget
+from .packet import ACCEPT
 
 READ_BUDGET = 256
+# Seconds before unsent verdicts are sent again; doubled at each failure, up to the last.
+RETRY_FIRST = 0.01
+RETRY_MAX = 1.0
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
@@ -118,50 +122,40 @@ def set_receive_buffer(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
+# A reactor providing IReactorFDSet (reading) and IReactorTime (the verdict retry timer).
+Reactor = Any
+
+
 class QueueReader(abstract.FileDescriptor):
-    """Reads a queue's messages when its fd is readable, hands each packet to ``decide`` and
-    sends the turn's verdicts."""
+    """What both readers share: the fd in the reactor, the transport's counters and logs
+    (read errors, ENOBUFS, malformed messages, the kernel's error reports), ``stats`` and
+    ``close``. A subclass reads in ``doRead`` and releases its transport in ``_release``."""
 
     log = Logger()
+    # Bytes of each packet the transport copies (longer packets arrive cut).
+    copy_range = netlink.MAX_COPY_RANGE
 
     def __init__(
-        self,
-        queue: IPacketSource,
-        decide: Decide,
-        reactor: IReactorFDSet,
-        failure_verdict: Verdict = Verdict.ACCEPT,
-        want_mac: bool = False,
-        budget: int = READ_BUDGET,
-        name: str = "nfqueue",
+        self, handler: IPacketHandler, reactor: Reactor, fd: int, budget: int, name: str
     ) -> None:
-        """``queue`` provides ``IPacketSource`` and ``IVerdictTarget`` (a ``KernelQueue``, or a
-        fake); ``budget``: messages read per ``doRead``; ``name`` names the queue in logs."""
+        """``budget``: messages read per ``doRead``; ``name`` names the queue in logs."""
         super().__init__(reactor)
-        self.queue = queue
-        self.decide = decide
-        self.failure_verdict = failure_verdict
-        self.want_mac = want_mac
+        self.handler = handler
         self.budget = budget
         self.name = name
         self.errors = 0
-        self.undecoded = 0
         self.overruns = 0
         self.refused = 0
-        self._fd = queue.fileno()
-        self._buffer = bytearray(netlink.MAX_MESSAGE)
-        self._view = memoryview(self._buffer)
-        self._parser = netlink.PacketParser()
-        # Verdicts whose send failed: they go first in the next turn's.
-        self._unsent: tuple[list[int], int | None] = ([], None)
+        self._fd = fd
 
     def stats(self) -> dict[str, int]:
-        """The reader's counters, as the control port's ``stats`` shows them."""
-        return {
-            "reader_errors": self.errors,
-            "reader_undecoded": self.undecoded,
-            "reader_enobufs": self.overruns,
-            "reader_refused": self.refused,
-        }
+        """The reader's counters and its handler's, as the control port's ``stats`` shows
+        them (errors are both kinds)."""
+        stats = self.handler.stats()
+        stats["reader_errors"] += self.errors
+        stats["reader_enobufs"] = self.overruns
+        stats["reader_refused"] = self.refused
+        return stats
 
     def fileno(self) -> int:
         return self._fd
@@ -169,70 +163,14 @@ class QueueReader(abstract.FileDescriptor):
     def logPrefix(self) -> str:
         return self.name
 
-    def doRead(self) -> None:
-        """One reactor turn: up to ``budget`` messages, then the turn's verdicts in one send.
-        Decoding and deciding are inline: this loop runs once per queued packet."""
-        drops, accept_through = self._unsent
-        self._unsent = ([], None)
-        recv_into = self.queue.recv_into
-        buffer, view = self._buffer, self._view
-        decide, want_mac, parse = self.decide, self.want_mac, self._parser.parse
-        ifindex = netlink.ifindex
-        for _ in range(self.budget):
-            try:
-                size = recv_into(buffer)
-            except BlockingIOError:
-                break
-            except OSError as error:
-                if error.errno != errno.ENOBUFS:
-                    self.errors += 1
-                    self.log.error("reading {name} failed: {error}", name=self.name, error=error)
-                    break
-                self.overruns += 1
-                continue
-            try:
-                queued = parse(view, size)
-                if queued is None:
-                    self._kernel_reports(view, size)
-                    continue
-            except Exception as error:
-                packet_id = self._malformed(view, size, error)
-                if packet_id is None:
-                    continue
-                verdict = self.failure_verdict
-            else:
-                packet_id, hook, start, end, hw_at, indev_at = queued
-                try:
-                    packet = decode(buffer, start, end)
-                    if packet is None:
-                        self.undecoded += 1
-                        verdict = ACCEPT
-                    else:
-                        if want_mac:
-                            packet.mac = netlink.hwaddr(buffer, hw_at)
-                        if indev_at:
-                            packet.indev = ifindex(buffer, indev_at)
-                        verdict = decide(packet, hook)
-                except Exception:
-                    self.errors += 1
-                    self.log.failure(
-                        "deciding a packet failed; it gets {verdict}",
-                        verdict=self.failure_verdict.name,
-                    )
-                    verdict = self.failure_verdict
-            if verdict == ACCEPT:
-                accept_through = packet_id
-            else:
-                drops.append(packet_id)
-        if drops or accept_through is not None:
-            try:
-                self.queue.set_verdicts(drops, accept_through)
-            except OSError as error:
-                self.errors += 1
-                self.log.error(
-                    "sending verdicts failed, kept for the next turn: {error}", error=error
-                )
-                self._unsent = (drops, accept_through)
+    def _read_failed(self, error: OSError) -> None:
+        """A read error other than EAGAIN: ENOBUFS is counted (the kernel dropped messages for
+        a full socket buffer; reading goes on), anything else counted and logged."""
+        if error.errno == errno.ENOBUFS:
+            self.overruns += 1
+            return
+        self.errors += 1
+        self.log.error("reading {name} failed: {error}", name=self.name, error=error)
 
     def _malformed(self, view: memoryview, size: int, error: Exception) -> int | None:
         """A message the kernel should never send: counted and logged. If it still names a
@@ -241,7 +179,7 @@ class QueueReader(abstract.FileDescriptor):
         self.log.error("malformed message from {name}: {error}", name=self.name, error=error)
         return netlink.packet_id(view, size)
 
-    def _kernel_reports(self, view: memoryview, size: int) -> None:
+    def _kernel_reports(self, view: memoryview | bytes, size: int) -> None:
         """The kernel answers a message it refused (a verdict for an unknown id, say) with an
         error report; there is nothing to retry, so count and log it. EPERM means our verdicts
         are not heard at all (the daemon lost CAP_NET_ADMIN): every queued packet waits and
@@ -272,5 +210,102 @@ class QueueReader(abstract.FileDescriptor):
         """Stop reading and detach from the kernel queue (``--queue-bypass`` then applies)."""
         self.stopReading()
         if self._fd >= 0:
-            self.queue.close()
+            self._release()
             self._fd = -1
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+
+class NativeReader(QueueReader):
+    """Reads a ``KernelQueue`` (or a fake): whole packets, a turn's verdicts in one send."""
+
+    def __init__(
+        self,
+        queue: IPacketSource,
+        handler: IPacketHandler,
+        reactor: Reactor,
+        budget: int = READ_BUDGET,
+        name: str = "nfqueue",
+    ) -> None:
+        """``queue`` provides ``IPacketSource`` and ``IVerdictTarget``."""
+        super().__init__(handler, reactor, queue.fileno(), budget, name)
+        self.queue = queue
+        self._buffer = bytearray(netlink.MAX_MESSAGE)
+        self._view = memoryview(self._buffer)
+        self._parser = netlink.PacketParser()
+        # Verdicts whose send failed: they go first in the next send, the timer's or a turn's.
+        self._unsent: tuple[list[int], int | None] = ([], None)
+        self._retry: IDelayedCall | None = None
+        self._retry_delay = RETRY_FIRST
+
+    def doRead(self) -> None:
+        """One reactor turn: up to ``budget`` messages, then the turn's verdicts in one send.
+        This loop runs once per queued packet: only reading is inline, the handler decides."""
+        drops, accept_through = self._unsent
+        self._unsent = ([], None)
+        recv_into = self.queue.recv_into
+        buffer, view = self._buffer, self._view
+        handle, parse = self.handler.handle, self._parser.parse
+        hwaddr, ifindex = netlink.hwaddr, netlink.ifindex
+        for _ in range(self.budget):
+            try:
+                size = recv_into(buffer)
+            except BlockingIOError:
+                break
+            except OSError as error:
+                self._read_failed(error)
+                if error.errno == errno.ENOBUFS:
+                    continue
+                break
+            try:
+                queued = parse(view, size)
+                if queued is None:
+                    self._kernel_reports(view, size)
+                    continue
+                packet_id, hook, start, end, hw_at, indev_at = queued
+                mac, indev = hwaddr(buffer, hw_at), ifindex(buffer, indev_at)
+            except Exception as error:
+                packet_id = self._malformed(view, size, error)
+                if packet_id is None:
+                    continue
+                verdict = self.handler.failure_verdict
+            else:
+                verdict = handle(buffer, start, end, hook, mac, indev)
+            if verdict == ACCEPT:
+                accept_through = packet_id
+            else:
+                drops.append(packet_id)
+        if drops or accept_through is not None:
+            self._send(drops, accept_through)
+
+    def _send(self, drops: list[int], accept_through: int | None) -> None:
+        """Send verdicts; when that fails, keep them and have the timer try again."""
+        try:
+            self.queue.set_verdicts(drops, accept_through)
+        except OSError as error:
+            self.errors += 1
+            self.log.error("sending verdicts failed, kept and retried: {error}", error=error)
+            self._unsent = (drops, accept_through)
+            if self._retry is None:
+                self._retry = self.reactor.callLater(self._retry_delay, self._resend)
+                self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+            return
+        self._retry_delay = RETRY_FIRST
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+
+    def _resend(self) -> None:
+        """The timer: send what is still unsent (a turn may have sent it meanwhile)."""
+        self._retry = None
+        drops, accept_through = self._unsent
+        self._unsent = ([], None)
+        if drops or accept_through is not None:
+            self._send(drops, accept_through)
+
+    def _release(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.queue.close()

@@ -11,6 +11,7 @@ from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
 from .networks import DEFAULT_GREEN
 
 DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
+READERS = ("native", "netfilterqueue")
 
 
 def _number(kind: type, name: str):
@@ -66,6 +67,9 @@ class Options(usage.Options):
         ["max-queue-len", None, 4096, "Kernel queue length (packets held for a verdict).",
          _number(int, "max-queue-len")],
         ["failure-verdict", None, "accept", "Verdict when deciding a packet fails: accept|drop."],
+        ["reader", None, "native", "Queue reader: native (whole packets, batch verdicts, "
+         "--fail-open) or netfilterqueue (the NetfilterQueue package: packets cut at 4016 "
+         "bytes, one verdict call per packet, no --fail-open)."],
         ["control", None, DEFAULT_CONTROL, "Control port endpoint (tcp:..., unix:...)."],
         ["dump-dir", None, None, "Directory where 'dump-blocks FILE' and 'dump-dns-names FILE' "
          "write (off by default)."],
@@ -94,6 +98,7 @@ class Options(usage.Options):
             "dump-dir": usage.CompleteDirs(),
             "green-if": usage.CompleteNetInterfaces(),
             "failure-verdict": usage.CompleteList(["accept", "drop"]),
+            "reader": usage.CompleteList(list(READERS)),
         }
     )
 
@@ -137,6 +142,13 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--probe-source: {error}") from None
         if self["failure-verdict"] not in ("accept", "drop"):
             raise usage.UsageError("--failure-verdict must be 'accept' or 'drop'")
+        if self["reader"] not in READERS:
+            raise usage.UsageError(f"--reader must be one of {', '.join(READERS)}")
+        if self["fail-open"] and self["reader"] != "native":
+            raise usage.UsageError(
+                "--fail-open needs --reader native: NetfilterQueue cannot set the queue's "
+                "fail-open flag"
+            )
         self._check_range("time-lock", 0, 86400 * 365)
         self._check_range("queue", 0, 65535)
         self._check_range("buffer", 4096, 1 << 30)

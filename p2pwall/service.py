@@ -1,13 +1,14 @@
 """Wiring: ``makeService`` turns options into the running daemon.
 
-Read top to bottom to follow a packet: the kernel queue (``QueueReader``) decodes it and asks the
-``Engine`` for a verdict (``build_engine``); the engine asks its detectors, consults the block
-and lock tables and acts through the spoofer and the event log. Around it, ``build_services``
-adds what keeps it running: timers send probes and expire locks, age learned blocks, re-read
-the gateway's addresses and green interfaces, and flush the store file; SIGHUP reloads; the
-control port listens. Services start in the order they are added (privileged start first, for
-all of them, then start) and stop in reverse: the store is loaded and the raw sockets opened
-before the queue is bound, and the queue is released first.
+Read top to bottom to follow a packet: a queue reader (``--reader``: the native one or the
+NetfilterQueue package's, ``open_reader``) hands it to the ``PacketHandler``, which decodes it
+and asks the ``Engine`` for a verdict (``build_engine``); the engine asks its detectors,
+consults the block and lock tables and acts through the spoofer and the event log. Around it,
+``build_services`` adds what keeps it running: timers send probes and expire locks, age learned
+blocks, re-read the gateway's addresses and green interfaces, and flush the store file; SIGHUP
+reloads; the control port listens. Services start in the order they are added (privileged start
+first, for all of them, then start) and stop in reverse: the store is loaded and the raw sockets
+opened before the queue is bound, and the queue is released first.
 
 Failing like a Unix daemon: a ``StartError`` anywhere in building or starting ends the daemon
 with its one line and exit status 1, with ``-n`` and daemonised alike (``daemon.py``).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
@@ -34,12 +36,14 @@ from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .errors import StartError
 from .events import EventLog
-from .interfaces import INeighbours, IPacketSource, ISpoofer
+from .handler import PacketHandler
+from .interfaces import INeighbours, ISpoofer
 from .localaddrs import AddressWatch
 from .names import BannedNames
 from .neighbours import KernelNeighbours
 from .networks import LINK_LOCAL, GreenNetworks
-from .nfqueue import KernelQueue, QueueReader
+from .nfq_package import NetfilterQueueReader, open_netfilterqueue
+from .nfqueue import KernelQueue, NativeReader, QueueReader, Reactor
 from .options import Options
 from .packet import Verdict
 from .rtnetlink import LinkAddress, addresses
@@ -57,12 +61,13 @@ LOCAL_ADDRESSES_INTERVAL = 60.0
 def makeService(
     options: Options,
     reactor: IReactorTime | None = None,
-    packet_source: Callable[[], IPacketSource] | None = None,
+    packet_source: Callable[[], Any] | None = None,
     spoofer: ISpoofer | None = None,
     read_addresses: Callable[[], list[LinkAddress]] = addresses,
     neighbours: INeighbours | None = None,
 ) -> DaemonService:
-    """Build the daemon; tests pass a fake reactor, packet source, spoofer, address list and
+    """Build the daemon; tests pass a fake reactor, packet source (what the chosen reader
+    reads: a ``FakeKernelQueue``, a ``FakeNetfilterQueue``), spoofer, address list and
     neighbour table."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
@@ -114,7 +119,7 @@ def build_services(
     engine: Engine,
     dns: DnsDetector,
     reactor: IReactorTime,
-    packet_source: Callable[[], IPacketSource] | None,
+    packet_source: Callable[[], Any] | None,
     read_addresses: Callable[[], list[LinkAddress]],
 ) -> DaemonService:
     """Everything around the engine, in start order; the queue comes last."""
@@ -156,27 +161,50 @@ def build_services(
         )
         ControlService(options["control"], control, reactor).setServiceParent(top)
 
+    reading = QueueService(
+        partial(open_reader, options, engine, reactor, packet_source), options["queue"]
+    )
+    reading.setServiceParent(top)
+    return top
+
+
+def open_reader(
+    options: Options, engine: Engine, reactor: Reactor, transport: Callable[[], Any] | None
+) -> QueueReader:
+    """Bind the queue with the ``--reader`` chosen: ``transport`` opens what it reads (by
+    default a ``KernelQueue``, or a ``NetfilterQueue`` from the package). ``OSError`` when the
+    kernel refuses."""
     queue_num = options["queue"]
-    open_queue = packet_source or partial(
+    name = f"NFQUEUE {queue_num}"
+    failure_verdict = Verdict[options["failure-verdict"].upper()]
+    if options["reader"] == "netfilterqueue":
+        try:
+            nfq = (transport or open_netfilterqueue)()
+        except ImportError:
+            raise StartError(
+                "--reader netfilterqueue needs the NetfilterQueue package (pip install "
+                "NetfilterQueue; it builds against libnetfilter-queue-dev)"
+            ) from None
+        handler = PacketHandler(engine.verdict, failure_verdict, NetfilterQueueReader.copy_range)
+        return NetfilterQueueReader(
+            nfq,
+            queue_num,
+            handler,
+            reactor,
+            max_len=options["max-queue-len"],
+            sock_len=options["buffer"],
+            name=name,
+        )
+    open_queue = transport or partial(
         KernelQueue,
         queue_num,
         max_len=options["max-queue-len"],
         sock_len=options["buffer"],
         fail_open=options["fail-open"],
     )
-    reading = QueueService(
-        lambda: QueueReader(
-            open_queue(),
-            engine.verdict,
-            reactor,
-            failure_verdict=Verdict[options["failure-verdict"].upper()],
-            want_mac=True,  # every packet's sender MAC, for the neighbour check
-            name=f"NFQUEUE {queue_num}",
-        ),
-        queue_num,
-    )
-    reading.setServiceParent(top)
-    return top
+    queue = open_queue()
+    handler = PacketHandler(engine.verdict, failure_verdict, NativeReader.copy_range)
+    return NativeReader(queue, handler, reactor, name=name)
 
 
 class DaemonService(MultiService):
@@ -216,7 +244,7 @@ def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
         f"time lock {options['time-lock']:g} s; "
         f"UDP blocking {'off (-n)' if options['no-udp-block'] else 'on'}; "
         f"detectors {detectors}; DNS patterns {patterns}; "
-        f"queue {options['queue']}; "
+        f"queue {options['queue']} (reader {options['reader']}); "
         f"store file {options['store-file'] or 'none'}"
         f"{'; ACCEPT-ALL' if options['accept-all'] else ''}"
     )

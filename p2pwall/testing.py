@@ -1,8 +1,10 @@
-"""Public test doubles: a fake kernel queue, a recording spoofer, packet crafting and an engine
-factory, so tests (ours and those of new detectors) run without root or a network."""
+"""Public test doubles: a fake kernel queue and a fake NetfilterQueue package, a recording
+spoofer, packet crafting and an engine factory, so tests (ours and those of new detectors) run
+without root or a network."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -121,6 +123,142 @@ class FakeKernelQueue:
         self.closed = True
         self._kernel.close()
         self._user.close()
+
+
+class FakeNetfilterQueue:
+    """The NetfilterQueue package's ``NetfilterQueue`` in memory, over the same kind of socket
+    pair as ``FakeKernelQueue``: ``queue`` a packet and its ``MSG_PACKET`` message, copied up
+    to the package's 4,016 bytes, waits on the socket; ``run_socket`` reads as the package's
+    does (until EAGAIN, past ENOBUFS) and calls back with a ``FakeNfqPacket`` for each packet
+    message, ignoring any other message as libnetfilter_queue does."""
+
+    COPY_RANGE = 4016
+
+    def __init__(self, refuse: OSError | None = None) -> None:
+        """``refuse``: raised by ``bind`` (the kernel said no)."""
+        self._kernel, self._user = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._refuse = refuse
+        self._next_id = 1
+        self._parser = netlink.PacketParser()
+        self.callback = None
+        self.bound: dict[str, int] = {}
+        self.held: dict[int, bytes] = {}
+        self.verdicts: dict[int, Verdict] = {}
+        self.unbound = False
+
+    def bind(
+        self,
+        queue_num: int,
+        user_callback,
+        max_len: int = 1024,
+        mode: int = netlink.COPY_PACKET,
+        range: int = 0xFFFF,
+        sock_len: int = 0,
+    ) -> None:
+        if self._refuse is not None:
+            raise self._refuse
+        if self.callback is not None:
+            raise RuntimeError("A queue is already bound; use unbind() first")
+        self.callback = user_callback
+        self.bound = {"queue_num": queue_num, "max_len": max_len, "range": range,
+                      "sock_len": sock_len}  # fmt: skip
+
+    def unbind(self) -> None:
+        self.callback = None
+        if not self.unbound:
+            self.unbound = True
+            self._kernel.close()
+            self._user.close()
+
+    def get_fd(self) -> int:
+        return self._user.fileno()
+
+    def queue(
+        self, data: bytes, hook: int = Hook.FORWARD, hw: bytes | None = None, indev: int = 0
+    ) -> int:
+        """Hold ``data`` for a verdict and announce it, cut to the copy range; its id."""
+        packet_id = self._next_id
+        self._next_id += 1
+        self.held[packet_id] = data
+        copy = data[: min(self.bound.get("range", 0xFFFF), self.COPY_RANGE)]
+        self.send_raw(netlink.packet_message(0, packet_id, hook, copy, hw, indev))
+        return packet_id
+
+    def send_raw(self, message: bytes) -> None:
+        self._kernel.send(message)
+
+    def verdict(self, packet_id: int) -> Verdict | None:
+        return self.verdicts.get(packet_id)
+
+    def set_verdict(self, packet_id: int, verdict: Verdict) -> None:
+        if packet_id in self.verdicts:
+            raise RuntimeError("Verdict already given for this packet")
+        del self.held[packet_id]
+        self.verdicts[packet_id] = verdict
+
+    def run_socket(self, s) -> None:
+        while True:
+            try:
+                buf = s.recv(4096)
+            except OSError as error:
+                if error.args[0] == errno.ENOBUFS:
+                    continue
+                if error.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                raise
+            try:
+                queued = self._parser.parse(buf, len(buf))
+            except ValueError:
+                continue
+            if queued is None or self.callback is None:
+                continue
+            packet_id, hook, start, end, hw_at, indev_at = queued
+            hw = netlink.hwaddr(buf, hw_at)
+            self.callback(
+                FakeNfqPacket(
+                    self,
+                    packet_id,
+                    hook,
+                    buf[start:end],
+                    None if hw is None else hw.ljust(8, b"\0"),
+                    netlink.ifindex(buf, indev_at),
+                )
+            )
+
+
+class FakeNfqPacket:
+    """The package's packet: hook, input interface, payload, the 8-byte hardware address
+    field, and one verdict (a second raises, as the package's does)."""
+
+    def __init__(
+        self,
+        queue: FakeNetfilterQueue,
+        packet_id: int,
+        hook: int,
+        payload: bytes,
+        hw: bytes | None,
+        indev: int,
+    ) -> None:
+        self._queue = queue
+        self.id = packet_id
+        self.hook = hook
+        self.indev = indev
+        self._payload = payload
+        self._hw = hw
+
+    def get_payload(self) -> bytes:
+        if not self._payload:
+            raise RuntimeError("Packet has no payload -- perhaps you're using COPY_META mode?")
+        return self._payload
+
+    def get_hw(self) -> bytes | None:
+        return self._hw
+
+    def accept(self) -> None:
+        self._queue.set_verdict(self.id, Verdict.ACCEPT)
+
+    def drop(self) -> None:
+        self._queue.set_verdict(self.id, Verdict.DROP)
 
 
 class ThreadsReactor(MemoryReactorClock):

@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 need=()
 have_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
-# libnetfilter-queue-dev and gcc build the benchmark's C reader; the daemon needs neither.
+# libnetfilter-queue-dev, gcc and python3-dev build the NetfilterQueue package (--reader
+# netfilterqueue) and the benchmark's C reader; the native reader needs none of them.
 for pkg in libnetfilter-queue-dev iptables nftables iproute2 dnsmasq-base curl netcat-openbsd \
-           dnsutils gcc make python3-venv; do
+           dnsutils gcc make python3-venv python3-dev; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -1,19 +1,22 @@
-"""The queue reader gives every packet exactly one verdict, whatever happens while deciding,
-sends a reactor turn's verdicts in one go, and reads at most a budget of packets per turn."""
+"""The native reader's own behaviour (the contract both readers share is in test_readers): a
+reactor turn's verdicts leave in one send, drops first then one batch accept, ids wrap, messages
+the kernel should never send are counted, and verdicts whose send failed are retried from a
+timer with a bounded back-off."""
 
 import errno
 import struct
+from functools import partial
 from itertools import pairwise
 
-from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactor
-from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall import netlink
-from p2pwall.nfqueue import QueueReader
+from p2pwall.handler import PacketHandler
+from p2pwall.nfqueue import RETRY_FIRST, RETRY_MAX, NativeReader
 from p2pwall.packet import Hook, Packet, Verdict
-from p2pwall.testing import FakeKernelQueue, tcp, udp
+from p2pwall.testing import FakeKernelQueue, udp
 
 ACCEPT, DROP = Verdict.ACCEPT, Verdict.DROP
 
@@ -36,40 +39,21 @@ class CountingQueue(FakeKernelQueue):
 
 class QueueReaderTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactor()
+        self.reactor = MemoryReactorClock()
         self.queue = CountingQueue()
         self.addCleanup(lambda: self.queue.closed or self.queue.close())
         self.seen: list[tuple[Packet, int]] = []
 
-    def reader(self, decide=None, **kwargs) -> QueueReader:
+    def reader(self, failure_verdict: Verdict = ACCEPT, **kwargs) -> NativeReader:
         def record(packet: Packet, hook: int) -> Verdict:
             self.seen.append((packet, hook))
             return DROP if packet.dport == 1214 else ACCEPT
 
-        return QueueReader(self.queue, decide or record, self.reactor, **kwargs)
+        handler = PacketHandler(record, failure_verdict)
+        return NativeReader(self.queue, handler, self.reactor, **kwargs)
 
     def verdicts(self, ids: list[int]) -> list[Verdict | None]:
         return [self.queue.verdict(packet_id) for packet_id in ids]
-
-    def test_reads_from_the_reactor_and_close_releases_the_queue_once(self) -> None:
-        reader = self.reader()
-        reader.startReading()
-        self.assertIn(reader, self.reactor.getReaders())
-        self.assertEqual(reader.fileno(), self.queue.fileno())
-        reader.close()
-        reader.close()
-        self.assertTrue(self.queue.closed)
-        self.assertNotIn(reader, self.reactor.getReaders())
-        self.assertEqual(reader.fileno(), -1)
-
-    def test_verdicts_follow_the_decision(self) -> None:
-        reader = self.reader()
-        drop = self.queue.queue(datagram(1214), Hook.FORWARD)
-        accept = self.queue.queue(datagram(80), Hook.INPUT)
-        reader.doRead()
-        self.assertEqual(self.verdicts([drop, accept]), [DROP, ACCEPT])
-        self.assertEqual([hook for _, hook in self.seen], [Hook.FORWARD, Hook.INPUT])
-        self.assertEqual(self.queue.refused, [])
 
     def test_a_turn_sends_its_verdicts_at_once_drops_first_then_one_batch_accept(self) -> None:
         reader = self.reader()
@@ -97,16 +81,6 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertEqual(self.queue.sends, [(ids, None)])
         self.assertEqual(self.queue.refused, [])
 
-    def test_enobufs_is_counted_and_reading_goes_on(self) -> None:
-        reader = self.reader()
-        self.queue.errors.append(OSError(errno.ENOBUFS, "No buffer space available"))
-        packet = self.queue.queue(datagram(80))
-        reader.doRead()
-        self.assertEqual(self.queue.verdict(packet), ACCEPT)
-        self.assertEqual(reader.stats(), {
-            "reader_errors": 0, "reader_undecoded": 0, "reader_enobufs": 1, "reader_refused": 0,
-        })  # fmt: skip
-
     def test_a_cut_packet_message_gets_the_failure_verdict(self) -> None:
         reader = self.reader(failure_verdict=DROP)
         cut = self.queue.queue(datagram(80), cut=40)
@@ -117,17 +91,26 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertIn("malformed message from nfqueue", formatEvent(events[0]))
         self.assertEqual(reader.errors, 1)
 
-    def test_verdicts_whose_send_failed_go_first_in_the_next_turn(self) -> None:
-        reader = self.reader()
-        sends = self.queue.set_verdicts
-        failures = [OSError(errno.ENOBUFS, "No buffer space available")]
+    def failing_sends(self, failures: int | None) -> list[float]:
+        """The next ``failures`` verdict sends fail (``None``: all of them); returns the times
+        of every send tried."""
+        sends = partial(CountingQueue.set_verdicts, self.queue)
+        tried: list[float] = []
 
         def flaky(drops: list[int], accept_through: int | None) -> None:
-            if failures:
-                raise failures.pop()
+            nonlocal failures
+            tried.append(self.reactor.seconds())
+            if failures is None or failures > 0:
+                failures = None if failures is None else failures - 1
+                raise OSError(errno.ENOBUFS, "No buffer space available")
             sends(drops, accept_through)
 
         self.queue.set_verdicts = flaky
+        return tried
+
+    def test_verdicts_whose_send_failed_go_first_in_the_next_turn(self) -> None:
+        reader = self.reader()
+        self.failing_sends(1)
         first = [self.queue.queue(datagram(port)) for port in (1214, 80)]
         reader.doRead()
         self.assertEqual(self.verdicts(first), [None, None])
@@ -136,40 +119,63 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertEqual(self.queue.sends, [([first[0], later], first[1])])
         self.assertEqual(self.verdicts([*first, later]), [DROP, ACCEPT, DROP])
         self.assertEqual((reader.errors, self.queue.refused), (1, []))
+        self.assertEqual(self.reactor.getDelayedCalls(), [], "nothing left to retry")
 
-    def test_undecodable_packets_are_accepted_without_asking(self) -> None:
+    def test_unsent_verdicts_are_retried_from_a_timer_when_no_packet_follows(self) -> None:
         reader = self.reader()
-        junk = self.queue.queue(b"\x45garbage")
-        reader.doRead()
-        self.assertEqual(self.queue.verdict(junk), ACCEPT)
-        self.assertEqual(self.seen, [])
-        self.assertEqual(reader.undecoded, 1)
-
-    def test_a_failing_decision_gets_the_failure_verdict_and_reading_goes_on(self) -> None:
-        def explode(packet: Packet, hook: int) -> Verdict:
-            raise ZeroDivisionError("engine bug")
-
-        reader = self.reader(explode, failure_verdict=DROP)
-        ids = [self.queue.queue(tcp("198.18.1.10", "198.19.1.1", 5, port)) for port in (80, 81)]
-        reader.doRead()
-        self.assertEqual(self.verdicts(ids), [DROP, DROP])
-        self.assertEqual(reader.errors, 2)
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
-
-    def test_mac_is_passed_on_only_when_wanted(self) -> None:
-        for want in (False, True):
-            self.seen.clear()
-            reader = self.reader(want_mac=want)
-            self.queue.queue(datagram(6), hw=b"\x02\x00\x00\x00\x00\x07")
+        tried = self.failing_sends(2)
+        ids = [self.queue.queue(datagram(port)) for port in (1214, 80)]
+        with capturedLogs() as events:
             reader.doRead()
-            self.assertEqual(self.seen[0][0].mac, b"\x02\x00\x00\x00\x00\x07" if want else None)
+            self.reactor.advance(RETRY_FIRST / 2)
+            self.assertEqual(len(tried), 1)
+            self.reactor.advance(RETRY_FIRST / 2)  # the timer's first try fails too
+            self.assertEqual(self.verdicts(ids), [None, None])
+            self.reactor.advance(2 * RETRY_FIRST)
+        self.assertEqual(self.verdicts(ids), [DROP, ACCEPT])
+        self.assertEqual(len(tried), 3)
+        self.assertEqual(self.queue.sends, [([ids[0]], ids[1])])
+        self.assertEqual(reader.errors, 2)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["sending verdicts failed, kept and retried: [Errno 105] No buffer space available"]
+            * 2,
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_the_input_interface_is_passed_on(self) -> None:
+    def test_the_retry_back_off_doubles_up_to_its_bound_and_starts_over_after_a_send(
+        self,
+    ) -> None:
         reader = self.reader()
-        self.queue.queue(datagram(6), indev=7)
-        self.queue.queue(datagram(6))
-        reader.doRead()
-        self.assertEqual([packet.indev for packet, _hook in self.seen], [7, 0])
+        tried = self.failing_sends(None)
+        self.queue.queue(datagram(80))
+        with capturedLogs():
+            reader.doRead()
+            for _ in range(10):
+                (retry,) = self.reactor.getDelayedCalls()
+                self.reactor.advance(retry.getTime() - self.reactor.seconds())
+        gaps = [round(after - before, 6) for before, after in pairwise(tried)]
+        self.assertEqual(gaps, [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0, 1.0, 1.0])
+        self.assertEqual((RETRY_FIRST, RETRY_MAX), (0.01, 1.0))
+        self.failing_sends(0)
+        self.reactor.advance(RETRY_MAX)
+        self.assertEqual(self.queue.held, {})
+        self.failing_sends(1)
+        self.queue.queue(datagram(80))
+        with capturedLogs():
+            reader.doRead()
+        (retry,) = self.reactor.getDelayedCalls()
+        self.assertAlmostEqual(retry.getTime() - self.reactor.seconds(), RETRY_FIRST)
+
+    def test_closing_cancels_the_retry(self) -> None:
+        reader = self.reader()
+        self.failing_sends(None)
+        self.queue.queue(datagram(80))
+        with capturedLogs():
+            reader.doRead()
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        reader.close()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_a_flood_is_read_in_batches_of_the_budget(self) -> None:
         reader = self.reader(budget=10)
@@ -182,26 +188,12 @@ class QueueReaderTests(SynchronousTestCase):
         self.assertEqual((len(self.seen), len(self.queue.held), self.queue.recvs), (25, 0, 26))
         self.assertEqual(len(self.queue.sends), 3)
         self.assertEqual(self.verdicts(ids), [DROP if n % 2 else ACCEPT for n in range(25)])
-        self.assertEqual((reader.errors, reader.undecoded, self.queue.refused), (0, 0, []))
+        self.assertEqual((reader.errors, reader.handler.undecoded, self.queue.refused), (0, 0, []))
 
     def test_an_empty_queue_ends_a_read_without_verdicts(self) -> None:
         reader = self.reader()
         reader.doRead()
         self.assertEqual((self.queue.recvs, self.queue.sends, reader.errors), (1, [], 0))
-
-    def test_a_read_error_is_logged_and_counted_not_raised(self) -> None:
-        reader = self.reader()
-        packet = self.queue.queue(datagram(6))
-        self.queue.errors.append(OSError(errno.EBADF, "Bad file descriptor"))
-        with capturedLogs() as events:
-            reader.doRead()
-        self.assertEqual((reader.errors, self.queue.verdict(packet)), (1, None))
-        self.assertEqual(
-            [formatEvent(event) for event in events],
-            ["reading nfqueue failed: [Errno 9] Bad file descriptor"],
-        )
-        reader.doRead()  # the next turn goes on reading
-        self.assertEqual(self.queue.verdict(packet), ACCEPT)
 
     def test_kernel_error_reports_are_counted_and_logged_acks_ignored(self) -> None:
         reader = self.reader(name="NFQUEUE 3")
@@ -220,20 +212,6 @@ class QueueReaderTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(self.queue.verdict(packet), ACCEPT)
-
-    def test_refused_verdicts_are_counted_apart_and_said_loudly_once(self) -> None:
-        reader = self.reader(name="NFQUEUE 3")
-        for _ in range(3):
-            header = struct.pack("=IHHII", 36, netlink.NLMSG_ERROR, 0, 0, 0)
-            self.queue.send_raw(header + struct.pack("=i", -errno.EPERM) + bytes(16))
-        with capturedLogs() as events:
-            reader.doRead()
-        self.assertEqual(
-            (reader.refused, reader.errors, reader.stats()["reader_refused"]), (3, 3, 3)
-        )
-        (event,) = events
-        self.assertEqual(event["log_level"], LogLevel.critical)
-        self.assertIn("refuses our verdicts (EPERM)", formatEvent(event))
 
     def check_malformed_then_decided(self, junk: bytes) -> None:
         """``junk`` is counted and logged as malformed; the packet after it is decided."""
@@ -256,61 +234,3 @@ class QueueReaderTests(SynchronousTestCase):
         self.check_malformed_then_decided(
             struct.pack("=IHHII", 64, netlink.NLMSG_ERROR, 0, 0, 0) + bytes(20)
         )
-
-    def test_a_failed_verdict_send_is_counted_and_logged(self) -> None:
-        def refuse(drops: list[int], accept_through: int | None) -> None:
-            raise OSError(errno.ENOMEM, "Cannot allocate memory")
-
-        reader = self.reader()
-        self.queue.set_verdicts = refuse
-        self.queue.queue(datagram(6))
-        with capturedLogs() as events:
-            reader.doRead()
-        self.assertEqual(reader.errors, 1)
-        self.assertEqual(
-            [formatEvent(event) for event in events],
-            ["sending verdicts failed, kept for the next turn: [Errno 12] Cannot allocate memory"],
-        )
-
-
-class ReactorTurnTests(TestCase):
-    """On the real (level-triggered) reactor, a flood is read a budget at a time, and timers
-    run between the batches."""
-
-    timeout = 20
-
-    def test_timers_run_between_batches(self) -> None:
-        from twisted.internet import reactor
-
-        queue = FakeKernelQueue(3)
-        seen: list[Packet] = []
-
-        def decide(packet: Packet, hook: int) -> Verdict:
-            seen.append(packet)
-            return ACCEPT
-
-        reader = QueueReader(queue, decide, reactor, budget=8)
-        self.addCleanup(reader.close)
-        flood = [queue.queue(datagram(n)) for n in range(60)]
-
-        progress: list[int] = []
-        done: Deferred[None] = Deferred()
-
-        def turn() -> None:
-            progress.append(len(seen))
-            if len(seen) < len(flood):
-                reactor.callLater(0, turn)
-            else:
-                done.callback(None)
-
-        reactor.callLater(0, turn)
-        reader.startReading()
-
-        def check(_: None) -> None:
-            self.assertEqual([queue.verdict(n) for n in flood], [ACCEPT] * len(flood))
-            steps = [after - before for before, after in pairwise(progress)]
-            self.assertLessEqual(max(steps), 8)
-            self.assertGreater(len([p for p in progress if 0 < p < len(flood)]), 4)
-            self.assertEqual((reader.errors, queue.refused), (0, []))
-
-        return done.addCallback(check)

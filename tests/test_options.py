@@ -115,6 +115,7 @@ class OptionsTests(SynchronousTestCase):
             (["--green-if", ".."], "--green-if: not an interface name"),
             (["--max-probes", "0"], "--max-probes must be between 1 and 100000"),
             (["--max-probes", "100001"], "--max-probes must be"),
+            (["--reader", "libnfq"], "--reader must be one of native, netfilterqueue"),
             (["--bogus"], "bogus"),
         ):
             with self.assertRaises(usage.UsageError) as caught:
@@ -142,5 +143,22 @@ class OptionsTests(SynchronousTestCase):
             "--max-spoofs",
             "--max-probes",
             "--green-if",
+            "--reader",
         ):
             self.assertIn(name, text)
+
+    def test_reader(self) -> None:
+        self.assertEqual(parse()["reader"], "native")
+        self.assertEqual(parse("--reader", "netfilterqueue")["reader"], "netfilterqueue")
+        self.assertTrue(parse("--fail-open")["fail-open"])
+
+    def test_fail_open_needs_the_native_reader(self) -> None:
+        for argv in (["--reader", "netfilterqueue", "--fail-open"],
+                     ["--fail-open", "--reader", "netfilterqueue"]):  # fmt: skip
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*argv)
+            self.assertEqual(
+                str(caught.exception),
+                "--fail-open needs --reader native: NetfilterQueue cannot set the queue's "
+                "fail-open flag",
+            )

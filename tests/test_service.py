@@ -32,6 +32,7 @@ from p2pwall.service import (
 from p2pwall.store import StoreFile
 from p2pwall.testing import (
     FakeKernelQueue,
+    FakeNetfilterQueue,
     RecordingSpoofer,
     ThreadsReactor,
     make_engine,
@@ -228,6 +229,64 @@ class ServiceTests(DaemonCase):
         self.assertEqual(tick_interval(0), 1.0)
 
 
+class NetfilterQueueWiringTests(SynchronousTestCase):
+    """``--reader netfilterqueue``: the package's queue, bound with the daemon's settings,
+    feeds the same engine; stopping unbinds it; failures are one line."""
+
+    def build(self, nfq) -> object:
+        options = Options()
+        options.parseOptions(["--green", "198.18.1.0/24", "--control", "", "-t", "10",
+                              "--reader", "netfilterqueue", "-q", "3", "--max-queue-len", "77",
+                              "-b", "65536"])  # fmt: skip
+        self.reactor = ThreadsReactor()
+        self.spoofer = RecordingSpoofer()
+        return makeService(options, self.reactor, lambda: nfq, self.spoofer)
+
+    def test_packets_through_the_package_reach_the_engine(self) -> None:
+        nfq = FakeNetfilterQueue()
+        service = self.build(nfq)
+        with capturedLogs():
+            service.privilegedStartService()
+            service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            nfq.bound, {"queue_num": 3, "max_len": 77, "range": 4016, "sock_len": 65536}
+        )
+        hello = nfq.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
+        web = nfq.queue(tcp("198.18.1.10", "198.19.0.80", 4000, 80))
+        (reader,) = [r for r in self.reactor.getReaders() if r.fileno() == nfq.get_fd()]
+        reader.doRead()
+        self.assertEqual((nfq.verdict(hello), nfq.verdict(web)), (Verdict.DROP, Verdict.DROP))
+        self.assertEqual(len(self.spoofer.sent), 1)
+        service.stopService()
+        self.assertTrue(nfq.unbound)
+        self.assertEqual(self.reactor.getReaders(), [])
+
+    def test_a_refused_bind_is_one_line(self) -> None:
+        service = self.build(FakeNetfilterQueue(refuse=OSError("Failed to create queue 3.")))
+        with self.assertRaises(StartFailed) as caught:
+            service.privilegedStartService()
+        self.assertEqual(
+            caught.exception.code,
+            "cannot bind NFQUEUE 3: Failed to create queue 3. "
+            "(it needs root and the nfnetlink_queue module)",
+        )
+
+    def test_without_the_package_the_start_fails_with_one_line(self) -> None:
+        self.patch(sys, "modules", {**sys.modules, "netfilterqueue": None})
+        options = Options()
+        options.parseOptions(["--green", "198.18.1.0/24", "--control", "",
+                              "--reader", "netfilterqueue"])  # fmt: skip
+        service = makeService(options, ThreadsReactor(), None, RecordingSpoofer())
+        with self.assertRaises(StartFailed) as caught:
+            service.privilegedStartService()
+        self.assertEqual(
+            caught.exception.code,
+            "--reader netfilterqueue needs the NetfilterQueue package (pip install "
+            "NetfilterQueue; it builds against libnetfilter-queue-dev)",
+        )
+
+
 class StoreServiceTests(SynchronousTestCase):
     def test_writes_run_one_at_a_time_off_the_reactor_and_the_stop_waits(self) -> None:
         path = Path(self.mktemp())
@@ -345,7 +404,7 @@ class StartLineTests(DaemonCase):
             "time lock 30 s;",
             "UDP blocking on;",
             "detectors fasttrack, dns; DNS patterns none (banned names only);",
-            "queue 3;",
+            "queue 3 (reader native);",
             "store file none",
         ):
             self.assertIn(part, line)
