@@ -992,7 +992,7 @@ class MakeServiceTests(SynchronousTestCase):
         stats = dict(line.split() for line in session.command("stats")[:-1])
         self.assertEqual(stats["queue_dropped"], str(expected["queue_dropped"]))
         (reader,) = memory.getReaders()
-        reader.undecoded += 1  # the live reader's counters
+        reader.handler.undecoded += 1  # the live reader's counters
         stats = dict(line.split() for line in session.command("stats")[:-1])
         self.assertEqual(
             (stats["reader_errors"], stats["reader_undecoded"], stats["reader_enobufs"]),
