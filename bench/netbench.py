@@ -1,5 +1,6 @@
 """The lab half of the benchmark: packets forwarded green -> public by the lab's gateway with
-no queue rule, through the C accept-all reader, and through ``twistd p2pwall``.
+no queue rule, through the C accept-all reader, and through ``twistd p2pwall`` with each of its
+queue readers (``--reader native`` and ``--reader netfilterqueue``).
 
 Traffic comes from ``traffic`` (bench/traffic.c) in the ``user`` namespace and goes to one sink
 address in ``pub``, where a raw-table rule drops it (no socket, no ICMP errors) after the
@@ -7,9 +8,16 @@ interface has counted it. Forwarded packets/s is pub's eth0 ``rx_packets`` sampl
 steady part of each run (after a warm-up, before the end), so neither start-up nor the queue
 draining after the sender stops is counted.
 
-Both readers run for the whole UDP phase, the daemon on queue 0 and the C program on queue 1,
-and the scenarios take turns run by run (only a rule changes in between), so a machine whose
-load drifts during the benchmark shifts all of them alike instead of one.
+All readers run for the whole benchmark, the native daemon on queue 0, the C program on queue
+1, the NetfilterQueue daemon on queue 2, and the scenarios take turns run by run (only a rule
+changes in between), so a machine whose load drifts during the benchmark shifts all of them
+alike instead of one. Each UDP run also reads the active reader's CPU time (``/proc/PID/stat``)
+and every CPU's busy time (``/proc/stat``): CPU per packet is what a reader costs on any
+machine, and the reader CPU's busy share says whether the reader or the sender was the limit.
+
+The daemons run ``p2pwall-rules --per-source-limit 0``: the benchmark measures what queueing
+costs, not the limit (a connect scenario opens thousands of flows from one host; ``bench.flood``
+measures the limit).
 """
 
 from __future__ import annotations
@@ -29,7 +37,18 @@ from lab.gateway import Gateway
 from lab.netlab import Lab, LabError
 from p2pwall.store import HEADER, StoredBlock, format_block
 
-from .report import median, parse_kv, parse_netdev, parse_nfqueue, parse_samples, percentile
+from .report import (
+    cpu_busy,
+    median,
+    parse_cpu_times,
+    parse_kv,
+    parse_netdev,
+    parse_nfqueue,
+    parse_pid_stat,
+    parse_samples,
+    per_packet_us,
+    percentile,
+)
 
 SINK = "198.19.9.9"
 UDP_PORT = 5001
@@ -37,16 +56,30 @@ BULK_PORT = 5002
 CONNECT_PORT = 5003
 DAEMON_QUEUE = 0
 C_QUEUE = 1
+NFQ_QUEUE = 2
 PROC_QUEUE = "/proc/net/netfilter/nfnetlink_queue"
 MAX_UDP = 50_000_000  # the sender's count bound; the time bound ends it first
 # Learned peers for the daemon's store file: 198.18.2.0 upwards, port 1214 (never the sink's).
 STORE_PEER_BASE = int(ipaddress.IPv4Address("198.18.2.0"))
 STORE_PEER_PORT = 1214
 QUEUE_COUNTERS = ("id_sequence", "queue_dropped", "user_dropped")
+# Per UDP run: the reader's CPU µs per packet (user, system), its CPU's and the senders' CPU's
+# busy share.
+CPU_FIGURES = ("user_us", "sys_us", "reader_cpu_busy", "sender_cpu_busy")
 
-UDP_SCENARIOS = ("none", "c", "p2pwall_a", "p2pwall_b")
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+RAW_COST_RULES = ("--per-source-limit", "0")
+
+# The daemon's readers: queue, control port, and the scenario keys of rule sets (a) and (b).
+READERS = {
+    "native": (DAEMON_QUEUE, 4120, "p2pwall_a", "p2pwall_b"),
+    "netfilterqueue": (NFQ_QUEUE, 4122, "nfq_a", "nfq_b"),
+}
+UDP_SCENARIOS = ("none", "c", "p2pwall_a", "nfq_a", "p2pwall_b")
 BULK_SCENARIOS = ("none", "conntrack", "p2pwall_b")
-CONNECT_SCENARIOS = ("none", "p2pwall_b")
+CONNECT_SCENARIOS = ("none", "p2pwall_b", "nfq_b")
+# What a daemon that predates ``--reader`` says when given it.
+UNKNOWN_READER_OPTION = "--reader not recognized"
 
 
 @dataclass(frozen=True)
@@ -59,6 +92,7 @@ class Settings:
     tail: float = 0.3  # and at its end
     daemon_peers: int = 100_000  # learned peers the daemon starts with (from a store file)
     pin: bool = True  # senders on the first CPU, readers and sinks on the last (if > 1 CPU)
+    senders: int = 1  # UDP sender processes (each on the senders' CPU when pinning)
 
 
 class NetBench:
@@ -74,7 +108,8 @@ class NetBench:
         self.s = settings
         self.progress = progress
         self._serial = 0
-        self.gateway: Gateway | None = None
+        self.gateways: dict[str, Gateway] = {}
+        self.reader_pids: dict[int, int] = {}  # queue -> the PID of the process reading it
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -147,67 +182,109 @@ class NetBench:
     def _iptables(self, action: str, rule: list[str]) -> None:
         self._run("gw", ["iptables", action, "FORWARD", *rule])
 
+    def _queue_of(self, key: str) -> tuple[str | None, int | None]:
+        """The reader (a ``READERS`` name, or None) and queue number scenario ``key`` uses."""
+        if key == "c":
+            return None, C_QUEUE
+        for reader, (queue, _port, key_a, key_b) in READERS.items():
+            if key in (key_a, key_b):
+                return reader, queue
+        if key in ("none", "conntrack"):
+            return None, None
+        raise ValueError(key)
+
     @contextlib.contextmanager
     def scenario(self, key: str) -> Iterator[int | None]:
         """Put ``key``'s rules in place; yields the queue number it uses (or None)."""
         green = self.lab.green_if
+        reader, queue = self._queue_of(key)
+        gateway = self.gateways[reader] if reader and key == READERS[reader][3] else None
         rule: list[str] | None = None
-        queue: int | None = None
-        if key in ("c", "p2pwall_a"):
+        if queue is not None and gateway is None:
             # Variant (a): one rule queueing every forwarded UDP packet from green (no bypass).
-            queue = C_QUEUE if key == "c" else DAEMON_QUEUE
             rule = ["-i", green, "-p", "udp", "-j", "NFQUEUE", "--queue-num", str(queue)]
         elif key == "conntrack":
             # Conntrack alone: a rule that needs it and does nothing else (no target).
             rule = ["-m", "conntrack", "--ctstate", "NEW"]
-        elif key == "p2pwall_b":
-            queue = DAEMON_QUEUE
-        elif key != "none":
-            raise ValueError(key)
         if rule is not None:
             self._iptables("-A", rule)
-        if key == "p2pwall_b":
-            assert self.gateway is not None
-            self.gateway.install_rules()
+        if gateway is not None:
+            gateway.install_rules()
         try:
             yield queue
         finally:
             if rule is not None:
                 self.lab.run("gw", ["iptables", "-D", "FORWARD", *rule], capture_output=True)
-            if key == "p2pwall_b" and self.gateway is not None:
-                self.gateway.remove_rules()
+            if gateway is not None:
+                gateway.remove_rules()
 
     # -- measurements -----------------------------------------------------------
 
+    def _cpu_reading(self, pid: int | None) -> dict:
+        """The reader's (utime, stime) ticks and every CPU's (busy, total) ticks, now."""
+        reading: dict = {"cpus": parse_cpu_times(Path("/proc/stat").read_text())}
+        if pid is not None:
+            reading["reader"] = parse_pid_stat(Path(f"/proc/{pid}/stat").read_text())
+        return reading
+
+    def _cpu_figures(self, before: dict, after: dict, packets: int) -> dict[str, float]:
+        """The reader's CPU per packet (user, system) and the readers' CPU's busy share."""
+        figures: dict[str, float] = {}
+        busy = cpu_busy(before["cpus"], after["cpus"])
+        cpus = self._cpus()
+        if cpus:
+            figures["sender_cpu_busy"] = busy.get(cpus[0], float("nan"))
+            figures["reader_cpu_busy"] = busy.get(cpus[1], float("nan"))
+        if "reader" in before and "reader" in after:
+            user = (after["reader"][0] - before["reader"][0]) / CLOCK_TICK
+            system = (after["reader"][1] - before["reader"][1]) / CLOCK_TICK
+            figures["reader_user_s"], figures["reader_sys_s"] = user, system
+            figures["user_us"] = per_packet_us(user, packets)
+            figures["sys_us"] = per_packet_us(system, packets)
+        return figures
+
     def udp_once(self, queue: int | None) -> dict[str, float]:
         s = self.s
-        log = self._name("udp")
+        logs = [self._name("udp") for _ in range(s.senders)]
         argv = [str(self.tools["traffic"]), "udp", SINK, str(UDP_PORT), str(s.size),
                 str(MAX_UDP), str(s.seconds)]  # fmt: skip
+        pid = self.reader_pids.get(queue) if queue is not None else None
         rows0 = self.queue_rows()
-        sender = self.lab.spawn("user", self.sender(argv), log=log)
+        senders = [self.lab.spawn("user", self.sender(argv), log=log) for log in logs]
         started = time.monotonic()
         time.sleep(s.warmup)
+        # The steady window: forwarded packets, the reader's CPU and its queue's counters are
+        # all read at its start and at its end.
         t0, rx0 = self.rx_packets()
+        cpu0, window0 = self._cpu_reading(pid), self.queue_rows()
         time.sleep(max(0.1, started + s.seconds - s.tail - time.monotonic()))
+        cpu1, window1 = self._cpu_reading(pid), self.queue_rows()
         t1, rx1 = self.rx_packets()
-        self._finish(sender, s.seconds + 10)
+        for sender in senders:
+            self._finish(sender, s.seconds + 10)
         time.sleep(0.3)  # whatever is still queued gets its verdict
         rows1 = self.queue_rows()
-        sent = parse_kv(self.lab.read_log(log))
-        if "sent" not in sent:
-            raise LabError(f"the UDP sender reported nothing: {self.lab.read_log(log)[-1000:]}")
+        sent = [parse_kv(self.lab.read_log(log)) for log in logs]
+        for log, got in zip(logs, sent, strict=True):
+            if "sent" not in got:
+                raise LabError(f"a UDP sender reported nothing: {self.lab.read_log(log)[-1000:]}")
         run = {
             "pps": (rx1 - rx0) / (t1 - t0),
-            "sent_pps": sent["sent"] / sent["seconds"],
-            "sent": sent["sent"],
+            "sent_pps": sum(got["sent"] / got["seconds"] for got in sent),
+            "sent": sum(got["sent"] for got in sent),
         }
+        packets = 0
         if queue is not None:
-            if queue not in rows0 or queue not in rows1:
+            if any(queue not in rows for rows in (rows0, window0, window1, rows1)):
                 raise LabError(f"queue {queue} has no reader (see the lab's logs)")
             for name in QUEUE_COUNTERS:
                 run[name] = rows1[queue][name] - rows0[queue][name]
-        return run
+            # Handed to the reader in the window: ids given, less what the netlink buffer lost.
+            packets = (window1[queue]["id_sequence"] - window0[queue]["id_sequence"]) - (
+                window1[queue]["user_dropped"] - window0[queue]["user_dropped"]
+            )
+            run["packets_read"] = packets
+        return run | self._cpu_figures(cpu0, cpu1, packets)
 
     def tcp_bulk_once(self) -> float:
         s = self.s
@@ -236,12 +313,14 @@ class NetBench:
         """The C accept-all program on queue 1; yields a dict that gets its counters."""
         info: dict = {}
         log = self._name("nfq_accept")
-        argv = self.receiver([str(self.tools["nfq_accept"]), str(C_QUEUE), "300"])
+        argv = self.receiver([str(self.tools["nfq_accept"]), str(C_QUEUE), "900"])
         proc = self.lab.spawn("gw", argv, log=log)
         try:
             self._wait_log(log, "ready", proc)
+            self.reader_pids[C_QUEUE] = proc.pid
             yield info
         finally:
+            self.reader_pids.pop(C_QUEUE, None)
             if proc.poll() is None:
                 proc.terminate()
             self._finish(proc, 5)
@@ -249,10 +328,10 @@ class NetBench:
         for name in ("verdicts", "enobufs"):
             info[name] = int(summary[name]) if name in summary else None
 
-    def store_file(self) -> Path:
+    def store_file(self, reader: str) -> Path:
         """A store file with ``daemon_peers`` learned peers, so the daemon's tables are as
-        full as the engine benchmark's."""
-        path = self.lab.logpath("bench-store.txt")
+        full as the engine benchmark's (one per daemon: each writes its own at exit)."""
+        path = self.lab.logpath(f"bench-store-{reader}.txt")
         seen = time.time()
         lines = (
             format_block(StoredBlock((STORE_PEER_BASE + i).to_bytes(4, "big"), STORE_PEER_PORT,
@@ -263,20 +342,29 @@ class NetBench:
         return path
 
     @contextlib.contextmanager
-    def daemon(self) -> Iterator[dict]:
-        """``twistd -n p2pwall`` on queue 0 via ``Gateway`` (rules installed per scenario),
-        started with the bench's store file; its hourly save is kept out of the way."""
-        info: dict = {}
-        options = ["--store-file", str(self.store_file()), "--store-interval", "3600"]
-        self.gateway = gateway = Gateway(self.lab, options, queue=DAEMON_QUEUE, log="p2pwall.log")
+    def daemon(self, reader: str) -> Iterator[dict]:
+        """``twistd -n p2pwall --reader READER`` on the reader's queue via ``Gateway`` (rules
+        installed per scenario, without the per-source limit), started with the bench's store
+        file; its hourly save is kept out of the way. A daemon that refuses a reader other than
+        the native one (no ``--reader`` option yet, the package missing...) is left out:
+        ``info["skipped"]`` says why; one without ``--reader`` has only the native reader."""
+        queue, port, _key_a, _key_b = READERS[reader]
+        info: dict = {"reader": reader, "option": f"--reader {reader}"}
+        options = ["--store-file", str(self.store_file(reader)), "--store-interval", "3600",
+                   "--control", f"tcp:{port}:interface=127.0.0.1"]  # fmt: skip
+        gateway = Gateway(self.lab, options, rule_options=RAW_COST_RULES, queue=queue,
+                          log=f"p2pwall-{reader}.log")  # fmt: skip
         try:
-            gateway.start()
-            assert gateway.proc is not None
-            self.pin_pid(gateway.proc.pid)
+            if self._start(gateway, info):
+                assert gateway.proc is not None
+                self.pin_pid(gateway.proc.pid)
+                self.gateways[reader] = gateway
+                self.reader_pids[queue] = gateway.proc.pid
             yield info
         finally:
+            self.gateways.pop(reader, None)
+            self.reader_pids.pop(queue, None)
             gateway.close()
-            self.gateway = None
         text = gateway.read_log()
         loaded = re.search(r"loaded (\d+) blocks", text)
         info["peers_loaded"] = int(loaded.group(1)) if loaded else None
@@ -284,53 +372,94 @@ class NetBench:
             1 for line in text.splitlines() if "Traceback" in line or "failed" in line
         )
 
+    def _start(self, gateway: Gateway, info: dict) -> bool:
+        """Start ``info["reader"]``'s daemon; False (and why in ``info``) when it is left out."""
+        reader = info["reader"]
+        try:
+            gateway.start(["--reader", reader])
+        except LabError as error:
+            if reader == "native" and UNKNOWN_READER_OPTION in str(error):
+                info["option"] = "none (the daemon has no --reader: its reader is the native one)"
+                gateway.start()
+                return True
+            if reader == "native":
+                raise
+            info["skipped"] = refusal(str(error))
+            self.progress(f"left out: the {reader} reader, the daemon refused it: "
+                          f"{info['skipped']}")  # fmt: skip
+            return False
+        return True
+
     # -- the whole lab run ------------------------------------------------------
 
     def run_all(self) -> dict:
-        s = self.s
         self.prepare()
-        udp: dict[str, list[dict]] = {key: [] for key in UDP_SCENARIOS}
-        bulk: dict[str, list[float]] = {key: [] for key in BULK_SCENARIOS}
-        samples: dict[str, list[float]] = {key: [] for key in CONNECT_SCENARIOS}
-        failures = dict.fromkeys(CONNECT_SCENARIOS, 0)
         listener_log = self._name("listen")
         listener = self.lab.spawn("pub", self.receiver([str(self.tools["traffic"]), "tcp-listen",
-                                  SINK, str(CONNECT_PORT), "600"]), log=listener_log)  # fmt: skip
+                                  SINK, str(CONNECT_PORT), "900"]), log=listener_log)  # fmt: skip
         self._wait_log(listener_log, "ready", listener)
-        self.progress("readers: twistd p2pwall on queue 0, C accept-all on queue 1")
-        with self.c_reader() as c_info, self.daemon() as daemon_info:
-            for rep in range(s.reps):
-                for key in UDP_SCENARIOS:
-                    with self.scenario(key) as queue:
-                        run = self.udp_once(queue)
-                    udp[key].append(run)
-                    self.progress(f"  UDP run {rep + 1} {key:10} {run['pps']:>9,.0f} pps "
-                                  f"forwarded ({run['sent_pps']:,.0f} pps sent)")  # fmt: skip
-            for rep in range(s.reps):
-                for key in BULK_SCENARIOS:
-                    with self.scenario(key):
-                        bulk[key].append(self.tcp_bulk_once())
-                    self.progress(f"  TCP bulk run {rep + 1} {key:10} {bulk[key][-1]:.2f} Gbit/s")
-            for rep in range(s.reps):
-                block = s.connects // s.reps + (rep < s.connects % s.reps)
-                for key in CONNECT_SCENARIOS:
-                    with self.scenario(key):
-                        got, failed = self.connects_once(block)
-                    samples[key] += got
-                    failures[key] += failed
-            for key in CONNECT_SCENARIOS:
-                self.progress(f"  TCP connect {key:10} p50 {percentile(samples[key], 50):.0f} "
-                              f"µs, p99 {percentile(samples[key], 99):.0f} µs")  # fmt: skip
+        self.progress(
+            "readers: twistd p2pwall --reader native on queue 0, C accept-all on queue 1, "
+            "twistd p2pwall --reader netfilterqueue on queue 2"
+        )
+        with (
+            self.c_reader() as c_info,
+            self.daemon("native") as native_info,
+            self.daemon("netfilterqueue") as nfq_info,
+        ):
+            left_out = {key for info in (native_info, nfq_info) if "skipped" in info
+                         for key in READERS[info["reader"]][2:]}  # fmt: skip
+            results = self._measure(left_out)
         listener.terminate()
         self._finish(listener, 5)
+        results["readers"] = {"c": c_info, "p2pwall": native_info, "netfilterqueue": nfq_info}
+        return results
+
+    def _measure(self, left_out: set[str]) -> dict:
+        """Every scenario but ``left_out``'s, taking turns run by run."""
+        s = self.s
+        udp_keys = [key for key in UDP_SCENARIOS if key not in left_out]
+        bulk_keys = [key for key in BULK_SCENARIOS if key not in left_out]
+        connect_keys = [key for key in CONNECT_SCENARIOS if key not in left_out]
+        udp: dict[str, list[dict]] = {key: [] for key in udp_keys}
+        bulk: dict[str, list[float]] = {key: [] for key in bulk_keys}
+        samples: dict[str, list[float]] = {key: [] for key in connect_keys}
+        failures = dict.fromkeys(connect_keys, 0)
+        for rep in range(s.reps):
+            for key in udp_keys:
+                with self.scenario(key) as queue:
+                    run = self.udp_once(queue)
+                udp[key].append(run)
+                self.progress(f"  UDP run {rep + 1} {key:10} {run['pps']:>9,.0f} pps "
+                              f"forwarded ({run['sent_pps']:,.0f} pps sent)")  # fmt: skip
+        for rep in range(s.reps):
+            for key in bulk_keys:
+                with self.scenario(key):
+                    bulk[key].append(self.tcp_bulk_once())
+                self.progress(f"  TCP bulk run {rep + 1} {key:10} {bulk[key][-1]:.2f} Gbit/s")
+        for rep in range(s.reps):
+            block = s.connects // s.reps + (rep < s.connects % s.reps)
+            for key in connect_keys:
+                with self.scenario(key):
+                    got, failed = self.connects_once(block)
+                samples[key] += got
+                failures[key] += failed
+        for key in connect_keys:
+            self.progress(f"  TCP connect {key:10} p50 {percentile(samples[key], 50):.0f} "
+                          f"µs, p99 {percentile(samples[key], 99):.0f} µs")  # fmt: skip
         return {
             "udp": {key: summarize_udp(runs) for key, runs in udp.items()},
             "tcp_bulk": {key: {"gbps": median(runs), "runs": runs} for key, runs in bulk.items()},
             "connect": {
-                key: summarize_connects(samples[key], failures[key]) for key in CONNECT_SCENARIOS
+                key: summarize_connects(samples[key], failures[key]) for key in connect_keys
             },  # fmt: skip
-            "readers": {"c": c_info, "p2pwall": daemon_info},
         }
+
+
+def refusal(error: str) -> str:
+    """The line that says why a daemon did not start: the last of its log's tail."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no reason given"
 
 
 def summarize_udp(runs: list[dict]) -> dict:
@@ -340,9 +469,12 @@ def summarize_udp(runs: list[dict]) -> dict:
         "sent_pps": median(r["sent_pps"] for r in runs),
         "runs": [round(r["pps"]) for r in runs],
     }
-    for name in QUEUE_COUNTERS:
+    for name in (*QUEUE_COUNTERS, "packets_read"):
         if runs and name in runs[0]:
             summary[name] = sum(r[name] for r in runs)
+    for name in CPU_FIGURES:
+        if runs and name in runs[0]:
+            summary[name] = median(r[name] for r in runs)
     return summary
 
 

@@ -183,3 +183,59 @@ def parse_netdev(text: str) -> dict[str, dict[str, int]]:
             "tx_packets": int(words[9]),
         }
     return found
+
+
+def parse_pid_stat(text: str) -> tuple[int, int]:
+    """``(utime, stime)`` in clock ticks from ``/proc/PID/stat`` (fields 14 and 15; the
+    command name, in parentheses, may hold spaces and parentheses itself)."""
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]), int(fields[12])
+
+
+def parse_cpu_times(text: str) -> dict[int, tuple[int, int]]:
+    """``{cpu: (busy, total)}`` jiffies from ``/proc/stat``'s ``cpuN`` lines: total is user
+    through steal (guest time is already in user), idle is idle + iowait."""
+    found = {}
+    for line in text.splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu" or len(values) < 8:
+            continue
+        ticks = [int(value) for value in values[:8]]
+        idle = ticks[3] + ticks[4]
+        found[int(name[3:])] = (sum(ticks) - idle, sum(ticks))
+    return found
+
+
+def cpu_busy(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]
+) -> dict[int, float]:
+    """Each CPU's busy fraction between two ``parse_cpu_times`` readings (NaN: no ticks)."""
+    return {
+        cpu: ratio(after[cpu][0] - before[cpu][0], after[cpu][1] - before[cpu][1])
+        for cpu in before
+        if cpu in after
+    }
+
+
+def per_packet_us(seconds: float, packets: float) -> float:
+    """CPU ``seconds`` spread over ``packets``, in µs; NaN without packets."""
+    return ratio(seconds * 1e6, packets)
+
+
+# A reader's CPU at least this busy during a run was what limited the run.
+SATURATED = 0.9
+
+
+def bottleneck(reader_busy: float | None) -> str | None:
+    """What limited a run of a reader, from its CPU's busy share: ``"reader"`` (saturated),
+    ``"sender"`` (the reader had idle time, so it waited for packets), None (not measured)."""
+    if reader_busy is None or math.isnan(reader_busy):
+        return None
+    return "reader" if reader_busy >= SATURATED else "sender"
+
+
+def percent(fraction: float | None) -> str:
+    """``0.934`` as ``93 %``; ``n/a`` when missing."""
+    if fraction is None or math.isnan(fraction):
+        return "n/a"
+    return f"{fraction * 100:.0f} %"

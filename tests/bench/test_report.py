@@ -8,13 +8,19 @@ from twisted.trial.unittest import SynchronousTestCase
 from bench.engine import BENIGN, QUEUED_BY, QUEUED_KINDS, fill_table, peer_key
 from bench.report import (
     Target,
+    bottleneck,
+    cpu_busy,
     fmt,
     median,
     paired_ratios,
+    parse_cpu_times,
     parse_kv,
     parse_netdev,
     parse_nfqueue,
+    parse_pid_stat,
     parse_samples,
+    per_packet_us,
+    percent,
     percentile,
     ratio,
     splice,
@@ -155,13 +161,23 @@ class EngineFixtureTests(SynchronousTestCase):
 
 def sample_results() -> dict:
     proc = {"id_sequence": 150001, "queue_dropped": 130319, "user_dropped": 0}
-    rates = (("none", 180e3), ("c", 125e3), ("p2pwall_a", 75e3), ("p2pwall_b", 80e3))
+    rates = (("none", 180e3), ("c", 125e3), ("p2pwall_a", 75e3), ("nfq_a", 50e3),
+             ("p2pwall_b", 80e3))  # fmt: skip
+    cpu = {
+        "c": {"user_us": 0.36, "sys_us": 4.03, "reader_cpu_busy": 0.864,
+              "sender_cpu_busy": 1.0, "packets_read": 300000},
+        "p2pwall_a": {"user_us": 3.85, "sys_us": 2.11, "reader_cpu_busy": 1.0,
+                      "sender_cpu_busy": 0.998, "packets_read": 280000},
+        "nfq_a": {"user_us": 6.5, "sys_us": 5.0, "reader_cpu_busy": 0.996,
+                  "sender_cpu_busy": 1.0, "packets_read": 140000},
+    }  # fmt: skip
     udp = {
         key: {
             "pps": pps,
             "sent_pps": pps * 1.2,
             "runs": [int(pps)],
             **(proc if key != "none" else {}),
+            **cpu.get(key, {}),
         }
         for key, pps in rates
     }
@@ -171,20 +187,35 @@ def sample_results() -> dict:
                     "date": "d", "load": "0.1"},
         "load_end": "0.2",
         "elapsed": 100.0,
-        "settings": {"size": 64, "seconds": 3.0, "reps": 1, "connects": 2000},
+        "settings": {"size": 64, "seconds": 3.0, "reps": 1, "connects": 2000, "senders": 1},
         "lab": {
             "udp": udp,
             "tcp_bulk": {"none": {"gbps": 9.5, "runs": [9.5]},
                          "conntrack": {"gbps": 9.45, "runs": [9.45]},
                          "p2pwall_b": {"gbps": 9.4, "runs": [9.4]}},
-            "connect": {"none": con, "p2pwall_b": {**con, "p50": 120.0, "p99": 400.0}},
+            "connect": {"none": con, "p2pwall_b": {**con, "p50": 120.0, "p99": 400.0},
+                        "nfq_b": {**con, "p50": 150.0, "p99": 600.0}},
             "readers": {"c": {"verdicts": 5.0, "enobufs": 0.0},
-                        "p2pwall": {"peers_loaded": 100000, "log_errors": 0}},
+                        "p2pwall": {"peers_loaded": 100000, "log_errors": 0,
+                                    "option": "--reader native"},
+                        "netfilterqueue": {"peers_loaded": 100000, "log_errors": 0,
+                                           "option": "--reader netfilterqueue"}},
         },
         "engine": {"peers": 100000, "number": 10, "repeat": 1,
                    "us_per_packet": dict.fromkeys(QUEUED_BY, 2.5)},
         "memory": {"peers": 1000000, "tracemalloc": 255.0, "rss": 283.0},
     }  # fmt: skip
+
+
+def without_netfilterqueue(results: dict) -> dict:
+    """``results`` from a daemon that refused ``--reader netfilterqueue``."""
+    lab = results["lab"]
+    del lab["udp"]["nfq_a"], lab["connect"]["nfq_b"]
+    lab["readers"]["netfilterqueue"] = {
+        "option": "--reader netfilterqueue",
+        "skipped": "twistd -n: option --reader not recognized",
+    }
+    return results
 
 
 class RenderTests(SynchronousTestCase):
@@ -199,7 +230,15 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("Command: `make bench`", text)
         self.assertIn("FAIL  (a) p2pwall, all UDP queued, vs the C accept-all reader (median of "
                       "per-run ratios): 0.600x", text)  # fmt: skip
-        self.assertIn("| (a) all UDP from green queued | twistd p2pwall | 90,000 | 75,000 |", text)
+        self.assertIn(
+            "| (a) all UDP from green queued | twistd p2pwall --reader native | 90,000 | 75,000 |",
+            text,
+        )
+        self.assertIn(
+            "| (a) all UDP from green queued | twistd p2pwall --reader netfilterqueue | 60,000 | "
+            "50,000 | 0.278 | 0.400 |",
+            text,
+        )
         self.assertIn("| 0.600 | 150,001 | 130,319 | 0 |", text)
         self.assertIn(
             "| no queue rule | the kernel alone | 216,000 | 180,000 | 1.00 | 1.44 | - |", text
@@ -207,3 +246,85 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("started with 100,000 learned peers", text)
         self.assertIn("Per-run ratio (b) / one conntrack rule", text)
         self.assertEqual(text.count("PASS") + text.count("FAIL"), len(targets(results)))
+
+    def test_reader_costs(self) -> None:
+        text = render(sample_results(), "make bench")
+        self.assertIn(
+            "| C accept-all (bench/nfq_accept.c) | 300,000 | 125,000 | 1.00 | 0.360 | 4.03 | 4.39 "
+            "| 86 % | 100 % |",
+            text,
+        )
+        self.assertIn(
+            "| twistd p2pwall --reader native | 280,000 | 75,000 | 0.600 | 3.85 | 2.11 | 5.96 "
+            "| 100 % | 100 % |",
+            text,
+        )
+        self.assertIn("| twistd p2pwall --reader netfilterqueue | 140,000 | 50,000 | 0.400 |", text)
+        self.assertIn(
+            "* twistd p2pwall --reader native: 3.49 µs of user time per packet more", text
+        )
+        self.assertIn("* twistd p2pwall --reader netfilterqueue: 6.14 µs of user time", text)
+        self.assertIn("* The C reader's CPU was 86 % busy: the sender, not the C reader", text)
+        self.assertIn("Per-run ratio twistd p2pwall --reader netfilterqueue (a) / C (runs next "
+                      "to each other in time): 0.400; median 0.400", text)  # fmt: skip
+        self.assertIn(
+            "| added by the daemon | twistd p2pwall --reader netfilterqueue |  |  | 103.6 "
+            "| 459.1 |",
+            text,
+        )
+        self.assertIn("`twistd p2pwall --reader netfilterqueue` (option given: --reader "
+                      "netfilterqueue) started with 100,000 learned peers", text)  # fmt: skip
+
+    def test_a_saturated_c_reader_is_said_to_be_the_limit(self) -> None:
+        results = sample_results()
+        results["lab"]["udp"]["c"]["reader_cpu_busy"] = 0.97
+        text = render(results, "make bench")
+        self.assertIn("* The C reader's CPU was 97 % busy: the C reader was the limit", text)
+
+    def test_a_reader_left_out_says_why_everywhere(self) -> None:
+        text = render(without_netfilterqueue(sample_results()), "make bench")
+        self.assertNotIn(
+            "| (a) all UDP from green queued | twistd p2pwall --reader netfilterqueue", text
+        )
+        self.assertIn(
+            "| twistd p2pwall --reader netfilterqueue | left out: twistd -n: option --reader not "
+            "recognized |",
+            text,
+        )
+        self.assertIn("`twistd p2pwall --reader netfilterqueue` (option given: --reader "
+                      "netfilterqueue): left out, twistd -n: option --reader not recognized.",
+                      text)  # fmt: skip
+        self.assertNotIn("added by the daemon | twistd p2pwall --reader netfilterqueue", text)
+        self.assertNotIn("netfilterqueue (a) / C", text)
+
+
+class CpuParseTests(SynchronousTestCase):
+    def test_pid_stat_with_parentheses_in_the_name(self) -> None:
+        fields = " ".join(str(n) for n in range(3, 53))  # field 3 (state) onwards, numbered
+        self.assertEqual(parse_pid_stat(f"4321 (tw (x) d) {fields}"), (14, 15))
+
+    def test_cpu_times_and_busy_share(self) -> None:
+        before = parse_cpu_times(
+            "cpu  9 9 9 9 9 9 9 9 0 0\n"
+            "cpu0 100 0 50 800 50 0 0 0 0 0\n"
+            "cpu1 10 0 10 970 0 0 10 0 5 0\n"
+            "intr 12345\n"
+        )
+        self.assertEqual(before, {0: (150, 1000), 1: (30, 1000)})
+        after = {0: (250, 1100), 1: (30, 1100), 7: (1, 1)}
+        busy = cpu_busy(before, after)
+        self.assertEqual(busy[0], 1.0)
+        self.assertEqual(busy[1], 0.0)
+        self.assertNotIn(7, busy)
+        self.assertTrue(math.isnan(cpu_busy({0: (5, 10)}, {0: (5, 10)})[0]))
+
+    def test_per_packet_bottleneck_percent(self) -> None:
+        self.assertAlmostEqual(per_packet_us(1.5, 300_000), 5.0)
+        self.assertTrue(math.isnan(per_packet_us(1.5, 0)))
+        self.assertEqual(bottleneck(0.95), "reader")
+        self.assertEqual(bottleneck(0.9), "reader")
+        self.assertEqual(bottleneck(0.86), "sender")
+        self.assertIsNone(bottleneck(None))
+        self.assertIsNone(bottleneck(math.nan))
+        self.assertEqual(percent(0.864), "86 %")
+        self.assertEqual(percent(None), "n/a")
