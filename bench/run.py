@@ -222,20 +222,22 @@ def _udp_section(lab: dict, s: dict) -> list[str]:
 def _reader_section(lab: dict) -> list[str]:
     """Each reader's CPU per packet with every UDP packet queued, and what limited it."""
     udp, readers = lab["udp"], lab["readers"]
+    c_cpu = udp["c"].get("user_us", math.nan) + udp["c"].get("sys_us", math.nan)
     rows = []
     for key, reader, name in READER_ROWS:
         if key not in udp:
             rows.append((reader, f"left out: {readers.get(name, {}).get('skipped', '?')}",
-                         "", "", "", "", "", "", ""))  # fmt: skip
+                         *[""] * 8))  # fmt: skip
             continue
         row = udp[key]
         user, system = row.get("user_us", math.nan), row.get("sys_us", math.nan)
         busy = [percent(row.get(name)) for name in ("reader_cpu_busy", "sender_cpu_busy")]
         versus_c = ratio(row["pps"], udp["c"]["pps"])
         rows.append((reader, row.get("packets_read", "-"), row["pps"], versus_c, user, system,
-                     user + system, *busy))  # fmt: skip
-    headers = ["reader", "packets read", "forwarded pps", "vs C", "user µs/pkt",
-               "system µs/pkt", "CPU µs/pkt", "readers' CPU busy", "senders' CPU busy"]  # fmt: skip
+                     user + system, ratio(user + system, c_cpu), *busy))  # fmt: skip
+    headers = ["reader", "packets read", "forwarded pps", "pps vs C", "user µs/pkt",
+               "system µs/pkt", "CPU µs/pkt", "CPU vs C", "readers' CPU busy",
+               "senders' CPU busy"]  # fmt: skip
     out = [
         "### What each reader costs per packet (every UDP packet queued)",
         "",
@@ -246,7 +248,9 @@ def _reader_section(lab: dict) -> list[str]:
         "runs. User time is the reader's own code (Python for the daemons), system time its "
         "syscalls, including the verdict's re-injection and forwarding of the packet. Busy: "
         "the share of the readers' CPU (reader, sink) and of the senders' CPU (senders and the "
-        "kernel's green-side forwarding) that was not idle, from /proc/stat.",
+        "kernel's green-side forwarding) that was not idle, from /proc/stat. CPU vs C is the "
+        "figure to compare across machines; pps vs C holds only when both readers are the limit "
+        "(their CPU busy).",
         "",
     ]
     c_user = udp["c"].get("user_us", math.nan)

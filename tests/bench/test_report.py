@@ -251,12 +251,12 @@ class RenderTests(SynchronousTestCase):
         text = render(sample_results(), "make bench")
         self.assertIn(
             "| C accept-all (bench/nfq_accept.c) | 300,000 | 125,000 | 1.00 | 0.360 | 4.03 | 4.39 "
-            "| 86 % | 100 % |",
+            "| 1.00 | 86 % | 100 % |",
             text,
         )
         self.assertIn(
             "| twistd p2pwall --reader native | 280,000 | 75,000 | 0.600 | 3.85 | 2.11 | 5.96 "
-            "| 100 % | 100 % |",
+            "| 1.36 | 100 % | 100 % |",
             text,
         )
         self.assertIn("| twistd p2pwall --reader netfilterqueue | 140,000 | 50,000 | 0.400 |", text)
