@@ -1,7 +1,8 @@
 """Every interface provider in ``p2pwall`` and every public fake in ``p2pwall.testing`` checked
 with ``zope.interface.verify``: an instance with ``verifyObject`` (the attributes and method
 signatures an interface names, on the object callers get), and every class that implements an
-interface, found by walking the package, with ``verifyClass``."""
+interface, found by walking the package, with ``verifyClass``. The NetfilterQueue package's
+fakes, which no zope interface describes, are held to the package's own classes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import importlib
 import inspect
 import pkgutil
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from unittest import SkipTest
 
+from twisted.application.service import IService
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IProtocol,
@@ -18,8 +21,10 @@ from twisted.internet.interfaces import (
     IReactorFDSet,
     IReactorFromThreads,
     IReactorTime,
+    IReadDescriptor,
 )
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementedBy, providedBy
 from zope.interface.exceptions import BrokenMethodImplementation
@@ -32,7 +37,12 @@ from p2pwall.control import ControlProtocol
 from p2pwall.detectors.dns import DnsDetector
 from p2pwall.detectors.fasttrack import FastTrackDetector
 from p2pwall.events import EventLog
+from p2pwall.handler import PacketHandler
+from p2pwall.hooks import CommandHooks
 from p2pwall.neighbours import KernelNeighbours
+from p2pwall.nfq_package import NetfilterQueueReader, NfqPacket
+from p2pwall.nfqueue import NativeReader
+from p2pwall.packet import ACCEPT
 from p2pwall.spoof import RawSpoofer
 from p2pwall.store import ClientDirectory
 
@@ -75,14 +85,33 @@ class AckingNetlinkSocket:
 
 
 def kernel_queue(test: SynchronousTestCase) -> nfqueue.KernelQueue:
-    test.patch(nfqueue.socket, "socket", AckingNetlinkSocket)
-    return nfqueue.KernelQueue(3)
+    patched = test.patch(nfqueue.socket, "socket", AckingNetlinkSocket)
+    try:
+        return nfqueue.KernelQueue(3)
+    finally:
+        patched.restore()  # the socket module is everyone's
 
 
 def fake_kernel_queue(test: SynchronousTestCase) -> testing.FakeKernelQueue:
     queue = testing.FakeKernelQueue()
     test.addCleanup(queue.close)
     return queue
+
+
+def handler() -> PacketHandler:
+    return PacketHandler(lambda packet, hook: ACCEPT)
+
+
+def native_reader(test: SynchronousTestCase) -> NativeReader:
+    reader = NativeReader(fake_kernel_queue(test), handler(), MemoryReactorClock())
+    test.addCleanup(reader.close)
+    return reader
+
+
+def netfilterqueue_reader(test: SynchronousTestCase) -> NetfilterQueueReader:
+    reader = NetfilterQueueReader(testing.FakeNetfilterQueue(), 0, handler(), MemoryReactorClock())
+    test.addCleanup(reader.close)
+    return reader
 
 
 # Each provider: how to build one, and the interfaces it must provide (at least).
@@ -107,6 +136,13 @@ PROVIDERS: dict[str, tuple[Build, tuple[InterfaceClass, ...]]] = {
         lambda test: ClientDirectory(test.mktemp()),
         (interfaces.IClientObserver,),
     ),
+    "p2pwall.handler.PacketHandler": (lambda test: handler(), (interfaces.IPacketHandler,)),
+    "p2pwall.hooks.CommandHooks": (
+        lambda test: CommandHooks(MemoryReactorClock(), testing.make_engine()),
+        (interfaces.IClientObserver, IService),
+    ),
+    "p2pwall.nfqueue.NativeReader": (native_reader, (IReadDescriptor,)),
+    "p2pwall.nfq_package.NetfilterQueueReader": (netfilterqueue_reader, (IReadDescriptor,)),
     "p2pwall.control.ControlProtocol": (
         lambda test: ControlProtocol(),
         (IHalfCloseableProtocol, IProtocol),
@@ -159,7 +195,7 @@ class VerifyObjectTests(SynchronousTestCase):
             self.assertEqual(qualified(type(provider)), name)
             provided = list(providedBy(provider))
             for iface in required:
-                self.assertIn(iface, provided, f"{name} does not declare {iface.__name__}")
+                self.assertTrue(iface.providedBy(provider), f"{name} lacks {iface.__name__}")
             self.assertTrue(provided, f"{name} provides no interface")
             for iface in provided:
                 with self.subTest(provider=name, interface=iface.__name__):
@@ -203,3 +239,44 @@ class VerifyClassTests(SynchronousTestCase):
                 pass
 
         self.assertRaises(BrokenMethodImplementation, verifyObject, interfaces.ISpoofer, Broken())
+
+
+class PackageFakeTests(SynchronousTestCase):
+    """The NetfilterQueue package has no zope interface: its fakes are held to the package's
+    own classes, member by member, on what ``NetfilterQueueReader`` uses."""
+
+    def package(self):
+        try:
+            import netfilterqueue
+        except ImportError:
+            raise SkipTest("the NetfilterQueue package is not installed (pip install .)") from None
+        return netfilterqueue
+
+    def assertSameSignatures(self, fake: type, real: type, names: Iterable[str]) -> None:
+        for name in names:
+            with self.subTest(member=name):
+                self.assertEqual(
+                    list(inspect.signature(getattr(fake, name)).parameters),
+                    list(inspect.signature(getattr(real, name)).parameters),
+                )
+
+    def test_fake_queue_has_the_packages_methods(self) -> None:
+        real = self.package().NetfilterQueue
+        self.assertSameSignatures(
+            testing.FakeNetfilterQueue, real, ("bind", "unbind", "get_fd", "run_socket")
+        )
+
+    def test_fake_packet_and_the_packages_have_what_the_reader_reads(self) -> None:
+        methods = sorted(name for name in vars(NfqPacket) if not name.startswith("_"))
+        attributes = sorted(NfqPacket.__annotations__)
+        self.assertEqual(
+            (methods, attributes), (["accept", "drop", "get_hw", "get_payload"], ["hook", "indev"])
+        )
+        real = self.package().Packet
+        for name in attributes:
+            self.assertTrue(hasattr(real, name), name)
+        self.assertSameSignatures(testing.FakeNfqPacket, real, methods)
+        queue = testing.FakeNetfilterQueue()
+        self.addCleanup(queue.unbind)
+        packet = testing.FakeNfqPacket(queue, 1, 2, b"data", None, 3)
+        self.assertEqual((packet.hook, packet.indev), (2, 3))
