@@ -190,6 +190,18 @@ class BlockTableTests(SynchronousTestCase):
         table.remove(PEER, 0, b"")
         self.assertEqual(table.changes, 5)
 
+    def test_a_block_keeps_its_first_sighting_and_a_corroborated_one_its_revealers(self) -> None:
+        table = BlockTable(100)
+        table.add(PEER, 2000, CLIENT, "udp", 1.0)
+        table.add(PEER, 2000, ANY_CLIENT, "udp", 3.0, by=(CLIENT, OTHER))
+        table.add(PEER, 2000, CLIENT, "udp", 5.0)
+        table.match(PEER, 2000, OTHER, 7.0)
+        blocks = dict(table.items())
+        own, shared = blocks[(PEER, 2000, CLIENT)], blocks[(PEER, 2000, ANY_CLIENT)]
+        self.assertEqual((own.first, own.seen), (1.0, 5.0))
+        self.assertEqual((shared.first, shared.seen, shared.by), (3.0, 7.0, (CLIENT, OTHER)))
+        self.assertFalse(hasattr(own, "by"), "no slot for revealers on client-scoped blocks")
+
     def test_snapshot_is_a_copy(self) -> None:
         table = BlockTable(100)
         table.add(PEER, 0, b"", "udp", 1.0)
@@ -305,7 +317,7 @@ class RevealersTests(SynchronousTestCase):
         self.assertFalse(revealers.corroborated(PEER, 2000, OTHER, MAC1), "the same MAC")
         self.assertFalse(revealers.corroborated(PEER, 2000, OTHER, None), "no MAC to compare")
         self.assertFalse(revealers.corroborated(PEER, 2001, OTHER, MAC2), "another port")
-        self.assertTrue(revealers.corroborated(PEER, 2000, OTHER, MAC2))
+        self.assertEqual(revealers.corroborated(PEER, 2000, OTHER, MAC2), CLIENT, "the first")
 
     def test_bounded(self) -> None:
         revealers = tables.Revealers(100)
