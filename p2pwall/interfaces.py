@@ -48,8 +48,10 @@ class IEventSink(Interface):
     def event(cls, fmt, **fields):
         """Log an event of class ``cls`` (dropped if the class is not enabled)."""
 
-    def packet(cls, packet, reason):
-        """Log a verdict event (u U t T) about ``packet``, with its MAC if ``m`` is on."""
+    def packet(cls, packet, reason, verdict=None):
+        """Log a verdict event (u U t T) about ``packet``, with its MAC if ``m`` is on;
+        ``verdict`` words what was done when it is not what ``cls`` says (``would drop`` in
+        dry-run mode)."""
 
     def debug(cls, fmt, **fields):
         """Log a debug message of debug class ``cls``."""
