@@ -23,7 +23,8 @@ root="" prefix=/opt/p2pwall unit_dir=/etc/systemd/system config=/etc/default/p2p
 python=/usr/bin/python3 green_if="" uninstall=0 purge=0
 
 die() { echo "p2pwall: $*" >&2; exit 1; }
-usage() { sed -n '2,7s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+# The header above, lines 2 to 11: --help on stdout, after a bad option on stderr.
+usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; exit "$1"; }
 value() { [ $# -ge 2 ] || die "$1 needs a value"; printf '%s' "$2"; }
 
 while [ $# -gt 0 ]; do
@@ -36,8 +37,8 @@ while [ $# -gt 0 ]; do
     --green-if) green_if=$(value "$@"); shift ;;
     --uninstall) uninstall=1 ;;
     --purge) purge=1 ;;
-    -h|--help) usage ;;
-    *) echo "p2pwall: unknown option $1" >&2; usage ;;
+    -h|--help) usage 0 ;;
+    *) echo "p2pwall: unknown option $1" >&2; usage 2 >&2 ;;
   esac
   shift
 done

@@ -134,3 +134,13 @@ class InstallTests(SynchronousTestCase):
             result = self.script("--root", self.base, *args)
             self.assertEqual((result.returncode, result.stderr), (1, message), args)
         self.assertEqual(tree(self.base), {})
+
+    def test_help_and_unknown_options(self) -> None:
+        help = self.script("--help")
+        self.assertEqual((help.returncode, help.stderr), (0, ""))
+        self.assertIn("install-service.sh --uninstall [--purge] [PATHS]", help.stdout)
+        self.assertIn("--purge also removes the learned peers", help.stdout)
+        unknown = self.script("--root", self.base, "--prefx", "/opt/x")
+        self.assertEqual((unknown.returncode, unknown.stdout), (2, ""))
+        self.assertEqual(unknown.stderr, "p2pwall: unknown option --prefx\n" + help.stdout)
+        self.assertEqual(tree(self.base), {})
