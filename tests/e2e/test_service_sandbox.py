@@ -2,11 +2,11 @@
 be built without systemd: the rules lines (``ExecStartPre``/``ExecStopPost``) through bash in
 ``gw``; the daemon (``ExecStart``, from a virtualenv that ``install-service.sh --root`` built on
 the system Python) in a mount namespace where everything is read-only but its state and runtime
-directories (``ProtectSystem=strict``, ``ProtectKernelTunables``; ``/tmp``, ``/home`` and
-``/root`` empty), with only CAP_NET_ADMIN and CAP_NET_RAW in its bounding set, no new
-privileges, and no writable executable memory (``PR_SET_MDWE``, what
-``MemoryDenyWriteExecute`` enforces). It must bind the queue, decide packets, take commands on
-its 0600 control socket, write its store file, survive ``ExecReload``'s HUP and stop cleanly.
+directories (``ProtectSystem=strict``, ``ProtectKernelTunables``), with only CAP_NET_ADMIN and
+CAP_NET_RAW in its bounding set, no new privileges, and no writable executable memory
+(``PR_SET_MDWE``, what ``MemoryDenyWriteExecute`` enforces). It must bind the queue, decide
+packets, take commands on its 0600 control socket, write its store file, survive
+``ExecReload``'s HUP and stop cleanly.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ MDWE = (
     "    sys.exit(f'PR_SET_MDWE: {os.strerror(ctypes.get_errno())}')\n"
     "os.execv(sys.argv[1], sys.argv[1:])\n"
 )
-SANDBOX = """
-for dir in /run /var/lib /tmp /home /root; do mount -t tmpfs -o mode=0755 tmpfs "$dir"; done
+# Fresh, empty, writable in the sandbox (the unit's state and runtime directories go there).
+HIDDEN = ("/run", "/var/lib")
+SANDBOX = f"""
+for dir in {" ".join(HIDDEN)}; do mount -t tmpfs -o mode=0755 tmpfs "$dir"; done
 mkdir -m 0700 /run/p2pwall /var/lib/p2pwall
 mount -o remount,bind,ro /
 mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys
@@ -56,6 +58,10 @@ class SandboxedServiceTests(LabCase):
         if version is None or tuple(map(int, version.groups())) < (6, 3):
             raise self.skipTest("PR_SET_MDWE (MemoryDenyWriteExecute's rule) needs Linux 6.3")
         self.root = Path(self.mktemp()).resolve()
+        if any(self.root.is_relative_to(hidden) for hidden in HIDDEN):
+            raise self.skipTest(
+                f"the checkout is under {', '.join(HIDDEN)}, which the sandbox hides"
+            )
         done = subprocess.run(
             ["bash", str(SCRIPT), "--root", str(self.root), "--python", PYTHON,
              "--green-if", self.lab.green_if],
