@@ -63,9 +63,9 @@ MAX_UDP = 50_000_000  # the sender's count bound; the time bound ends it first
 STORE_PEER_BASE = int(ipaddress.IPv4Address("198.18.2.0"))
 STORE_PEER_PORT = 1214
 QUEUE_COUNTERS = ("id_sequence", "queue_dropped", "user_dropped")
-# Per UDP run: the reader's CPU µs per packet (user, system), its CPU's and the senders' CPU's
-# busy share.
-CPU_FIGURES = ("user_us", "sys_us", "reader_cpu_busy", "sender_cpu_busy")
+# Per UDP run: the reader's CPU µs per packet (user, system) and its share of one CPU (the
+# process alone), the readers' CPU's and the senders' CPU's busy share (everything on them).
+CPU_FIGURES = ("user_us", "sys_us", "reader_share", "reader_cpu_busy", "sender_cpu_busy")
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 RAW_COST_RULES = ("--per-source-limit", "0")
@@ -222,13 +222,17 @@ class NetBench:
 
     def _cpu_reading(self, pid: int | None) -> dict:
         """The reader's (utime, stime) ticks and every CPU's (busy, total) ticks, now."""
-        reading: dict = {"cpus": parse_cpu_times(Path("/proc/stat").read_text())}
+        reading: dict = {
+            "at": time.monotonic(),
+            "cpus": parse_cpu_times(Path("/proc/stat").read_text()),
+        }
         if pid is not None:
             reading["reader"] = parse_pid_stat(Path(f"/proc/{pid}/stat").read_text())
         return reading
 
     def _cpu_figures(self, before: dict, after: dict, packets: int) -> dict[str, float]:
-        """The reader's CPU per packet (user, system) and the readers' CPU's busy share."""
+        """The reader's CPU per packet (user, system) and its share of one CPU; the readers'
+        and the senders' CPUs' busy shares."""
         figures: dict[str, float] = {}
         busy = cpu_busy(before["cpus"], after["cpus"])
         cpus = self._cpus()
@@ -241,6 +245,7 @@ class NetBench:
             figures["reader_user_s"], figures["reader_sys_s"] = user, system
             figures["user_us"] = per_packet_us(user, packets)
             figures["sys_us"] = per_packet_us(system, packets)
+            figures["reader_share"] = (user + system) / (after["at"] - before["at"])
         return figures
 
     def udp_once(self, queue: int | None) -> dict[str, float]:

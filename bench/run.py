@@ -227,17 +227,18 @@ def _reader_section(lab: dict) -> list[str]:
     for key, reader, name in READER_ROWS:
         if key not in udp:
             rows.append((reader, f"left out: {readers.get(name, {}).get('skipped', '?')}",
-                         *[""] * 8))  # fmt: skip
+                         *[""] * 9))  # fmt: skip
             continue
         row = udp[key]
         user, system = row.get("user_us", math.nan), row.get("sys_us", math.nan)
-        busy = [percent(row.get(name)) for name in ("reader_cpu_busy", "sender_cpu_busy")]
+        busy = [percent(row.get(name))
+                for name in ("reader_share", "reader_cpu_busy", "sender_cpu_busy")]  # fmt: skip
         versus_c = ratio(row["pps"], udp["c"]["pps"])
         rows.append((reader, row.get("packets_read", "-"), row["pps"], versus_c, user, system,
                      user + system, ratio(user + system, c_cpu), *busy))  # fmt: skip
     headers = ["reader", "packets read", "forwarded pps", "pps vs C", "user µs/pkt",
-               "system µs/pkt", "CPU µs/pkt", "CPU vs C", "readers' CPU busy",
-               "senders' CPU busy"]  # fmt: skip
+               "system µs/pkt", "CPU µs/pkt", "CPU vs C", "reader's share of a CPU",
+               "readers' CPU busy", "senders' CPU busy"]  # fmt: skip
     out = [
         "### What each reader costs per packet (every UDP packet queued)",
         "",
@@ -246,11 +247,13 @@ def _reader_section(lab: dict) -> list[str]:
         "CPU µs/pkt: the reader process's user and system time (/proc/PID/stat) over the packets "
         "handed to it (ids given less user_dropped) in the same steady window, median of the "
         "runs. User time is the reader's own code (Python for the daemons), system time its "
-        "syscalls, including the verdict's re-injection and forwarding of the packet. Busy: "
-        "the share of the readers' CPU (reader, sink) and of the senders' CPU (senders and the "
-        "kernel's green-side forwarding) that was not idle, from /proc/stat. CPU vs C is the "
-        "figure to compare across machines; pps vs C holds only when both readers are the limit "
-        "(their CPU busy).",
+        "syscalls, with the verdict's re-injection and forwarding of the packet as far as they "
+        "run while the reader is on the CPU (tick-sampled). Share: the reader process's CPU "
+        "time over the window. Busy: the share of the readers' CPU (the reader, the kernel's "
+        "work for the packets it re-injects, and anything else scheduled there) and of the "
+        "senders' CPU (senders and the kernel's green-side forwarding and queueing) that was not "
+        "idle, from /proc/stat. CPU vs C is the figure to compare across machines; pps vs C "
+        "compares the readers only when each was the limit.",
         "",
     ]
     c_user = udp["c"].get("user_us", math.nan)
@@ -260,16 +263,17 @@ def _reader_section(lab: dict) -> list[str]:
                 f"* {reader}: {fmt(udp[key]['user_us'] - c_user)} µs of user time per packet "
                 "more than the C reader."
             )
-    busy = udp["c"].get("reader_cpu_busy")
+    busy, share = udp["c"].get("reader_cpu_busy"), udp["c"].get("reader_share")
     limit = bottleneck(busy)
     if limit:
         out.append(
-            f"* The C reader's CPU was {percent(busy)} busy: "
+            f"* The C reader's CPU was {percent(busy)} busy, the C reader itself used "
+            f"{percent(share)} of it: "
             + (
                 "the sender, not the C reader, set its rate, so the ratios to C are upper bounds "
                 "(C could go faster)."
                 if limit == "sender"
-                else "the C reader was the limit, so the ratios to C compare the readers."
+                else "its CPU was the limit (C could not go faster there)."
             )
         )
     return [*out, ""]

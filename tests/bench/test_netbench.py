@@ -117,18 +117,19 @@ class CpuFigureTests(SynchronousTestCase):
     def test_reader_time_per_packet(self) -> None:
         netbench, _ = bench(pin=False)
         cpus = {0: (0, 100), 1: (0, 100)}
-        before = {"cpus": cpus, "reader": (1000, 500)}
-        after = {"cpus": cpus, "reader": (1000 + 3 * CLOCK_TICK, 500 + 2 * CLOCK_TICK)}
+        before = {"at": 10.0, "cpus": cpus, "reader": (1000, 500)}
+        after = {"at": 20.0, "cpus": cpus, "reader": (1000 + 3 * CLOCK_TICK, 500 + 2 * CLOCK_TICK)}
         figures = netbench._cpu_figures(before, after, 1_000_000)
         self.assertAlmostEqual(figures["user_us"], 3.0)
         self.assertAlmostEqual(figures["sys_us"], 2.0)
+        self.assertAlmostEqual(figures["reader_share"], 0.5)
         self.assertNotIn("reader_cpu_busy", figures)  # not pinned: no CPU is the readers'
         self.assertEqual(netbench._cpu_figures({"cpus": cpus}, {"cpus": cpus}, 0), {})
 
     def test_no_packets_no_cost(self) -> None:
         netbench, _ = bench(pin=False)
-        before = {"cpus": {}, "reader": (0, 0)}
-        figures = netbench._cpu_figures(before, {"cpus": {}, "reader": (5, 5)}, 0)
+        before = {"at": 0.0, "cpus": {}, "reader": (0, 0)}
+        figures = netbench._cpu_figures(before, {"at": 1.0, "cpus": {}, "reader": (5, 5)}, 0)
         self.assertTrue(math.isnan(figures["user_us"]))
 
     def test_summary_sums_counters_and_takes_median_figures(self) -> None:
