@@ -273,7 +273,17 @@ class NetfilterQueueWiringTests(SynchronousTestCase):
         )
 
     def test_without_the_package_the_start_fails_with_one_line(self) -> None:
-        self.patch(sys, "modules", {**sys.modules, "netfilterqueue": None})
+        # None in sys.modules makes the import raise ImportError (the dict itself is changed:
+        # the import system reads it, not the attribute).
+        saved = sys.modules.pop("netfilterqueue", None)
+        sys.modules["netfilterqueue"] = None  # type: ignore[assignment]
+
+        def restore() -> None:
+            del sys.modules["netfilterqueue"]
+            if saved is not None:
+                sys.modules["netfilterqueue"] = saved
+
+        self.addCleanup(restore)
         options = Options()
         options.parseOptions(["--green", "198.18.1.0/24", "--control", "",
                               "--reader", "netfilterqueue"])  # fmt: skip
