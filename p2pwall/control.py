@@ -63,7 +63,13 @@ STAT_COUNTERS = (
     "clients_released",
 )
 QUEUE_FIELDS = ("queue_total", "queue_dropped", "queue_user_dropped")
-READER_FIELDS = ("reader_errors", "reader_undecoded", "reader_enobufs", "reader_refused")
+READER_FIELDS = (
+    "reader_errors",
+    "reader_undecoded",
+    "reader_cut",
+    "reader_enobufs",
+    "reader_refused",
+)
 
 # Connections served at once; the next one gets ``ERR too many connections``. Each holds a
 # protocol and its buffers: a local program opening connections in a loop is bounded.

@@ -44,7 +44,9 @@ class PacketHandler:
     A packet that is not whole UDP/TCP is accepted without asking (``undecoded``). A packet at
     least ``copy_range`` bytes long may have been cut by the reader's copy (NetfilterQueue
     copies 4,016 bytes at most): when its IP header says it is longer than what arrived, it is
-    accepted undecided and counted (``cut``), so a cut DNS answer is never read as a whole one.
+    counted (``cut``) and decided on its headers alone, with an empty payload. So no detector
+    reads half a message (a cut DNS answer is never taken for a whole one), and the blocks and
+    time locks still apply: padding a datagram past the copy does not get it past a block.
     """
 
     log = Logger()
@@ -72,12 +74,13 @@ class PacketHandler:
         indev: int,
     ) -> Verdict:
         try:
-            if end - start >= self.copy_range and declared_size(data, start, end) > end - start:
-                return self._cut(end - start)
             packet = decode(data, start, end)
             if packet is None:
                 self.undecoded += 1
                 return ACCEPT
+            if end - start >= self.copy_range and declared_size(data, start, end) > end - start:
+                self._cut(end - start)
+                packet.payload = b""
             packet.mac = mac
             packet.indev = indev
             return self.decide(packet, hook)
@@ -88,15 +91,14 @@ class PacketHandler:
             )
             return self.failure_verdict
 
-    def _cut(self, size: int) -> Verdict:
+    def _cut(self, size: int) -> None:
         self.cut += 1
         if self.cut == 1:
             self.log.warn(
-                "a packet arrived cut to {size} bytes (the reader's copy limit): accepted "
-                "undecided, as every cut packet will be (stats reader_cut)",
+                "a packet arrived cut to {size} bytes (the reader's copy limit): decided on its "
+                "headers, its payload unread, as every cut packet will be (stats reader_cut)",
                 size=size,
             )
-        return ACCEPT
 
     def stats(self) -> dict[str, int]:
         return {

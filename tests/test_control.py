@@ -85,6 +85,7 @@ class ControlTestCase(SynchronousTestCase):
                 "reader_errors": 2,
                 "reader_undecoded": 5,
                 "reader_enobufs": 1,
+                "reader_cut": 3,
                 "reader_refused": 4,
             },
         )
@@ -472,6 +473,7 @@ class ModeAndStateTests(ControlTestCase):
                 "queue_user_dropped 9",
                 "reader_errors 2",
                 "reader_undecoded 5",
+                "reader_cut 3",
                 "reader_enobufs 1",
                 "reader_refused 4",
                 "OK stats",
@@ -481,13 +483,14 @@ class ModeAndStateTests(ControlTestCase):
     def test_stats_without_queue(self) -> None:
         lines = Session(ControlFactory(self.engine)).command("stats")
         self.assertEqual(
-            lines[-8:],
+            lines[-9:],
             [
                 "queue_total -",
                 "queue_dropped -",
                 "queue_user_dropped -",
                 "reader_errors -",
                 "reader_undecoded -",
+                "reader_cut -",
                 "reader_enobufs -",
                 "reader_refused -",
                 "OK stats",
@@ -498,8 +501,14 @@ class ModeAndStateTests(ControlTestCase):
         factory = ControlFactory(self.engine, reader_stats=lambda: None)
         lines = Session(factory).command("stats")
         self.assertEqual(
-            lines[-5:-1],
-            ["reader_errors -", "reader_undecoded -", "reader_enobufs -", "reader_refused -"],
+            lines[-6:-1],
+            [
+                "reader_errors -",
+                "reader_undecoded -",
+                "reader_cut -",
+                "reader_enobufs -",
+                "reader_refused -",
+            ],
         )
 
     def test_reload(self) -> None:

@@ -233,20 +233,23 @@ class ReaderContract:
 
     def test_a_dns_answer_longer_than_the_copy_arrives_cut_or_whole(self) -> None:
         """NetfilterQueue copies 4,016 bytes: the rest of a long answer is missing, so it is
-        counted and accepted, never read; the native reader copies it whole and decides it."""
+        counted and decided on its headers, its payload never read; the native reader copies it
+        whole."""
         reader = self.reader(failure_verdict=DROP)
-        answer = udp("198.19.0.53", "198.18.1.10", 53, 4000, bytes(4500))
+        answer = udp("198.19.0.53", "198.18.1.10", 53, 1214, bytes(4500))
         packet_id = self.queue(answer, Hook.FORWARD, hw=MAC, indev=2)
         with capturedLogs() as events:
             reader.doRead()
-        self.assertEqual(self.transport.verdict(packet_id), ACCEPT)
         stats = reader.stats()
         if self.transport.cuts_long_packets:
-            self.assertEqual((self.seen, stats["reader_cut"]), ([], 1))
+            self.assertEqual([len(packet.payload) for packet, _ in self.seen], [0])
+            self.assertEqual(stats["reader_cut"], 1)
             self.assertIn("a packet arrived cut to 4016 bytes", formatEvent(events[0]))
         else:
             self.assertEqual([len(packet.payload) for packet, _ in self.seen], [4500])
             self.assertEqual((stats["reader_cut"], events), (0, []))
+        self.assertEqual(len(self.seen), 1)
+        self.assertEqual(self.transport.verdict(packet_id), DROP, "decided, cut or whole")
         self.assertEqual((stats["reader_errors"], stats["reader_undecoded"]), (0, 0))
 
     def test_enobufs_is_counted_and_reading_goes_on(self) -> None:
