@@ -6,8 +6,10 @@ import ipaddress
 
 from twisted.python import usage
 
+from .allow import parse_network
 from .detectors.dns import BUDGET as DNS_BUDGET
 from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
+from .hooks import parse_command
 from .networks import DEFAULT_GREEN
 
 DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
@@ -43,6 +45,12 @@ class Options(usage.Options):
         ["no-udp-block", "n", "Do not drop FastTrack UDP (testing only, as ftwall -n)."],
         ["accept-all", None, "Start in accept-all mode: every packet is accepted."],
         [
+            "dry-run",
+            None,
+            "Decide, learn and lock as usual, but drop nothing and send no pong or probe: "
+            "log and count what would be dropped.",
+        ],
+        [
             "fail-open",
             None,
             "When the kernel queue is full, accept packets instead of "
@@ -52,6 +60,9 @@ class Options(usage.Options):
 
     optParameters = [
         ["debug", "d", "", "Debug classes: " + _classes_help(DEBUG_CLASSES)],
+        ["on-lock", None, None, "Command run when a client is locked (no shell; P2PWALL_* "
+         "variables say who and why)."],
+        ["on-release", None, None, "Command run when a client's lock ends."],
         ["probe-source", "a", None, "Address probes come from (default: the gateway's own "
          "address towards each client)."],
         ["buffer", "b", 4 * 1024 * 1024, "Netlink socket buffer in bytes (capped by the "
@@ -106,6 +117,14 @@ class Options(usage.Options):
         super().__init__()
         self["green"] = []
         self["green-if"] = []
+        self["allow"] = []
+
+    def opt_allow(self, cidr: str) -> None:
+        """Allowed network (CIDR), repeatable: never locked, never blocked, never learned."""
+        try:
+            self["allow"].append(parse_network(cidr))
+        except ValueError as error:
+            raise usage.UsageError(f"--allow: {error}") from None
 
     def opt_green(self, cidr: str) -> None:
         """Green network (CIDR), repeatable; default: the private ranges, unless --green-if."""
@@ -140,6 +159,12 @@ class Options(usage.Options):
                 self["probe-source"] = ipaddress.ip_address(self["probe-source"])
             except ValueError as error:
                 raise usage.UsageError(f"--probe-source: {error}") from None
+        for option in ("on-lock", "on-release"):
+            if self[option] is not None:
+                try:
+                    self[option] = parse_command(self[option], f"--{option}")
+                except ValueError as error:
+                    raise usage.UsageError(str(error)) from None
         if self["failure-verdict"] not in ("accept", "drop"):
             raise usage.UsageError("--failure-verdict must be 'accept' or 'drop'")
         if self["reader"] not in READERS:

@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .allow import AllowList
 from .control import ControlFactory, ControlService, read_queue_stats
 from .daemon import CapabilityService, LaunchStderr, ReloadService, one_line_failures
 from .detectors.dns import DnsDetector
@@ -37,6 +38,7 @@ from .engine import Engine
 from .errors import StartError
 from .events import EventLog
 from .handler import PacketHandler
+from .hooks import CommandHooks
 from .interfaces import INeighbours, ISpoofer
 from .localaddrs import AddressWatch
 from .names import BannedNames
@@ -106,6 +108,8 @@ def build_engine(
         events=events,
         no_udp_block=options["no-udp-block"],
         accept_all=options["accept-all"],
+        dry_run=options["dry-run"],
+        allowed=AllowList(options["allow"]),
         max_spoofs=options["max-spoofs"],
         # Whose MAC owns a green address: a packet with another one teaches nothing.
         neighbours=neighbours or KernelNeighbours(reactor),
@@ -142,6 +146,10 @@ def build_services(
         directory = ClientDirectory(options["client-dir"], clock=reactor)
         engine.observers.append(directory)
         ClientDirectoryService(directory).setServiceParent(top)
+    if options["on-lock"] or options["on-release"]:
+        hooks = CommandHooks(reactor, engine, options["on-lock"], options["on-release"])
+        engine.observers.append(hooks)
+        hooks.setServiceParent(top)
 
     timer(tick_interval(options["time-lock"]), engine.tick, reactor).setServiceParent(top)
 
@@ -247,6 +255,8 @@ def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
         f"queue {options['queue']} (reader {options['reader']}); "
         f"store file {options['store-file'] or 'none'}"
         f"{'; ACCEPT-ALL' if options['accept-all'] else ''}"
+        f"{'; DRY RUN' if options['dry-run'] else ''}"
+        f"{'; allowed ' + ','.join(map(str, options['allow'])) if options['allow'] else ''}"
     )
 
 
@@ -266,6 +276,10 @@ def settings_warnings(options: Options) -> list[str]:
         )
     if options["accept-all"]:
         warnings.append("WARNING: accept-all is on: every packet is accepted, nothing is blocked")
+    if options["dry-run"]:
+        warnings.append(
+            "WARNING: dry run: packets are decided and logged ('would drop') but none is dropped"
+        )
     return warnings
 
 

@@ -13,11 +13,13 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall import service as service_module
 from p2pwall.daemon import StartFailed
 from p2pwall.errors import StartError
+from p2pwall.hooks import CommandHooks
 from p2pwall.neighbours import KernelNeighbours
 from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict
@@ -80,6 +82,11 @@ class DaemonCase(SynchronousTestCase):
         """What the reactor does when the queue's fd is readable."""
         (reader,) = [r for r in self.reactor.getReaders() if r.fileno() == self.source.fileno()]
         reader.doRead()
+
+    def start_line(self) -> str:
+        """The start line stating the settings in effect."""
+        (line,) = [t for t in self.logged_text(LogLevel.info) if t.startswith("p2pwall: green")]
+        return line
 
 
 class ServiceTests(DaemonCase):
@@ -402,10 +409,6 @@ class NeighbourWiringTests(DaemonCase):
 class StartLineTests(DaemonCase):
     """One line states the settings in effect; what protects less than expected is a warning."""
 
-    def start_line(self) -> str:
-        (line,) = [t for t in self.logged_text(LogLevel.info) if t.startswith("p2pwall: green")]
-        return line
-
     def test_settings_in_effect(self) -> None:
         self.build("-t", "30", "-q", "3")
         line = self.start_line()
@@ -431,6 +434,30 @@ class StartLineTests(DaemonCase):
         self.build()
         (warning,) = self.logged_text(LogLevel.warn)
         self.assertIn("protecting only the private ranges (10.0.0.0/8, ", warning)
+
+
+class AdminOptionsWiringTests(DaemonCase):
+    """--allow, --dry-run and the --on-lock/--on-release hooks reach the engine."""
+
+    def test_allow_dry_run_and_hooks(self) -> None:
+        service = self.build(
+            "--allow", "198.18.1.10", "--allow", "2001:2::/48", "--dry-run",
+            "--on-lock", "true", "--on-release", "sh -c 'exit 0'",
+        )  # fmt: skip
+        engine = service.engine
+        self.assertIn(packed("198.18.1.10"), engine.allowed)
+        self.assertIn(packed("2001:2::5"), engine.allowed)
+        self.assertTrue(engine.dry_run)
+        (hooks,) = [o for o in engine.observers if isinstance(o, CommandHooks)]
+        self.assertEqual(hooks.on_release[1:], ("-c", "exit 0"))
+        line = self.start_line()
+        self.assertIn("DRY RUN", line)
+        self.assertIn("allowed 198.18.1.10/32,2001:2::/48", line)
+        self.assertIn("WARNING: dry run", " ".join(self.logged_text(LogLevel.warn)))
+
+    def test_bad_values_are_usage_errors(self) -> None:
+        for argv in (["--allow", "300.1.1.1"], ["--on-lock", "no-such-program-p2pwall"]):
+            self.assertRaises(usage.UsageError, Options().parseOptions, argv)
 
 
 class GreenInterfaceTests(DaemonCase):
