@@ -20,7 +20,7 @@ from pathlib import Path
 
 from lab.gateway import BIN
 
-from ..test_install_service import CONFIG, PYTHON, SCRIPT, UNIT
+from ..test_install_service import CONFIG, PREFIX, PYTHON, SCRIPT, UNIT
 from ..test_packaging import command_words, settings, unit_values
 from .daemons import wait_for
 from .support import LabCase
@@ -44,6 +44,21 @@ mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys
 umask 0077
 exec setpriv --bounding-set=-all,+net_admin,+net_raw --no-new-privs -- "$@"
 """
+
+# A system call in ``strace -f`` output: "PID name(".
+SYSCALL = re.compile(r"\d+ +(\w+)\(")
+
+
+def syscall_set(name: str) -> set[str]:
+    """The system calls of a systemd filter group (``@system-service``) or name, expanded."""
+    if not name.startswith("@"):
+        return {name}
+    listing = subprocess.run(
+        ["systemd-analyze", "syscall-filter", name],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    words = [line.strip() for line in listing.splitlines()[1:]]
+    return set().union(*(syscall_set(w) for w in words if w and not w.startswith("#")))
 
 
 class SandboxedServiceTests(LabCase):
@@ -96,42 +111,31 @@ class SandboxedServiceTests(LabCase):
             "gw", ["iptables", "-t", "mangle", "-S"], capture_output=True, text=True, timeout=30
         ).stdout
 
-    def test_daemon_serves_under_the_sandbox(self) -> None:
+    def start(self, *wrapper: str) -> tuple[subprocess.Popen[bytes], int]:
+        """Apply the rules, start ``ExecStart`` in the sandbox (under ``wrapper``, outside it);
+        the process and twistd's PID once it reads the queue."""
         start = self.rules("ExecStartPre")
         self.addCleanup(self.rules, "ExecStopPost")
         self.assertEqual(start.returncode, 0, start.stderr)
         self.assertIn("p2pwall-fwd", self.mangle())
-
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-ec",
-                SANDBOX, "sandbox", PYTHON, "-c", MDWE, *self.line("ExecStart")]  # fmt: skip
+        argv = [*wrapper, "unshare", "--mount", "--propagation", "private", "--", "/bin/sh",
+                "-ec", SANDBOX, "sandbox", PYTHON, "-c", MDWE, *self.line("ExecStart")]  # fmt: skip
         daemon = self.lab.spawn("gw", argv, log="service.log", env=self.environ)
         self.addCleanup(self.stop, daemon)
-        log = self.lab.logpath("service.log")
-        started = wait_for(lambda: "reading NFQUEUE" in log.read_text() or daemon.poll(), 30)
-        self.assertTrue(started and daemon.poll() is None, log.read_text()[-3000:])
+        started = wait_for(lambda: "reading NFQUEUE" in self.log() or daemon.poll(), 30)
+        self.assertTrue(started and daemon.poll() is None, self.log()[-3000:])
+        pid = daemon.pid
+        if wrapper:
+            (pid,) = map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+        self.assertIn("twistd", Path(f"/proc/{pid}/cmdline").read_text())
+        return daemon, pid
 
-        status = dict(
-            line.split(":\t", 1)
-            for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
-        )
-        self.assertIn("twistd", Path(f"/proc/{daemon.pid}/cmdline").read_text())
-        self.assertEqual(int(status["CapBnd"], 16), CAPABILITIES)
-        self.assertEqual(int(status["CapEff"], 16), CAPABILITIES)
-        self.assertEqual(status["NoNewPrivs"].strip(), "1")
+    def log(self) -> str:
+        return self.lab.read_log("service.log")
 
-        mounts = {
-            fields[4]: fields[5].split(",")
-            for fields in map(
-                str.split, Path(f"/proc/{daemon.pid}/mountinfo").read_text().splitlines()
-            )
-        }
-        for read_only in ("/", "/proc/sys"):
-            self.assertIn("ro", mounts[read_only], read_only)
-        for writable in ("/run", "/var/lib"):
-            self.assertIn("rw", mounts[writable], writable)
-
-        inside = Path(f"/proc/{daemon.pid}/root")
-        socket = inside / "run/p2pwall/control.sock"
+    def serve(self, pid: int) -> None:
+        """What the daemon must still do in the sandbox: decide, take commands, write."""
+        socket = Path(f"/proc/{pid}/root/run/p2pwall/control.sock")
         self.assertEqual(socket.stat().st_mode & 0o777, 0o600)
         web = self.lab.addr("web")
         self.assertTrue(self.web_ok("user"), "accepted through the queue")
@@ -139,19 +143,58 @@ class SandboxedServiceTests(LabCase):
         blocked = subprocess.run(ctl, capture_output=True, text=True, timeout=30)
         self.assertEqual(blocked.returncode, 0, blocked.stdout + blocked.stderr)
         self.assertFalse(self.web_ok("user"), "dropped by the queue")
-        store = inside / "var/lib/p2pwall/peers"
+        store = Path(f"/proc/{pid}/root/var/lib/p2pwall/peers")
         self.assertTrue(wait_for(lambda: store.exists() and web in store.read_text(), 10))
+        os.kill(pid, signal.SIGHUP)  # ExecReload
+        self.assertTrue(wait_for(lambda: "SIGHUP" in self.log(), 10))
 
-        os.kill(daemon.pid, signal.SIGHUP)  # ExecReload
-        self.assertTrue(wait_for(lambda: "SIGHUP" in log.read_text(), 10))
+    def test_daemon_serves_under_the_sandbox(self) -> None:
+        daemon, pid = self.start()
+        status = dict(
+            line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+        self.assertEqual(int(status["CapBnd"], 16), CAPABILITIES)
+        self.assertEqual(int(status["CapEff"], 16), CAPABILITIES)
+        self.assertEqual(status["NoNewPrivs"].strip(), "1")
+        mounts = {
+            fields[4]: fields[5].split(",")
+            for fields in map(str.split, Path(f"/proc/{pid}/mountinfo").read_text().splitlines())
+        }
+        for read_only in ("/", "/proc/sys"):
+            self.assertIn("ro", mounts[read_only], read_only)
+        for writable in ("/run", "/var/lib"):
+            self.assertIn("rw", mounts[writable], writable)
+
+        self.serve(pid)
         self.assertIsNone(daemon.poll())
         # twistd ends by its stop signal again once stopped; systemd counts SIGTERM as clean.
         self.assertEqual(self.stop(daemon), -signal.SIGTERM)
-        self.assertIn("released NFQUEUE", log.read_text())
+        self.assertIn("released NFQUEUE", self.log())
         self.assertEqual(self.rules("ExecStopPost").returncode, 0)
         self.assertNotIn("p2pwall", self.mangle())
         self.assertTrue(self.web_ok("user"), "no rules, no daemon: traffic flows")
-        self.assertNotIn("Traceback", log.read_text())
+        self.assertNotIn("Traceback", self.log())
+
+    def test_system_calls_stay_in_the_units_filter(self) -> None:
+        """Every system call of the daemon (and of what it runs) from twistd's start to its
+        exit is in the unit's ``SystemCallFilter``, as systemd-analyze expands it."""
+        for tool in ("strace", "systemd-analyze"):
+            if shutil.which(tool) is None:
+                raise self.skipTest(f"needs {tool}")
+        (allowed,) = unit_values(self.unit, "SystemCallFilter")
+        trace = self.root / "trace"
+        daemon, pid = self.start("strace", "-f", "-qq", "-o", str(trace), "--")
+        self.serve(pid)
+        os.kill(pid, signal.SIGTERM)
+        self.assertEqual(daemon.wait(30), -signal.SIGTERM)  # strace ends as its tracee did
+        self.assertIn("released NFQUEUE", self.log())
+        lines = trace.read_text().splitlines()
+        twistd = f'execve("{self.root / PREFIX}/bin/twistd"'
+        begin = next(i for i, line in enumerate(lines) if twistd in line)
+        used = {m.group(1) for line in lines[begin:] if (m := SYSCALL.match(line))}
+        # The queue's bind, packets and verdicts: the trace is the daemon's.
+        self.assertLessEqual({"socket", "bind", "recvfrom", "sendto"}, used)
+        self.assertEqual(used - syscall_set(allowed), set())
 
     def stop(self, daemon: subprocess.Popen[bytes]) -> int | None:
         if daemon.poll() is None:
