@@ -174,6 +174,8 @@ class SandboxedServiceTests(LabCase):
         self.assertNotIn("p2pwall", self.mangle())
         self.assertTrue(self.web_ok("user"), "no rules, no daemon: traffic flows")
         self.assertNotIn("Traceback", self.log())
+        # The install wrote twistd's plugin cache: read-only here, it is not rewritten.
+        self.assertNotIn("Unable to write to plugin cache", self.log())
 
     def test_system_calls_stay_in_the_units_filter(self) -> None:
         """Every system call of the daemon (and of what it runs) from twistd's start to its
