@@ -12,7 +12,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from .detectors.wsx import normalize_name
+from .endpoints import normalize_name
 from .errors import StartError
 from .files import read_regular
 from .store import clean_temp_files, write_atomically

@@ -15,94 +15,21 @@ same way, since it is otherwise a display name. A port written in the value beat
 from __future__ import annotations
 
 import codecs
-import ipaddress
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeAlias
 
+from ..endpoints import IPAddress, parse_endpoint, parse_ip, parse_port
+from ..endpoints import normalize_name as normalize_name  # detectors.patterns imports it here
 from ..files import read_regular
-
-IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 DEFAULT_PORT = 8888
 DEFAULT_KIND = "NORMAL"
 
 _FIELD = re.compile(r"([A-Za-z]+)\s*:(.*)")
 _KEYS = frozenset("NPTA")
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_PORT = re.compile(r"[0-9]{1,5}")
-_BRACKETED = re.compile(r"\[([^\]]+)\](?::(.*))?")
-
-
-def normalize_name(name: str) -> str:
-    """Lowercase a DNS name and drop one trailing dot, so equal names compare equal."""
-    return name.lower().removesuffix(".")
-
-
-def parse_port(text: str) -> int | None:
-    """Return ``text`` as a TCP port (1-65535, ASCII digits only), else ``None``."""
-    if not _PORT.fullmatch(text):
-        return None
-    port = int(text)
-    return port if 0 < port < 65536 else None
-
-
-def _ip(text: str) -> IPAddress | None:
-    # Scoped IPv6 ("fe80::1%eth0") names a local link, never a remote server.
-    if "%" in text:
-        return None
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _host_name(text: str) -> str | None:
-    """Return ``text`` as a normalized DNS host name with at least two labels, else None.
-
-    The last label must hold a letter, so a mistyped IP ("10.1.2.300") is not a name.
-    """
-    name = normalize_name(text)
-    labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not re.search("[a-z]", labels[-1]):
-        return None
-    if all(_LABEL.fullmatch(label) for label in labels):
-        return name
-    return None
-
-
-def parse_endpoint(text: str) -> tuple[str | IPAddress, int | None] | None:
-    """Parse ``host``, ``ip``, ``host:port``, ``ipv4:port`` or ``[ipv6]:port``.
-
-    Returns ``(normalized host name or IP address, port or None)``, or ``None`` when the
-    text is neither, e.g. a display name like ``My Network``.
-    """
-    text = text.strip()
-    address = _ip(text)
-    if address is not None:
-        return address, None
-    bracketed = _BRACKETED.fullmatch(text)
-    if bracketed:
-        address = _ip(bracketed[1])
-        port = None if bracketed[2] is None else parse_port(bracketed[2])
-        if address is None or address.version != 6 or (bracketed[2] is not None and port is None):
-            return None
-        return address, port
-    host, colon, port_text = text.rpartition(":")
-    port = None
-    if colon:
-        port = parse_port(port_text)
-        if port is None:
-            return None
-        text = host
-    address = _ip(text)
-    if address is not None:
-        return (address, port) if address.version == 4 else None
-    name = _host_name(text)
-    return None if name is None else (name, port)
 
 
 @dataclass(frozen=True)
@@ -132,7 +59,7 @@ class WsxList:
         ips = set()
         names = set()
         for server in self.servers:
-            address = _ip(server.host)
+            address = parse_ip(server.host)
             if address is None:
                 names.add(server.host)
             else:

@@ -9,46 +9,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.detectors.wsx import (
-    DEFAULT_PORT,
-    WsxList,
-    WsxServer,
-    load_wsx,
-    parse_endpoint,
-    parse_wsx,
-)
-
-
-class ParseEndpointTests(SynchronousTestCase):
-    """Which ``N:``/``A:`` values count as addresses."""
-
-    def test_forms(self) -> None:
-        """Names, IPv4, IPv6, with and without a port."""
-        self.assertEqual(parse_endpoint("Hub.Example."), ("hub.example", None))
-        self.assertEqual(parse_endpoint("hub.example:7777"), ("hub.example", 7777))
-        self.assertEqual(parse_endpoint("198.18.0.1"), (ip_address("198.18.0.1"), None))
-        self.assertEqual(parse_endpoint("198.18.0.1:8875"), (ip_address("198.18.0.1"), 8875))
-        self.assertEqual(parse_endpoint("2001:db8::1"), (ip_address("2001:db8::1"), None))
-        self.assertEqual(parse_endpoint("[2001:db8::1]:99"), (ip_address("2001:db8::1"), 99))
-
-    def test_rejects(self) -> None:
-        """Display names, bad ports, mistyped IPs and odd labels are not addresses."""
-        for text in (
-            "",
-            "My Network",
-            "Napster",
-            "hub.example:0",
-            "hub.example:65536",
-            "hub.example:http",
-            "hub.example:\xb2",
-            "10.1.2.300",
-            "-bad.example",
-            "a..example",
-            "caf\xe9.example",
-            "[198.18.0.1]:80",
-            "fe80::1%eth0",
-        ):
-            self.assertIsNone(parse_endpoint(text), text)
+from p2pwall.detectors.wsx import DEFAULT_PORT, WsxList, WsxServer, load_wsx, parse_wsx
 
 
 class ParseWsxTests(SynchronousTestCase):
