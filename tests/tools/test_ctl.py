@@ -13,6 +13,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from p2pwall.commands import Controller
 from p2pwall.control import ControlFactory
 from p2pwall.testing import make_engine, packed
 from p2pwall.tools.ctl import ControlClient, ControlReply, ctl, parse_args
@@ -49,7 +50,7 @@ class LoopbackCase(TestCase):
 
     def setUp(self) -> None:
         self.engine = make_engine()
-        self.factory = ControlFactory(self.engine, names=set())
+        self.factory = ControlFactory(Controller(self.engine, names=set()))
         self.endpoint = self.listen(self.factory)
 
     def listen(self, factory: Factory) -> str:

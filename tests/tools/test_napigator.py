@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import Site
 from twisted.web.static import File
 
+from p2pwall.commands import Controller
 from p2pwall.control import ControlFactory
 from p2pwall.serverlist import ServerEntry
 from p2pwall.testing import make_engine, packed
@@ -80,7 +81,7 @@ class LoopbackCase(TestCase):
     def setUp(self) -> None:
         self.engine = make_engine()
         self.names: set[str] = set()
-        self.control = self.listen(ControlFactory(self.engine, names=self.names))
+        self.control = self.listen(ControlFactory(Controller(self.engine, names=self.names)))
         self.work = Path(self.mktemp()).resolve()
         shutil.copytree(FIXTURES, self.work)
         site = Site(File(str(self.work)))
@@ -269,7 +270,7 @@ class NapigatorTests(LoopbackCase):
         self.assertEqual(self.sent(self.web + "servers.txt"), {})
 
     async def test_refused_additions_are_sent_again(self) -> None:
-        self.control = self.listen(ControlFactory(self.engine))  # no DNS name set
+        self.control = self.listen(ControlFactory(Controller(self.engine)))  # no DNS name set
         source = str(self.work / "servers.wsx")
         status, out = await self.run_once(source, "--no-resolve")
         self.assertEqual(status, 1)
