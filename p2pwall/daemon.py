@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 from twisted.application.service import Service
@@ -106,14 +106,20 @@ class ReloadService(Service):
     writing the store file or removing the pidfile.
 
     With ``-D`` the DNS patterns are loaded at start (after the store, so .wsx IPs are blocked
-    fresh) and again on each SIGHUP, as daemons do; without, a SIGHUP is logged as having
-    nothing to reload. There is no log file of ours to reopen: events go to syslog or stderr,
-    and twistd's own ``--logfile`` rotates on SIGUSR1 (twistd's handler). The signal handler
-    only hands the work to the reactor."""
+    fresh) and again on each SIGHUP, as daemons do. Each SIGHUP first calls ``reopen``'s
+    functions: the ``--json-events`` file is opened anew, after logrotate moved it. With neither,
+    a SIGHUP is logged as having nothing to reload. twistd's own ``--logfile`` rotates on
+    SIGUSR1 (twistd's handler). The signal handler only hands the work to the reactor."""
 
-    def __init__(self, reload: Callable[[], object] | None, reactor: IReactorThreads) -> None:
+    def __init__(
+        self,
+        reload: Callable[[], object] | None,
+        reactor: IReactorThreads,
+        reopen: Sequence[Callable[[], object]] = (),
+    ) -> None:
         self._reload = reload
         self._reactor = reactor
+        self._reopen = tuple(reopen)
         self._previous: Callable | int | None = None
 
     def startService(self) -> None:
@@ -130,7 +136,12 @@ class ReloadService(Service):
             self._previous = None
 
     def _hangup(self, signum: int, frame: object) -> None:
-        self._reactor.callFromThread(self._reload or self._nothing_to_reload)
+        self._reactor.callFromThread(self._hungup)
 
-    def _nothing_to_reload(self) -> None:
-        log.info("SIGHUP: nothing to reload (no -D patterns file)")
+    def _hungup(self) -> None:
+        for reopen in self._reopen:
+            reopen()
+        if self._reload is not None:
+            self._reload()
+        elif not self._reopen:
+            log.info("SIGHUP: nothing to reload (no -D patterns file)")

@@ -10,9 +10,13 @@ from .allow import parse_network
 from .detectors.dns import BUDGET as DNS_BUDGET
 from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
 from .hooks import parse_command
+from .metrics import metrics_endpoint
 from .networks import DEFAULT_GREEN
 
 DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
+# What --json-events writes unless --json-classes says: drops, clients, peers, control commands
+# (accepted packets, U and T, are most of the traffic and only on request).
+DEFAULT_JSON_CLASSES = "utcpx"
 READERS = ("native", "netfilterqueue")
 
 
@@ -74,6 +78,12 @@ class Options(usage.Options):
         ["client-dir", "c", None, "Directory with an empty file per locked P2P client."],
         ["syslog-events", "l", "", "Event classes to syslog: " + _classes_help(EVENT_CLASSES)],
         ["stderr-events", "L", "", "Event classes to stderr (same letters as -l)."],
+        ["json-events", None, None, "File getting the events as JSON, one object a line "
+         "(reopened on SIGHUP)."],
+        ["json-classes", None, DEFAULT_JSON_CLASSES, "Event classes to --json-events (same "
+         "letters as -l; the debug classes of -d go there too)."],
+        ["metrics", None, None, "Prometheus endpoint, e.g. 9120 or tcp:9120 (loopback unless "
+         "interface= is given); off by default.", metrics_endpoint],
         ["queue", "q", 0, "NFQUEUE number to read.", _number(int, "queue")],
         ["max-queue-len", None, 4096, "Kernel queue length (packets held for a verdict).",
          _number(int, "max-queue-len")],
@@ -107,6 +117,7 @@ class Options(usage.Options):
             "dns-patterns": usage.CompleteFiles(),
             "client-dir": usage.CompleteDirs(),
             "dump-dir": usage.CompleteDirs(),
+            "json-events": usage.CompleteFiles(),
             "green-if": usage.CompleteNetInterfaces(),
             "failure-verdict": usage.CompleteList(["accept", "drop"]),
             "reader": usage.CompleteList(list(READERS)),
@@ -152,6 +163,7 @@ class Options(usage.Options):
             self["debug-classes"] = parse_classes(self["debug"], DEBUG_CLASSES, "debug")
             self["syslog-classes"] = parse_classes(self["syslog-events"], EVENT_CLASSES, "event")
             self["stderr-classes"] = parse_classes(self["stderr-events"], EVENT_CLASSES, "event")
+            self["json-event-classes"] = parse_classes(self["json-classes"], EVENT_CLASSES, "event")
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
         if self["probe-source"] is not None:

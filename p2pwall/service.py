@@ -6,7 +6,8 @@ and asks the ``Engine`` for a verdict (``build_engine``); the engine asks its de
 consults the block and lock tables and acts through the spoofer and the event log. Around it,
 ``build_services`` adds what keeps it running: timers send probes and expire locks, age learned
 blocks, re-read the gateway's addresses and green interfaces, and flush the store file; SIGHUP
-reloads; the control port listens. Services start in the order they are added (privileged start
+reloads (and reopens the ``--json-events`` file); the control port and the metrics endpoint
+listen. Services start in the order they are added (privileged start
 first, for all of them, then start) and stop in reverse: the store is loaded and the raw sockets
 opened before the queue is bound, and the queue is released first.
 
@@ -36,11 +37,12 @@ from .detectors.dns import DnsDetector
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .errors import StartError
-from .events import EventLog
+from .events import EventLog, JsonEventFile
 from .handler import PacketHandler
 from .hooks import CommandHooks
 from .interfaces import INeighbours, ISpoofer
 from .localaddrs import AddressWatch
+from .metrics import DaemonCollector, MetricsService, MetricsSite
 from .names import BannedNames
 from .neighbours import KernelNeighbours
 from .networks import LINK_LOCAL, GreenNetworks
@@ -74,8 +76,22 @@ def makeService(
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     with one_line_failures():
-        engine, dns = build_engine(options, reactor, spoofer, neighbours)
-        return build_services(options, engine, dns, reactor, packet_source, read_addresses)
+        json_events = open_json_events(options["json-events"])
+        engine, dns = build_engine(options, reactor, spoofer, neighbours, json_events)
+        return build_services(
+            options, engine, dns, reactor, packet_source, read_addresses, json_events
+        )
+
+
+def open_json_events(path: str | None) -> JsonEventFile | None:
+    """The ``--json-events`` file, opened now (as root, before ``--uid``); a one-line
+    ``StartError`` when it cannot be."""
+    if not path:
+        return None
+    try:
+        return JsonEventFile(path)
+    except OSError as error:
+        raise StartError(f"--json-events {path}: {error.strerror or error}") from None
 
 
 def build_engine(
@@ -83,12 +99,15 @@ def build_engine(
     reactor: IReactorTime,
     spoofer: ISpoofer | None = None,
     neighbours: INeighbours | None = None,
+    json_events: JsonEventFile | None = None,
 ) -> tuple[Engine, DnsDetector]:
     """The policy and its collaborators: what decides each packet."""
     events = EventLog(
         syslog=options["syslog-classes"],
         stderr=options["stderr-classes"],
         debug=options["debug-classes"],
+        json=options["json-event-classes"],
+        json_target=json_events,
     )
     probe_source = options["probe-source"]
     spoofer = spoofer or RawSpoofer(probe_source.packed if probe_source else None)
@@ -125,6 +144,7 @@ def build_services(
     reactor: IReactorTime,
     packet_source: Callable[[], Any] | None,
     read_addresses: Callable[[], list[LinkAddress]],
+    json_events: JsonEventFile | None = None,
 ) -> DaemonService:
     """Everything around the engine, in start order; the queue comes last."""
     watch = AddressWatch(engine, options["green-if"], options["green"], read_addresses)
@@ -154,20 +174,29 @@ def build_services(
     timer(tick_interval(options["time-lock"]), engine.tick, reactor).setServiceParent(top)
 
     reload = partial(dns.reload, engine) if options["dns-patterns"] else None
-    ReloadService(reload, reactor).setServiceParent(top)
+    reopen = [json_events.reopen] if json_events else []
+    ReloadService(reload, reactor, reopen).setServiceParent(top)
+
+    queue_stats = partial(read_queue_stats, options["queue"])
+
+    def reader_stats() -> dict[str, int] | None:
+        # reading is assigned below; the reader exists once the queue is bound.
+        return reading.reader.stats() if reading.reader else None
 
     if options["control"]:
         control = ControlFactory(
             engine,
             names=dns.banned,
             reload=reload,
-            queue_stats=lambda: read_queue_stats(options["queue"]),
+            queue_stats=queue_stats,
             dump_dir=options["dump-dir"],
-            # reading is assigned below; the reader exists once the queue is bound.
-            reader_stats=lambda: reading.reader.stats() if reading.reader else None,
+            reader_stats=reader_stats,
             run=thread_runner(reactor),
         )
         ControlService(options["control"], control, reactor).setServiceParent(top)
+    if options["metrics"]:
+        collector = DaemonCollector(engine, queue_stats, reader_stats, reactor.seconds())
+        MetricsService(options["metrics"], MetricsSite(collector), reactor).setServiceParent(top)
 
     reading = QueueService(
         partial(open_reader, options, engine, reactor, packet_source), options["queue"]
