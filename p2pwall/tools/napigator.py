@@ -32,10 +32,10 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.internet.threads import deferToThreadPool
 
 from ..packet import endpoint_text
-from ..serverlist import ServerEntry, detect_format, parse_server_list
 from ..store import write_atomically
 from . import react_main
 from .ctl import DEFAULT_ENDPOINT, EXIT_ERR, EXIT_NO_REPLY, EXIT_OK, ControlError, connect, exchange
+from .serverlist import ServerEntry, detect_format, parse_server_list
 
 MAX_LIST_BYTES = 16 << 20
 UNDO = {"block": "unblock", "ban-dns-name": "unban-dns-name"}

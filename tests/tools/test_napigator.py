@@ -19,9 +19,9 @@ from twisted.web.static import File
 
 from p2pwall.commands import Controller
 from p2pwall.control import ControlFactory
-from p2pwall.serverlist import ServerEntry
 from p2pwall.testing import make_engine, packed
 from p2pwall.tools.napigator import load_state, napigator, parse_args, wanted
+from p2pwall.tools.serverlist import ServerEntry
 
 from .test_ctl import ROOT, closed_port, run_script
 

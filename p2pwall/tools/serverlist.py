@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
-from p2pwall.detectors.wsx import parse_wsx
-from p2pwall.endpoints import parse_endpoint, parse_port
+from ..detectors.wsx import parse_wsx
+from ..endpoints import parse_endpoint, parse_port
 
 NAPIGATOR = "napigator"
 NAPIGATOR_14 = "napigator-14"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.serverlist import (
+from p2pwall.tools.serverlist import (
     HTML,
     NAPIGATOR,
     NAPIGATOR_14,
