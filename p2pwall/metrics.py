@@ -182,7 +182,7 @@ class MetricsSite(Site):
         # it must come after twistd installed the one chosen.
         from prometheus_client.twisted import MetricsResource
 
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         self.registry.register(collector)
         root = Resource()
         root.putChild(PATH, MetricsResource(self.registry))
