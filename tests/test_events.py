@@ -1,11 +1,24 @@
-"""Event classes reach the observers that asked for them: syslog (-l), stderr (-L), debug (-d)."""
+"""Event classes reach the observers that asked for them: syslog (-l), stderr (-L), debug (-d),
+the JSON events file (--json-events)."""
 
+import errno
 import io
+import json
+import os
+import stat
 
-from twisted.logger import formatEvent
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.events import DEBUG_CLASSES, EVENT_CLASSES, EventLog, parse_classes, stderr_observer
+from p2pwall.events import (
+    DEBUG_CLASSES,
+    EVENT_CLASSES,
+    EventLog,
+    JsonEventFile,
+    event_record,
+    parse_classes,
+    stderr_observer,
+)
 from p2pwall.packet import decode
 from p2pwall.testing import udp
 
@@ -87,3 +100,105 @@ class ParseTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as caught:
             parse_classes("pq", EVENT_CLASSES, "event")
         self.assertIn("'q'", str(caught.exception))
+
+
+class JsonEventTests(SynchronousTestCase):
+    """``--json-events``: one JSON object a line, each field a key, for a SIEM."""
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.file = JsonEventFile(self.path)
+        self.addCleanup(lambda: self.file._file.close())
+
+    def lines(self) -> list[dict]:
+        with open(self.path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle]
+
+    def test_packet_events_carry_their_fields(self) -> None:
+        log = EventLog(json="u", json_target=self.file)
+        packet = decode(udp("198.18.1.10", "198.19.1.1", 1214, 2000))
+        packet.mac = b"\x02\x00\x00\xaa\xbb\xcc"
+        log.packet("u", packet, "blocked peer (udp)")
+        (line,) = self.lines()
+        self.assertRegex(line.pop("time"), r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertIsInstance(line.pop("epoch"), float)
+        self.assertEqual(
+            line,
+            {
+                "class": "u",
+                "debug": False,
+                "message": "dropped UDP 198.18.1.10:1214 -> 198.19.1.1:2000 (blocked peer (udp))",
+                "verdict": "dropped",
+                "protocol": "UDP",
+                "src": "198.18.1.10:1214",
+                "dst": "198.19.1.1:2000",
+                "reason": "blocked peer (udp)",
+                "src_addr": "198.18.1.10",
+                "src_port": 1214,
+                "dst_addr": "198.19.1.1",
+                "dst_port": 2000,
+                "mac": "02:00:00:aa:bb:cc",
+            },
+        )
+
+    def test_the_time_is_the_events_in_utc(self) -> None:
+        record = event_record(
+            {"log_time": 1_700_000_000.5, "log_format": "client {client}", "client": "198.18.1.10",
+             "p2pwall_class": "c", "p2pwall_debug": False, "log_system": "p2pwall c"}
+        )  # fmt: skip
+        self.assertEqual(
+            record,
+            {"time": "2023-11-14T22:13:20Z", "epoch": 1_700_000_000.5, "class": "c",
+             "debug": False, "message": "client 198.18.1.10", "client": "198.18.1.10"},
+        )  # fmt: skip
+
+    def test_its_classes_and_the_debug_classes_asked_for(self) -> None:
+        stderr: list[dict] = []
+        log = EventLog(stderr="t", debug="p", stderr_target=stderr.append,
+                       daemon_log=lambda e: None, json="cp", json_target=self.file)  # fmt: skip
+        log.event("c", "client {client} identified: {reason}", client="198.18.1.10", reason="x")
+        log.event("p", "peer {peer}", peer="198.19.1.1:2000")
+        log.event("x", "control")
+        log.event("t", "tcp")
+        log.debug("p", "probe sent to {client}", client="198.18.1.10:1214")
+        log.debug("t", "not asked for")
+        self.assertEqual(
+            [(e["class"], e["debug"], e["message"]) for e in self.lines()],
+            [("c", False, "client 198.18.1.10 identified: x"), ("p", False, "peer 198.19.1.1:2000"),
+             ("p", True, "probe sent to 198.18.1.10:1214")],
+        )  # fmt: skip
+        self.assertEqual(self.lines()[0]["client"], "198.18.1.10")
+        self.assertEqual(texts(stderr), ["tcp"], "the text events stay as they were")
+
+    def test_reopen_starts_a_new_file_after_rotation(self) -> None:
+        log = EventLog(json="c", json_target=self.file)
+        log.event("c", "first")
+        os.rename(self.path, self.path + ".1")
+        log.event("c", "second")
+        with capturedLogs() as logged:
+            self.file.reopen()
+        log.event("c", "third")
+        with open(self.path + ".1", encoding="utf-8") as rotated:
+            self.assertEqual([json.loads(line)["message"] for line in rotated], ["first", "second"])
+        self.assertEqual([line["message"] for line in self.lines()], ["third"])
+        self.assertEqual([formatEvent(e) for e in logged], [f"--json-events: reopened {self.path}"])
+
+    def test_a_failed_reopen_keeps_the_old_file(self) -> None:
+        log = EventLog(json="c", json_target=self.file)
+        os.rename(self.path, self.path + ".1")
+        os.mkdir(self.path)
+        with capturedLogs() as logged:
+            self.file.reopen()
+        log.event("c", "still here")
+        with open(self.path + ".1", encoding="utf-8") as rotated:
+            self.assertEqual([json.loads(line)["message"] for line in rotated], ["still here"])
+        (error,) = [formatEvent(e) for e in logged]
+        self.assertIn("cannot reopen, still writing the old file", error)
+
+    def test_only_a_regular_file_and_without_blocking(self) -> None:
+        fifo = self.mktemp()
+        os.mkfifo(fifo)
+        with self.assertRaises(OSError) as caught:
+            JsonEventFile(fifo)
+        self.assertIn(caught.exception.errno, (errno.ENXIO, errno.EINVAL))
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode) & 0o037, 0)
