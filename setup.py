@@ -22,6 +22,8 @@ setup(
         "google-re2>=1.1,<2",
         # --reader netfilterqueue; built against libnetfilter-queue-dev (install-deps.sh).
         "NetfilterQueue>=1.1,<2",
+        # --metrics: the Prometheus text format and its Twisted resource.
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={"dev": ["ruff>=0.6"]},
     entry_points={

@@ -163,9 +163,12 @@ class Options(usage.Options):
             self["debug-classes"] = parse_classes(self["debug"], DEBUG_CLASSES, "debug")
             self["syslog-classes"] = parse_classes(self["syslog-events"], EVENT_CLASSES, "event")
             self["stderr-classes"] = parse_classes(self["stderr-events"], EVENT_CLASSES, "event")
-            self["json-event-classes"] = parse_classes(self["json-classes"], EVENT_CLASSES, "event")
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
+        try:
+            self["json-event-classes"] = parse_classes(self["json-classes"], EVENT_CLASSES, "event")
+        except ValueError as error:
+            raise usage.UsageError(f"--json-classes: {error}") from None
         if self["probe-source"] is not None:
             try:
                 self["probe-source"] = ipaddress.ip_address(self["probe-source"])

@@ -23,6 +23,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsNone(options["probe-source"])
         self.assertIn(ipaddress.ip_network("192.168.0.0/16"), options["green"])
         self.assertEqual(options["control"], "tcp:4120:interface=127.0.0.1")
+        self.assertIsNone(options["metrics"])
+        self.assertIsNone(options["json-events"])
+        self.assertEqual(options["json-event-classes"], frozenset("utcpx"))
 
     def test_ftwall_short_options(self) -> None:
         options = parse(
@@ -116,6 +119,7 @@ class OptionsTests(SynchronousTestCase):
             (["--max-probes", "0"], "--max-probes must be between 1 and 100000"),
             (["--max-probes", "100001"], "--max-probes must be"),
             (["--reader", "libnfq"], "--reader must be one of native, netfilterqueue"),
+            (["--json-classes", "cq"], "--json-classes: unknown event class(es) 'q'"),
             (["--bogus"], "bogus"),
         ):
             with self.assertRaises(usage.UsageError) as caught:
@@ -144,8 +148,23 @@ class OptionsTests(SynchronousTestCase):
             "--max-probes",
             "--green-if",
             "--reader",
+            "--metrics",
+            "--json-events",
+            "--json-classes",
         ):
             self.assertIn(name, text)
+
+    def test_metrics_on_loopback_unless_an_interface_is_named(self) -> None:
+        self.assertEqual(parse("--metrics", "9120")["metrics"], "tcp:9120:interface=127.0.0.1")
+        self.assertEqual(
+            parse("--metrics", "tcp:9120:interface=198.18.0.1")["metrics"],
+            "tcp:9120:interface=198.18.0.1",
+        )
+
+    def test_json_events(self) -> None:
+        options = parse("--json-events", "/var/log/p2pwall.json", "--json-classes", "uUc")
+        self.assertEqual(options["json-events"], "/var/log/p2pwall.json")
+        self.assertEqual(options["json-event-classes"], frozenset("uUc"))
 
     def test_reader(self) -> None:
         self.assertEqual(parse()["reader"], "native")

@@ -3,6 +3,7 @@ run locks and the store, the plugin is found by twistd."""
 
 import errno
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,6 +21,7 @@ from p2pwall import service as service_module
 from p2pwall.daemon import StartFailed
 from p2pwall.errors import StartError
 from p2pwall.hooks import CommandHooks
+from p2pwall.metrics import MetricsSite
 from p2pwall.neighbours import KernelNeighbours
 from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict
@@ -510,6 +512,50 @@ class HangupTests(DaemonCase):
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
 
 
+class JsonEventsWiringTests(DaemonCase):
+    def test_events_to_the_file_reopened_on_sighup(self) -> None:
+        path = Path(self.mktemp())
+        service = self.build("--json-events", str(path), "--json-classes", "c")
+        self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
+        self.read()
+        (identified,) = [json.loads(line) for line in path.read_text().splitlines()]
+        self.assertEqual(identified["class"], "c")
+        self.assertEqual(identified["client"], "198.18.1.10")
+        path.rename(path.with_suffix(".1"))
+        with capturedLogs() as logged:
+            os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual([formatEvent(e) for e in logged], [f"--json-events: reopened {path}"])
+        service.engine.unlock(packed("198.18.1.10"))
+        (cleared,) = [json.loads(line) for line in path.read_text().splitlines()]
+        self.assertEqual(
+            cleared["message"], "client 198.18.1.10 cleared: unlocked from the control port"
+        )
+
+
+class MetricsWiringTests(DaemonCase):
+    def sites(self) -> list[tuple[int, str, MetricsSite]]:
+        servers = self.reactor.tcpServers
+        return [
+            (port, where, site) for port, site, _, where in servers if isinstance(site, MetricsSite)
+        ]
+
+    def test_off_unless_asked(self) -> None:
+        self.build()
+        self.assertEqual(self.sites(), [])
+
+    def test_on_loopback_with_the_daemons_counters(self) -> None:
+        self.build("--metrics", "9120")
+        ((port, interface, site),) = self.sites()
+        self.assertEqual((port, interface), (9120, "127.0.0.1"))
+        self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
+        self.read()
+        value = site.registry.get_sample_value
+        self.assertEqual(value("p2pwall_verdicts_total", {"verdict": "drop", "protocol": "udp"}), 1)
+        self.assertEqual(value("p2pwall_clients"), 1)
+        self.assertEqual(value("p2pwall_reader_undecoded_total"), 0, "the bound reader's counters")
+        self.assertEqual(value("p2pwall_start_time_seconds"), 1_000_000)
+
+
 class StartFailureTests(SynchronousTestCase):
     """A ``StartError`` becomes ``StartFailed``: an ``Exception`` for twistd's status pipe, a
     ``SystemExit`` with the one line for the interpreter."""
@@ -545,6 +591,24 @@ class StartFailureTests(SynchronousTestCase):
         with self.assertRaises(StartFailed) as caught:
             service.privilegedStartService()
         self.assertIn(f"directory {path.parent} does not exist", caught.exception.code)
+
+    def test_a_json_events_file_that_cannot_be_opened(self) -> None:
+        path = Path(self.mktemp()) / "events.json"
+        options = Options()
+        options.parseOptions(["--green", "198.18.1.0/24", "--json-events", str(path)])
+        with self.assertRaises(StartFailed) as caught:
+            makeService(options, ThreadsReactor(), FakeKernelQueue, RecordingSpoofer())
+        self.assertOneLine(caught.exception, f"--json-events {path}: No such file or directory")
+
+    def test_a_bad_metrics_endpoint(self) -> None:
+        options = Options()
+        options.parseOptions(["--green", "198.18.1.0/24", "--control", "", "--metrics", "tpc:1"])
+        service = makeService(options, ThreadsReactor(), FakeKernelQueue, RecordingSpoofer())
+        with self.assertRaises(StartFailed) as caught:
+            service.privilegedStartService()
+        self.assertOneLine(
+            caught.exception, "metrics endpoint tpc:1: bad endpoint: Unknown endpoint type: 'tpc'"
+        )
 
     def test_a_start_error_while_building(self) -> None:
         def broken(self) -> None:
