@@ -33,7 +33,8 @@ from typing import Any
 
 import re2
 
-from p2pwall.detectors.wsx import IPAddress, WsxList, load_wsx, normalize_name
+from p2pwall.detectors.wsx import WsxList, load_wsx
+from p2pwall.endpoints import IPAddress, normalize_name
 from p2pwall.files import is_special, read_regular
 
 WSX_HOST = "wsx host"

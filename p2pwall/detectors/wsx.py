@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..endpoints import IPAddress, parse_endpoint, parse_ip, parse_port
-from ..endpoints import normalize_name as normalize_name  # detectors.patterns imports it here
 from ..files import read_regular
 
 DEFAULT_PORT = 8888
