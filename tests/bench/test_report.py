@@ -26,7 +26,7 @@ from bench.report import (
     splice,
     table,
 )
-from bench.run import render, targets
+from bench.run import main, render, targets
 from p2pwall.packet import decode
 
 PROC = """\
@@ -330,3 +330,16 @@ class CpuParseTests(SynchronousTestCase):
         self.assertIsNone(bottleneck(math.nan))
         self.assertEqual(percent(0.864), "86 %")
         self.assertEqual(percent(None), "n/a")
+
+
+class ArgumentTests(SynchronousTestCase):
+    def test_out_of_range_settings_are_one_usage_error(self) -> None:
+        for argv in (
+            ["--senders", "0"],
+            ["--senders", "5"],
+            ["--reps", "11"],
+            ["--seconds", "0.5"],
+        ):
+            with self.assertRaises(SystemExit) as raised:
+                main([*argv, "--no-lab"])
+            self.assertEqual(raised.exception.code, 2, argv)
