@@ -242,7 +242,6 @@ class NetBench:
         if "reader" in before and "reader" in after:
             user = (after["reader"][0] - before["reader"][0]) / CLOCK_TICK
             system = (after["reader"][1] - before["reader"][1]) / CLOCK_TICK
-            figures["reader_user_s"], figures["reader_sys_s"] = user, system
             figures["user_us"] = per_packet_us(user, packets)
             figures["sys_us"] = per_packet_us(system, packets)
             figures["reader_share"] = (user + system) / (after["at"] - before["at"])
