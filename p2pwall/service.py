@@ -31,7 +31,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .allow import AllowList
-from .control import ControlFactory, ControlService, read_queue_stats
+from .commands import Controller, read_queue_stats
+from .control import ControlFactory, ControlService
 from .daemon import CapabilityService, LaunchStderr, ReloadService, one_line_failures
 from .detectors.dns import DnsDetector
 from .detectors.fasttrack import FastTrackDetector
@@ -185,13 +186,15 @@ def build_services(
 
     if options["control"]:
         control = ControlFactory(
-            engine,
-            names=dns.banned,
-            reload=reload,
-            queue_stats=queue_stats,
-            dump_dir=options["dump-dir"],
-            reader_stats=reader_stats,
-            run=thread_runner(reactor),
+            Controller(
+                engine,
+                names=dns.banned,
+                reload=reload,
+                queue_stats=queue_stats,
+                dump_dir=options["dump-dir"],
+                reader_stats=reader_stats,
+                run=thread_runner(reactor),
+            )
         )
         ControlService(options["control"], control, reactor).setServiceParent(top)
     if options["metrics"]:
