@@ -10,9 +10,9 @@
 # PREFIX/install-manifest, and --uninstall removes exactly that and the prefix; a settings file
 # that was there before is kept. --purge also removes the learned peers (/var/lib/p2pwall).
 #
-# System packages: only python3-venv (a virtualenv needs ensurepip) and iptables (or nftables),
-# installed if missing. Every Python dependency has wheels for amd64 and arm64 (google-re2
-# included), so no compiler is needed there; see docs/install.md for other machines.
+# System packages: python3-venv (a virtualenv needs ensurepip) and iptables (or nftables),
+# installed if missing. A Python package pip finds no wheel for (NetfilterQueue has none) is
+# compiled with build packages installed for the time of the build only (docs/install.md).
 set -euo pipefail
 umask 022
 
@@ -72,12 +72,14 @@ uninstall() {
     # Stopping runs ExecStopPost, which removes the queue rules.
     systemctl disable --now "$UNIT" 2>/dev/null || true
   fi
-  local entries=() path i
+  local entries=() packages=() path i
   mapfile -t entries <"$manifest"
   rm -rf "$prefix"
   for ((i = ${#entries[@]} - 1; i >= 0; i--)); do
     path=${entries[i]}
-    if [ -d "$path" ] && [ ! -L "$path" ]; then
+    if [[ $path == apt:* ]]; then
+      packages+=("${path#apt:}")
+    elif [ -d "$path" ] && [ ! -L "$path" ]; then
       rmdir "$path" 2>/dev/null || echo "p2pwall: kept $path (not empty)"
     else
       rm -f "$path"
@@ -86,6 +88,11 @@ uninstall() {
   if [ "$live" = 1 ]; then
     systemctl daemon-reload
     systemctl reset-failed "$UNIT" 2>/dev/null || true
+  fi
+  if [ ${#packages[@]} -gt 0 ]; then
+    # Installed for the compiled modules: apt may remove them once nothing else needs them.
+    apt-mark auto "${packages[@]}" >/dev/null
+    echo "p2pwall: ${packages[*]} now removable (apt-get autoremove)"
   fi
   if [ "$purge" = 1 ]; then
     rm -rf "$state"
@@ -107,6 +114,84 @@ system_packages() {
   echo "p2pwall: installing ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+}
+
+# The Debian packages that build a Python package pip finds no wheel for, besides gcc and
+# Python's headers (NetfilterQueue has none at all; google-re2 none for armhf, say).
+build_needs() {
+  case $1 in
+    netfilterqueue) echo libnetfilter-queue-dev ;;
+    google-re2) echo g++ libre2-dev pybind11-dev ;;
+  esac
+}
+
+have_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+installed_packages() {
+  dpkg-query -W -f='${Status} ${Package}\n' | awk '$3 == "installed" {print $4}' | sort
+}
+
+pip_install() {
+  "$prefix/bin/pip" install --quiet --disable-pip-version-check --use-pep517 "$@" "$SOURCE"
+}
+
+# The Python packages pip would build from source here (no wheel for this machine).
+from_source() {
+  local report=$prefix/pip-report.json
+  pip_install --dry-run --ignore-installed --report "$report" >/dev/null
+  "$prefix/bin/python" - "$report" <<'EOF_PY'
+import json
+import sys
+
+for item in json.load(open(sys.argv[1]))["install"]:
+    info = item["download_info"]
+    if "archive_info" in info and not info["url"].endswith(".whl"):
+        print(item["metadata"]["name"].lower())
+EOF_PY
+  rm -f "$report"
+}
+
+# Build the virtualenv's packages. What has no wheel is compiled: gcc, Python's headers and the
+# library's -dev package are installed for the build and purged after it, all but the
+# libraries the compiled modules load (libnetfilter-queue1), so no compiler stays behind.
+build_packages() {
+  local sources=() need=() new=() kept=() purge=() name package before status=0
+  mapfile -t sources < <(from_source)
+  if [ ${#sources[@]} -eq 0 ]; then
+    pip_install
+    return
+  fi
+  local headers
+  headers=$("$python" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')
+  for package in gcc "$headers" $(for name in "${sources[@]}"; do build_needs "$name"; done); do
+    have_pkg "$package" || need+=("$package")
+  done
+  echo "p2pwall: no wheel for ${sources[*]}: building from source"
+  if [ ${#need[@]} -eq 0 ]; then
+    pip_install
+    return
+  fi
+  if [ -n "$root" ] || [ "$(id -u)" != 0 ]; then
+    die "building ${sources[*]} needs ${need[*]} (apt-get install ${need[*]}), or wheels (PIP_FIND_LINKS)"
+  fi
+  before=$(installed_packages)
+  echo "p2pwall: installing ${need[*]} for the build (removed after it)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+  pip_install || status=$?
+  mapfile -t new < <(comm -13 <(echo "$before") <(installed_packages))
+  # The packages of the libraries the compiled modules load stay, as if installed by hand.
+  mapfile -t kept < <(find "$prefix" -name '*.so' -exec ldd {} + 2>/dev/null |
+    awk '$3 ~ /^\// {print $3}' | xargs -r -n1 basename | sort -u |
+    xargs -r dpkg -S 2>/dev/null | cut -d: -f1 | sort -u | comm -12 - <(printf '%s\n' "${new[@]}"))
+  mapfile -t purge < <(comm -23 <(printf '%s\n' "${new[@]}") <(printf '%s\n' "${kept[@]}"))
+  if [ ${#kept[@]} -gt 0 ]; then
+    apt-mark manual "${kept[@]}" >/dev/null
+    created+=("${kept[@]/#/apt:}")
+  fi
+  if [ ${#purge[@]} -gt 0 ]; then
+    echo "p2pwall: removing the build's ${#purge[@]} packages; keeping ${kept[*]:-none}"
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "${purge[@]}" >/dev/null
+  fi
+  return "$status"
 }
 
 # The manifest: the entries given (a previous install's) and what this run created, once each.
@@ -135,7 +220,7 @@ install() {
   echo "p2pwall: building $prefix from $SOURCE"
   "$python" -m venv --clear "$prefix"
   write_manifest "${entries[@]}"
-  "$prefix/bin/pip" install --quiet --disable-pip-version-check --use-pep517 "$SOURCE"
+  build_packages
   # twistd finds plugins through a cache it cannot write at run time (ProtectSystem=strict).
   "$prefix/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
   bash "$SOURCE/scripts/check-plugin.sh" "$prefix/bin/twistd"
