@@ -107,8 +107,11 @@ class UnitCommandTests(SynchronousTestCase):
         self.assertEqual(options["stderr-classes"], frozenset("cp"))
 
     def test_extra_daemon_options_reach_the_daemon(self) -> None:
-        options = self.daemon(DAEMON_OPTS="-L c --green-if eth2 -d t", TIME_LOCK="30").subOptions
+        extra = "-L c --green-if eth2 -d t --dry-run --allow 198.18.0.5/32"
+        options = self.daemon(DAEMON_OPTS=extra, TIME_LOCK="30").subOptions
         self.assertEqual(options["green-if"], [GREEN_IF, "eth2"])
+        self.assertTrue(options["dry-run"])
+        self.assertEqual([str(net) for net in options["allow"]], ["198.18.0.5/32"])
         self.assertEqual(options["debug-classes"], frozenset("t"))
         self.assertEqual(options["time-lock"], 30.0)
 
