@@ -10,7 +10,6 @@ one-line start errors) is the same whatever the commands do. Admins use ``nc``, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -31,8 +30,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .commands import Controller, Reply, rendered
-from .commands import read_queue_stats as read_queue_stats  # service.py imports it from here
-from .engine import Engine
 from .errors import StartError
 
 log = Logger()
@@ -206,14 +203,11 @@ class ControlFactory(Factory):
 
     def __init__(
         self,
-        controller: Controller | Engine,
+        controller: Controller,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout: float = IDLE_TIMEOUT,
         clock: IReactorTime | None = None,
-        **features: Any,
     ) -> None:
-        if isinstance(controller, Engine):  # service.py's call until it builds the Controller
-            controller = Controller(controller, **features)
         self.controller = controller
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
@@ -276,11 +270,13 @@ def _reason(error: BaseException) -> str:
     return str(error)
 
 
-def listen_control(description: str, factory: Factory, reactor: object) -> IListeningPort:
-    """Listen on the control endpoint now (``control_endpoint`` applied). A bad endpoint, a
-    missing socket directory or a busy port is a ``StartError`` with one line."""
+def listen_control(
+    description: str, factory: Factory, reactor: object, what: str = "control port"
+) -> IListeningPort:
+    """Listen on the endpoint now (``control_endpoint`` applied). A bad endpoint, a missing
+    socket directory or a busy port is a ``StartError`` with one line naming ``what``."""
     description = control_endpoint(description)
-    where = f"control port {description}"
+    where = f"{what} {description}"
     try:
         endpoint = serverFromString(reactor, description)
     except (ValueError, KeyError, TypeError) as error:
@@ -311,6 +307,8 @@ class ControlService(Service):
     """Listens on the control port from ``privilegedStartService`` (a socket in /run needs
     root), with ``listen_control``'s one-line errors; stops listening at stop."""
 
+    what = "control port"
+
     def __init__(self, description: str, factory: Factory, reactor: object) -> None:
         self.description = description
         self.factory = factory
@@ -318,7 +316,7 @@ class ControlService(Service):
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
-        self.port = listen_control(self.description, self.factory, self.reactor)
+        self.port = listen_control(self.description, self.factory, self.reactor, self.what)
         super().privilegedStartService()
 
     def startService(self) -> None:

@@ -14,16 +14,13 @@ from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from twisted.application.service import Service
-from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from . import __version__
 from .commands import QUEUE_FIELDS, READER_FIELDS
-from .control import ControlService, listen_now
+from .control import ControlService
 from .engine import Engine
-from .errors import StartError
 
 PATH = b"metrics"
 LOOPBACK = {"tcp": "127.0.0.1", "tcp6": "\\:\\:1"}
@@ -196,11 +193,4 @@ class MetricsService(ControlService):
     """Listens on ``--metrics`` as the control port listens (``ControlService``: before root is
     given up, one-line ``StartError``s), naming the metrics endpoint in its errors."""
 
-    def privilegedStartService(self) -> None:
-        where = f"metrics endpoint {self.description}"
-        try:
-            endpoint = serverFromString(self.reactor, self.description)
-        except (ValueError, KeyError, TypeError) as error:
-            raise StartError(f"{where}: bad endpoint: {error}") from None
-        self.port = listen_now(endpoint, self.factory, where)
-        Service.privilegedStartService(self)
+    what = "metrics endpoint"
