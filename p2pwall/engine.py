@@ -180,11 +180,17 @@ class Engine:
             self.stats["peers_learned"] += 1
             self.events.event(
                 "p",
-                "peer {peer} learned ({origin}{name}){client}",
+                "peer {peer} learned ({origin}{_name}){_from}",
                 peer=endpoint_text(peer, port),
                 origin=origin,
-                name=f": {name}" if name else "",
-                client=f" from client {addr_text(seen_from)}" if seen_from else "",
+                _name=f": {name}" if name else "",
+                _from=f" from client {addr_text(seen_from)}" if seen_from else "",
+                # The same, structured, for JSON readers (``_`` fields are the text's pieces).
+                peer_addr=addr_text(peer),
+                peer_port=port or None,
+                blocked_for=addr_text(client) if client else "every host",
+                revealed_by=addr_text(seen_from) if seen_from else None,
+                dns_name=name,
             )
         return new
 
@@ -222,9 +228,13 @@ class Engine:
         ):
             self.events.event(
                 "p",
-                "peer {peer} blocked for every host: revealed by a second host, {client}",
+                "peer {peer} blocked for every host: revealed by a second host, {revealed_by}",
                 peer=endpoint_text(peer, port),
-                client=addr_text(client),
+                revealed_by=addr_text(client),
+                peer_addr=addr_text(peer),
+                peer_port=port,
+                origin=origin,
+                blocked_for="every host",
             )
         return new
 
@@ -265,10 +275,14 @@ class Engine:
             mac = packet.mac if packet is not None else None
             self.events.event(
                 "c",
-                "client {client} identified: {reason}{mac}",
+                "client {client} identified: {reason}{_mac}",
                 client=addr_text(addr),
                 reason=reason,
-                mac=f" mac={mac_text(mac)}" if mac and self.events.wants("m") else "",
+                _mac=f" mac={mac_text(mac)}" if mac and self.events.wants("m") else "",
+                # The same, structured, for JSON readers.
+                protocol=protocol,
+                mac=mac_text(mac) if mac else None,
+                peer=endpoint_text(packet.dst, packet.dport) if packet is not None else None,
             )
             self.events.debug(
                 "t",

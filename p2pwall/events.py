@@ -95,7 +95,8 @@ def stderr_observer(stream: TextIO | None = None) -> Observer:
 
 def event_record(event: dict) -> dict:
     """One event as a SIEM reads it: its time (ISO 8601 UTC and epoch seconds), class, whether
-    it is a debug event, the text line's message, then every field it was logged with."""
+    it is a debug event, the text line's message, then every field it was logged with (but
+    those named ``_...``: pieces of the text line, which structured fields say again)."""
     record = {
         "time": iso(event["log_time"]),
         "epoch": event["log_time"],
@@ -104,7 +105,7 @@ def event_record(event: dict) -> dict:
         "message": formatEvent(event),
     }
     for key, value in event.items():
-        if not key.startswith(("log_", "p2pwall_")):
+        if not key.startswith(("log_", "p2pwall_", "_")):
             record.setdefault(key, value)
     return record
 

@@ -75,6 +75,20 @@ class HelloTests(EngineTestCase):
         self.assertEqual(events.of("c"), [f"client {ROGUE} identified: FastTrack hello"])
         self.assertEqual(len(events.of("u")), 1)
 
+    def test_peer_and_client_events_carry_their_fields_structured(self) -> None:
+        """For JSON readers: addresses, ports and names as keys, not text fragments."""
+        self.send(udp(ROGUE, PEER, 1214, 2000, HELLO), mac=b"\x02\x00\x00\x00\x00\x0a")
+        (learned,) = [r for r in self.engine.events.records if r["p2pwall_class"] == "p"]
+        self.assertEqual(
+            {key: learned[key] for key in ("peer_addr", "peer_port", "blocked_for", "revealed_by")},
+            {"peer_addr": PEER, "peer_port": 2000, "blocked_for": ROGUE, "revealed_by": ROGUE},
+        )
+        (identified,) = [r for r in self.engine.events.records if r["p2pwall_class"] == "c"]
+        self.assertEqual(
+            (identified["protocol"], identified["mac"], identified["peer"]),
+            ("FastTrack", "02:00:00:00:00:0a", f"{PEER}:2000"),
+        )
+
     def test_no_udp_block_accepts_hellos_without_spoofing(self) -> None:
         self.engine.no_udp_block = True
         self.assertEqual(self.hello(), ACCEPT)

@@ -152,6 +152,16 @@ class JsonEventTests(SynchronousTestCase):
              "debug": False, "message": "client 198.18.1.10", "client": "198.18.1.10"},
         )  # fmt: skip
 
+    def test_pieces_of_the_text_line_are_left_out(self) -> None:
+        record = event_record(
+            {"log_time": 1.0, "log_format": "client {client}{_mac}", "client": "198.18.1.10",
+             "_mac": " mac=02:00:00:00:00:0a", "mac": "02:00:00:00:00:0a",
+             "p2pwall_class": "c", "p2pwall_debug": False}
+        )  # fmt: skip
+        self.assertEqual(record["message"], "client 198.18.1.10 mac=02:00:00:00:00:0a")
+        self.assertNotIn("_mac", record)
+        self.assertEqual(record["mac"], "02:00:00:00:00:0a")
+
     def test_its_classes_and_the_debug_classes_asked_for(self) -> None:
         stderr: list[dict] = []
         log = EventLog(stderr="t", debug="p", stderr_target=stderr.append,
