@@ -109,6 +109,9 @@ class Engine:
         self._probes_this_second = 0
         self.observers: list[IClientObserver] = []
         self.stats: Counter[str] = Counter()
+        # Verdicts (the ``stats`` key) by reason: detector names, "blocked peer (origin)", "time
+        # lock", "allowed"... a bounded set. Accepts by no rule are not counted here.
+        self.reasons: Counter[tuple[str, str]] = Counter()
         clients.on_evict = self._evicted
 
     @property
@@ -147,13 +150,20 @@ class Engine:
         udp = packet.proto == UDP
         if verdict is DROP:
             if self.dry_run:
-                self.stats["would_drop_udp" if udp else "would_drop_tcp"] += 1
+                key = "would_drop_udp" if udp else "would_drop_tcp"
+                self.stats[key] += 1
+                self.reasons[key, reason] += 1
                 self.events.packet("u" if udp else "t", packet, reason, verdict="would drop")
                 return ACCEPT
-            self.stats["drop_udp" if udp else "drop_tcp"] += 1
+            key = "drop_udp" if udp else "drop_tcp"
+            self.stats[key] += 1
+            self.reasons[key, reason] += 1
             self.events.packet("u" if udp else "t", packet, reason)
             return verdict
-        self.stats["accept_udp" if udp else "accept_tcp"] += 1
+        key = "accept_udp" if udp else "accept_tcp"
+        self.stats[key] += 1
+        if reason:  # the common accept, by no rule, is the total less these: not counted twice
+            self.reasons[key, reason] += 1
         cls = "U" if udp else "T"
         if self.events.wants(cls):
             self.events.packet(cls, packet, reason or "no rule")

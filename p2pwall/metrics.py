@@ -115,6 +115,7 @@ class DaemonCollector(Collector):
         for key, labels in VERDICTS.items():
             verdicts.add_metric(list(labels), stats.get(key, 0))
         yield verdicts
+        yield self._reasons(stats, dict(engine.reasons))
         for key, name, text in ENGINE_COUNTERS:
             yield CounterMetricFamily(f"p2pwall_{name}", text, value=stats.get(key, 0))
         yield from self._tables()
@@ -124,6 +125,26 @@ class DaemonCollector(Collector):
         )
         yield from self._reader()
         yield from self._queue()
+
+    @staticmethod
+    def _reasons(stats: dict[str, int], reasons: dict[tuple[str, str], int]) -> CounterMetricFamily:
+        """Verdicts by reason; accepts by no rule are what the other reasons leave of the
+        total (the engine does not count that common case twice)."""
+        family = CounterMetricFamily(
+            "p2pwall_verdict_reasons",
+            "Packets decided, by verdict, protocol and reason (a detector, 'blocked peer "
+            "(origin)', 'time lock', 'allowed', 'no rule'...).",
+            labels=["verdict", "protocol", "reason"],
+        )
+        for key, (verdict, protocol) in VERDICTS.items():
+            counted = 0
+            for (reason_key, reason), count in sorted(reasons.items()):
+                if reason_key == key:
+                    family.add_metric([verdict, protocol, reason], count)
+                    counted += count
+            if verdict == "accept":
+                family.add_metric([verdict, protocol, "no rule"], stats.get(key, 0) - counted)
+        return family
 
     def _tables(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         blocks, clients = self.engine.blocks, self.engine.clients

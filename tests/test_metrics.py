@@ -70,6 +70,22 @@ class CollectorTests(SynchronousTestCase):
         collector = DaemonCollector(engine, lambda: queue, lambda: reader, 1_700_000_000.0)
         return samples(collector.collect())
 
+    def test_verdicts_by_reason(self) -> None:
+        engine = busy_engine()
+        engine.verdict(decode(tcp("198.18.1.11", "198.19.0.80", 4001, 80)), Hook.FORWARD)
+        got = {
+            labels: value
+            for (name, labels), value in self.collect(engine).items()
+            if name == "p2pwall_verdict_reasons_total"
+        }
+        self.assertEqual(
+            {dict(labels)["reason"]: value for labels, value in got.items() if value},
+            {"fasttrack": 1, "time lock": 1, "no rule": 2},
+        )
+        (accepted,) = [labels for labels in got if dict(labels)["reason"] == "no rule" and
+                       dict(labels)["protocol"] == "tcp"]  # fmt: skip
+        self.assertEqual(dict(accepted)["verdict"], "accept")
+
     def test_verdicts_tables_and_counters(self) -> None:
         got = self.collect(busy_engine())
         verdict = {
