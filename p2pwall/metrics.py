@@ -42,6 +42,7 @@ ENGINE_COUNTERS = (
     ("dns_malformed", "dns_malformed", "DNS answers that did not read as DNS."),
     ("dns_from_green", "dns_from_green", "DNS answers from a green host (not trained on)."),
     ("dns_over_budget", "dns_over_budget", "DNS answers passed unread over --dns-budget."),
+    ("dns_reads", "dns_reads", "DNS answers read (parsed) to train or to debug."),
     ("would_spoof", "dry_run_spoofs", "Pongs not sent in dry-run mode."),
     ("would_probe", "dry_run_probes", "Probes not sent in dry-run mode."),
     ("hooks_run", "hooks_run", "--on-lock/--on-release commands started."),
@@ -118,6 +119,11 @@ class DaemonCollector(Collector):
         yield self._reasons(stats, dict(engine.reasons))
         for key, name, text in ENGINE_COUNTERS:
             yield CounterMetricFamily(f"p2pwall_{name}", text, value=stats.get(key, 0))
+        yield CounterMetricFamily(
+            "p2pwall_dns_read_seconds",
+            "CPU time spent reading DNS answers (divide by p2pwall_dns_reads_total for the mean).",
+            value=stats.get("dns_read_ns", 0) / 1e9,
+        )
         yield from self._tables()
         yield GaugeMetricFamily("p2pwall_dry_run", "1 in dry-run mode.", value=int(engine.dry_run))
         yield GaugeMetricFamily(

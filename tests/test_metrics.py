@@ -15,7 +15,7 @@ from twisted.web.client import Agent, readBody
 from p2pwall import __version__
 from p2pwall.errors import StartError
 from p2pwall.metrics import DaemonCollector, MetricsService, MetricsSite, metrics_endpoint
-from p2pwall.packet import Hook, decode
+from p2pwall.packet import Hook, Verdict, decode
 from p2pwall.testing import make_engine, tcp, udp
 
 HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
@@ -69,6 +69,22 @@ class CollectorTests(SynchronousTestCase):
     def collect(self, engine, reader=None, queue=None) -> dict:
         collector = DaemonCollector(engine, lambda: queue, lambda: reader, 1_700_000_000.0)
         return samples(collector.collect())
+
+    def test_dns_reads_and_their_time(self) -> None:
+        from scapy.layers.dns import DNS, DNSQR, DNSRR
+
+        from p2pwall.detectors.dns import DnsDetector
+
+        dns = DnsDetector()
+        dns.banned.add("www.winmx.com")
+        engine = make_engine(detectors=[dns])
+        answer = DNS(id=1, qr=1, qd=DNSQR(qname="www.winmx.com"),
+                     an=DNSRR(rrname="www.winmx.com", rdata="198.19.7.9"))  # fmt: skip
+        packet = decode(udp("198.19.0.53", "198.18.1.10", 53, 4000, bytes(answer)))
+        self.assertEqual(engine.verdict(packet, Hook.FORWARD), Verdict.ACCEPT)
+        got = self.collect(engine)
+        self.assertEqual(got[("p2pwall_dns_reads_total", ())], 1)
+        self.assertGreater(got[("p2pwall_dns_read_seconds_total", ())], 0)
 
     def test_verdicts_by_reason(self) -> None:
         engine = busy_engine()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Mapping
+from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
@@ -163,7 +164,10 @@ class DnsDetector:
                 packet, hook, len(message), engine
             ):
                 return self._passed(header, engine)
+            started = perf_counter_ns()
             dns = dnswire.read(message)
+            engine.stats["dns_read_ns"] += perf_counter_ns() - started
+            engine.stats["dns_reads"] += 1
         except dnswire.Malformed as error:
             engine.stats["dns_malformed"] += 1
             engine.events.debug(
