@@ -1,12 +1,14 @@
 """p2pwall: a Twisted daemon that keeps P2P clients on the green network from reaching peers."""
 
+import re
 from pathlib import Path
 
 from setuptools import setup
 
 setup(
     name="p2pwall",
-    version="0.1.0",
+    # One version, the package's own (p2pwall.__version__), which --version and stats print.
+    version=re.search(r'__version__ = "([^"]+)"', Path("p2pwall/__init__.py").read_text())[1],
     description="ftwall re-created: block FastTrack, WinMX and OpenNAP clients via NFQUEUE",
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

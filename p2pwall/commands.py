@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import explain
+from . import __version__, explain
 from .allow import OPTION, parse_network
 from .endpoints import parse_endpoint
 from .engine import Engine
@@ -226,6 +226,7 @@ class Controller:
         run: Runner = maybeDeferred,
     ) -> None:
         self.engine = engine
+        self.started = engine.clock.seconds()
         self.run = run
         self.names = names
         self.reload_patterns = reload
@@ -436,7 +437,9 @@ class Controller:
         )
         queue = self.queue_stats() if self.queue_stats else None
         reader = self.reader_stats() if self.reader_stats else None
-        lines = [f"{key} {value}" for key, value in counters.items()]
+        uptime = int(engine.clock.seconds() - self.started)
+        lines = [f"version {__version__}", f"uptime {uptime}"]
+        lines += [f"{key} {value}" for key, value in counters.items()]
         lines += [f"{key} {queue[key] if queue else '-'}" for key in QUEUE_FIELDS]
         lines += [f"{key} {reader[key] if reader else '-'}" for key in READER_FIELDS]
         return Reply.ok("stats", lines)

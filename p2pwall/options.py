@@ -12,6 +12,7 @@ from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
 from .hooks import parse_command
 from .metrics import metrics_endpoint
 from .networks import DEFAULT_GREEN
+from .version import VersionOption
 
 DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
 # What --json-events writes unless --json-classes says: drops, clients, peers, control commands
@@ -37,7 +38,7 @@ def _classes_help(known: dict[str, str]) -> str:
     return "; ".join(f"{letter}={meaning}" for letter, meaning in known.items())
 
 
-class Options(usage.Options):
+class Options(VersionOption, usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Block FastTrack (Kazaa, KazaaLite, iMesh, Grokster), WinMX and OpenNAP clients on the "

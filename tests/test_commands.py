@@ -8,6 +8,7 @@ from pathlib import Path
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pwall import __version__
 from p2pwall.allow import OPTION, parse_network
 from p2pwall.commands import Controller, parse_queue_stats, read_queue_stats
 from p2pwall.control import ControlFactory
@@ -269,9 +270,12 @@ class ModeAndStateTests(ControlTestCase):
         self.engine.verdict(decode(tcp("10.0.0.5", "203.0.113.5", 4000, 1214)), Hook.FORWARD)
         self.engine.verdict(decode(udp("10.0.0.5", "198.51.100.1", 53, 53)), Hook.FORWARD)
         self.engine.stats["zz_detector"] = 3
+        self.clock.advance(75.5)
         self.assertEqual(
             self.command("stats"),
             [
+                f"version {__version__}",
+                "uptime 75",
                 "packets 2",
                 "accept_tcp 0",
                 "accept_udp 1",

@@ -22,6 +22,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from ..version import version_line
 from . import react_main
 
 # A client endpoint string; the daemon's --control default, tcp:4120:interface=127.0.0.1,
@@ -117,6 +118,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="Exit status: 0 OK, 1 ERR, 2 no reply (cannot connect, timeout, bad arguments). "
         "'p2pwall-ctl help' lists the commands.",
     )
+    parser.add_argument("--version", action="version", version=version_line("p2pwall-ctl"))
     parser.add_argument(
         "--control",
         default=DEFAULT_ENDPOINT,

@@ -33,6 +33,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from ..packet import endpoint_text
 from ..store import write_atomically
+from ..version import version_line
 from . import react_main
 from .ctl import DEFAULT_ENDPOINT, EXIT_ERR, EXIT_NO_REPLY, EXIT_OK, ControlError, connect, exchange
 from .serverlist import ServerEntry, detect_format, parse_server_list
@@ -291,6 +292,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="Exit status (without --interval): 0 done, 1 list unusable or a command "
         "refused, 2 cannot reach the daemon.",
     )
+    parser.add_argument("--version", action="version", version=version_line("p2pwall-napigator"))
     parser.add_argument("source", help="http(s) URL or file: Napigator text, HTML table or .wsx")
     parser.add_argument(
         "--control",

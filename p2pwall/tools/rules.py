@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from twisted.python import usage
 
 from ..spoof import SPOOF_MARK
+from ..version import VersionOption
 
 CHAIN_FORWARD = "p2pwall-fwd"
 CHAIN_INPUT = "p2pwall-in"
@@ -295,7 +296,9 @@ def per_second(text: str) -> int:
     return int(number)
 
 
-class Options(usage.Options):
+class Options(VersionOption, usage.Options):
+    program = "p2pwall-rules"
+
     synopsis = "--green-if IFACE [--green-if IFACE...] [options]"
     longdesc = (
         "Print the firewall rules that queue packets to p2pwall (as shell commands for sh -e).\n\n"
