@@ -8,7 +8,8 @@
 # --config FILE (/etc/default/p2pwall), --root DIR (put all three under DIR and leave systemd
 # alone: a throw-away root for tests). What the install creates outside the prefix is listed in
 # PREFIX/install-manifest, and --uninstall removes exactly that and the prefix; a settings file
-# that was there before is kept. --purge also removes the learned peers (/var/lib/p2pwall).
+# that was there before is kept. --purge also removes the daemon's data (/var/lib/p2pwall,
+# /var/log/p2pwall).
 #
 # System packages: python3-venv (a virtualenv needs ensurepip) and iptables (or nftables),
 # installed if missing. A Python package pip finds no wheel for (NetfilterQueue has none) is
@@ -23,8 +24,8 @@ root="" prefix=/opt/p2pwall unit_dir=/etc/systemd/system config=/etc/default/p2p
 python=/usr/bin/python3 green_if="" uninstall=0 purge=0
 
 die() { echo "p2pwall: $*" >&2; exit 1; }
-# The header above, lines 2 to 11: --help on stdout, after a bad option on stderr.
-usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; exit "$1"; }
+# The header above, lines 2 to 12: --help on stdout, after a bad option on stderr.
+usage() { sed -n '2,12s/^# \{0,1\}//p' "$0"; exit "$1"; }
 value() { [ $# -ge 2 ] || die "$1 needs a value"; printf '%s' "$2"; }
 
 while [ $# -gt 0 ]; do
@@ -53,7 +54,9 @@ done
 
 root=${root%/}
 prefix=$root$prefix unit_dir=$root$unit_dir config=$root$config
-unit=$unit_dir/$UNIT manifest=$prefix/$MANIFEST state=$root/var/lib/p2pwall
+unit=$unit_dir/$UNIT manifest=$prefix/$MANIFEST
+# The daemon's data, made by systemd (StateDirectory, LogsDirectory): kept without --purge.
+data=("$root/var/lib/p2pwall" "$root/var/log/p2pwall")
 # systemctl only for the real system, and only when systemd runs it (sd_booted's test).
 live=0
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then live=1; fi
@@ -94,11 +97,13 @@ uninstall() {
     apt-mark auto "${packages[@]}" >/dev/null
     echo "p2pwall: ${packages[*]} now removable (apt-get autoremove)"
   fi
-  if [ "$purge" = 1 ]; then
-    rm -rf "$state"
-  elif [ -d "$state" ]; then
-    echo "p2pwall: kept the learned peers in $state (--purge removes them)"
-  fi
+  for path in "${data[@]}"; do
+    if [ "$purge" = 1 ]; then
+      rm -rf "$path"
+    elif [ -d "$path" ]; then
+      echo "p2pwall: kept $path (--purge removes it)"
+    fi
+  done
   echo "p2pwall: removed"
 }
 

@@ -127,18 +127,23 @@ class InstallTests(SynchronousTestCase):
         (root / CONFIG).write_text("GREEN_IF=br0\nQUEUE=3\n")
         (root / "var/lib/p2pwall").mkdir(parents=True)
         (root / "var/lib/p2pwall/peers").write_text("198.18.5.5 1214 * manual 0\n")
+        (root / "var/log/p2pwall").mkdir(parents=True)
+        (root / "var/log/p2pwall/events.json").write_text("{}\n")
         before = tree(root)
 
         self.succeed("--root", root)
         self.assertEqual((root / CONFIG).read_text(), "GREEN_IF=br0\nQUEUE=3\n")
         self.assertTrue((root / UNIT).exists())
         out = self.succeed("--root", root, "--uninstall")
-        self.assertIn("kept the learned peers", out)
+        for data in ("var/lib/p2pwall", "var/log/p2pwall"):
+            self.assertIn(f"p2pwall: kept {root / data} (--purge removes it)\n", out)
         self.assertEqual(tree(root), before)
 
         self.succeed("--root", root)
         self.succeed("--root", root, "--uninstall", "--purge")
-        del before["var/lib/p2pwall"], before["var/lib/p2pwall/peers"]
+        for data in ("var/lib/p2pwall", "var/lib/p2pwall/peers", "var/log/p2pwall",
+                     "var/log/p2pwall/events.json"):  # fmt: skip
+            del before[data]
         self.assertEqual(tree(root), before)
 
     def test_refuses_a_prefix_that_is_not_an_install(self) -> None:
@@ -170,7 +175,9 @@ class InstallTests(SynchronousTestCase):
         help = self.script("--help")
         self.assertEqual((help.returncode, help.stderr), (0, ""))
         self.assertIn("install-service.sh --uninstall [--purge] [PATHS]", help.stdout)
-        self.assertIn("--purge also removes the learned peers", help.stdout)
+        self.assertIn(
+            "--purge also removes the daemon's data (/var/lib/p2pwall,\n/var/log", help.stdout
+        )
         unknown = self.script("--root", self.base, "--prefx", "/opt/x")
         self.assertEqual((unknown.returncode, unknown.stdout), (2, ""))
         self.assertEqual(unknown.stderr, "p2pwall: unknown option --prefx\n" + help.stdout)

@@ -26,6 +26,7 @@ from .daemons import wait_for
 from .support import LabCase
 
 CAPABILITIES = 1 << 12 | 1 << 13  # CAP_NET_ADMIN, CAP_NET_RAW
+EVENTS = "/var/log/p2pwall/events.json"
 # PR_SET_MDWE with PR_MDWE_REFUSE_EXEC_GAIN (Linux 6.3), kept across execve.
 MDWE = (
     "import ctypes, os, sys\n"
@@ -35,10 +36,10 @@ MDWE = (
     "os.execv(sys.argv[1], sys.argv[1:])\n"
 )
 # Fresh, empty, writable in the sandbox (the unit's state and runtime directories go there).
-HIDDEN = ("/run", "/var/lib")
+HIDDEN = ("/run", "/var/lib", "/var/log")
 SANDBOX = f"""
 for dir in {" ".join(HIDDEN)}; do mount -t tmpfs -o mode=0755 tmpfs "$dir"; done
-mkdir -m 0700 /run/p2pwall /var/lib/p2pwall
+mkdir -m 0700 /run/p2pwall /var/lib/p2pwall /var/log/p2pwall
 mount -o remount,bind,ro /
 mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys
 umask 0077
@@ -85,11 +86,11 @@ class SandboxedServiceTests(LabCase):
         if done.returncode:
             raise self.skipTest(f"install-service.sh could not build the venv: {done.stderr}")
         config = self.root / CONFIG
-        # The admin's edit: write the store file every second, show control commands.
+        # The admin's edit: write the store file every second, show control commands, and
+        # write events as JSON where the unit's LogsDirectory is.
+        options = f"-L cpx --store-interval 1 --json-events {EVENTS}"
         config.write_text(
-            config.read_text().replace(
-                'DAEMON_OPTS="-L cp"', 'DAEMON_OPTS="-L cpx --store-interval 1"'
-            )
+            config.read_text().replace('DAEMON_OPTS="-L cp"', f'DAEMON_OPTS="{options}"')
         )
         self.unit = (self.root / UNIT).read_text()
         self.environ = {
@@ -145,8 +146,14 @@ class SandboxedServiceTests(LabCase):
         self.assertFalse(self.web_ok("user"), "dropped by the queue")
         store = Path(f"/proc/{pid}/root/var/lib/p2pwall/peers")
         self.assertTrue(wait_for(lambda: store.exists() and web in store.read_text(), 10))
-        os.kill(pid, signal.SIGHUP)  # ExecReload
-        self.assertTrue(wait_for(lambda: "SIGHUP" in self.log(), 10))
+        # logrotate's way with the events file: move it, then ExecReload (HUP) reopens it.
+        events = Path(f"/proc/{pid}/root{EVENTS}")
+        self.assertIn(f"block {web}:80", events.read_text())
+        events.rename(events.with_name("events.json.1"))
+        os.kill(pid, signal.SIGHUP)
+        self.assertTrue(wait_for(events.exists, 10), "reopened on HUP")
+        subprocess.run([*ctl[:3], "unblock", f"{web}:80"], capture_output=True, timeout=30)
+        self.assertTrue(wait_for(lambda: "unblock" in events.read_text(), 10))
 
     def test_daemon_serves_under_the_sandbox(self) -> None:
         daemon, pid = self.start()
