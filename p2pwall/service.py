@@ -30,6 +30,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from . import sdnotify
 from .allow import AllowList
 from .commands import Controller, read_queue_stats
 from .control import ControlFactory, ControlService
@@ -271,6 +272,8 @@ class DaemonService(MultiService):
                 log.warn("{line}", line=warning)
             super().startService()
         self.launch.close()
+        # Type=notify: systemd starts the units after this one only now, with the queue bound.
+        sdnotify.ready(f"reading NFQUEUE {self.options['queue']}")
 
 
 def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:

@@ -438,6 +438,22 @@ class StartLineTests(DaemonCase):
         self.assertIn("protecting only the private ranges (10.0.0.0/8, ", warning)
 
 
+class ReadinessTests(DaemonCase):
+    def test_systemd_hears_ready_once_the_queue_is_bound(self) -> None:
+        """Type=notify: READY=1 on $NOTIFY_SOCKET after every service has started."""
+        import socket
+
+        path = os.path.join(self.mktemp() + ".d", "notify")
+        os.makedirs(os.path.dirname(path))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(listener.close)
+        listener.bind(path)
+        listener.setblocking(False)
+        self.patch(os, "environ", {**os.environ, "NOTIFY_SOCKET": path})
+        self.build("-q", "3")
+        self.assertEqual(listener.recv(256), b"READY=1\nSTATUS=reading NFQUEUE 3")
+
+
 class AdminOptionsWiringTests(DaemonCase):
     """--allow, --dry-run and the --on-lock/--on-release hooks reach the engine."""
 
