@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 need=()
 have_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 # libnetfilter-queue-dev, gcc and python3-dev build the NetfilterQueue package (--reader
-# netfilterqueue) and the benchmark's C reader; the native reader needs none of them.
+# netfilterqueue) and the benchmark's C reader; the native reader needs none of them. strace
+# lets a test check the daemon's system calls against the systemd unit's filter.
 for pkg in libnetfilter-queue-dev iptables nftables iproute2 dnsmasq-base curl netcat-openbsd \
-           dnsutils gcc make python3-venv python3-dev; do
+           dnsutils gcc make python3-venv python3-dev strace; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 if ((${#need[@]})); then
