@@ -35,6 +35,7 @@ from .packet import (
     ACCEPT,
     DROP,
     FORWARD,
+    TCP,
     TCP_ACK,
     TCP_SYN,
     UDP,
@@ -54,6 +55,7 @@ _SYN_ACK = TCP_SYN | TCP_ACK
 # Endpoints below this port are well-known services (DNS, NTP, HTTPS...): whatever green hosts
 # say about them, they are never blocked for every host.
 FIRST_UNPRIVILEGED_PORT = 1024
+HOOK_NUMBERS = 256
 # Most heap entries one tick looks at (expiries, probes, re-schedules): a few ms at most.
 TICK_ACTIONS = 200
 
@@ -92,7 +94,16 @@ class Engine:
         # answer that comes in on one of them was sent by a green host and teaches nothing.
         self.green_ifindexes: frozenset[int] = frozenset()
         self.detectors = tuple(detectors)
-        self._inspectors = tuple((d.name, d.inspect) for d in self.detectors)
+        # protocol -> hook -> the detectors that want those packets, in order: two look-ups
+        # per packet (about 20 ns), however many detectors there are. Every hook number a
+        # queue message can carry (one byte) has its entry.
+        self._dispatch = {
+            proto: [
+                tuple((d.name, d.inspect) for d in self.detectors if (proto, hook) in d.wants)
+                for hook in range(HOOK_NUMBERS)
+            ]
+            for proto in (UDP, TCP)
+        }
         self.spoofer = spoofer
         self.events = events
         self.no_udp_block = no_udp_block
@@ -128,7 +139,7 @@ class Engine:
         allowed = self.allowed.lookup
         if allowed is not None and (packet.src in allowed or packet.dst in allowed):
             return self._count(packet, ACCEPT, "allowed")
-        for name, inspect in self._inspectors:
+        for name, inspect in self._dispatch[packet.proto][hook]:
             verdict = inspect(packet, hook, self)
             if verdict is not None:
                 return self._count(packet, verdict, name)

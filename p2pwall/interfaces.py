@@ -15,6 +15,10 @@ class IDetector(Interface):
     """
 
     name = Attribute("Short name used in events and stats, e.g. 'fasttrack'.")
+    wants = Attribute(
+        "The (IP protocol, hook) pairs whose packets it inspects, e.g. {(17, Hook.FORWARD)}: "
+        "the engine asks each detector only about those, so adding one costs the others nothing."
+    )
 
     def inspect(packet, hook, engine):
         """Look at one decoded packet seen on ``hook``; return a ``Verdict`` or ``None``."""

@@ -7,7 +7,7 @@ from zope.interface import implementer
 from p2pwall.allow import AllowList, parse_network
 from p2pwall.detectors.fasttrack import build_pong, parse_hello
 from p2pwall.engine import TICK_ACTIONS
-from p2pwall.interfaces import IClientObserver
+from p2pwall.interfaces import IClientObserver, IDetector
 from p2pwall.neighbours import KernelNeighbours
 from p2pwall.packet import TCP, UDP, Hook, Verdict, decode
 from p2pwall.tables import ANY_CLIENT, CorroboratedBlock
@@ -336,6 +336,37 @@ class FuzzTests(EngineTestCase):
                 self.engine.verdict(packet, rng.choice((Hook.FORWARD, Hook.INPUT)))
             self.clock.advance(0.01)
             self.engine.tick()
+
+
+@implementer(IDetector)
+class WantsForwardedUdp:
+    """A detector that wants forwarded UDP only and notes what it is asked about."""
+
+    name = "recorder"
+    wants = frozenset({(UDP, Hook.FORWARD)})
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int]] = []
+
+    def inspect(self, packet, hook, engine):
+        self.asked.append((packet.proto, hook))
+
+
+class DispatchTests(EngineTestCase):
+    def test_a_detector_is_asked_only_about_the_packets_it_wants(self) -> None:
+        recorder = WantsForwardedUdp()
+        self.engine = make_engine(self.clock, detectors=[recorder])
+        self.syn(USER, WEB)
+        self.send(udp(USER, "198.18.1.1", 5000, 5001, b"x"), Hook.INPUT)
+        self.send(udp(USER, WEB, 5000, 5001, b"x"))
+        self.assertEqual(recorder.asked, [(UDP, Hook.FORWARD)])
+
+    def test_detectors_keep_their_order(self) -> None:
+        first, second = WantsForwardedUdp(), WantsForwardedUdp()
+        first.inspect = lambda packet, hook, engine: Verdict.DROP
+        self.engine = make_engine(self.clock, detectors=[first, second])
+        self.assertEqual(self.send(udp(USER, WEB, 5000, 5001, b"x")), DROP)
+        self.assertEqual(second.asked, [], "the first verdict wins")
 
 
 class ModeAndEventTests(EngineTestCase):

@@ -31,7 +31,7 @@ from .. import dnswire
 from ..budget import TokenBuckets
 from ..interfaces import IDetector, IEventSink
 from ..names import BannedNames
-from ..packet import UDP, Hook, Packet, Verdict, addr_text
+from ..packet import TCP, UDP, Hook, Packet, Verdict, addr_text
 from ..tables import ANY_CLIENT, ANY_PORT
 from .patterns import PatternSet, load_patterns
 
@@ -87,6 +87,9 @@ class DnsDetector:
     exactly and survive ``reload``, as learned blocks do. ``budget``: bytes of answers a second
     one host's answers may have read (see ``BUDGET``).
     """
+
+    # Answers over UDP and TCP, forwarded to green hosts or coming in for the gateway.
+    wants = frozenset((proto, hook) for proto in (UDP, TCP) for hook in _HOOKS)
 
     name = "dns"
 

@@ -148,6 +148,8 @@ class FastTrackDetector:
     """ftwall's FastTrack rules: hellos, probe replies and the HTTP safety net."""
 
     name = "fasttrack"
+    # Hellos (UDP, forwarded), probe replies (UDP to the gateway), download starts (TCP).
+    wants = frozenset(((UDP, FORWARD), (UDP, INPUT), (TCP, FORWARD)))
 
     def inspect(self, packet: Packet, hook: int, engine) -> Verdict | None:
         payload = packet.payload
