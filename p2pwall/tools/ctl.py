@@ -9,6 +9,8 @@ endpoint or arguments), with the reason on stderr. ``ControlClient`` is also wha
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -28,6 +30,28 @@ from . import react_main
 # A client endpoint string; the daemon's --control default, tcp:4120:interface=127.0.0.1,
 # is the server form of the same port.
 DEFAULT_ENDPOINT = "tcp:127.0.0.1:4120"
+# Where the systemd unit (packaging/) puts the control socket.
+SERVICE_SOCKET = "/run/p2pwall/control.sock"
+
+
+def default_endpoint(service_socket: str = SERVICE_SOCKET) -> str:
+    """``$P2PWALL_CONTROL``, else the service's socket when it exists, else the daemon's
+    default TCP port: ``p2pwall-ctl stats`` works as such on a gateway that runs the unit."""
+    given = os.environ.get("P2PWALL_CONTROL")
+    if given:
+        return given
+    if stat.S_ISSOCK(_mode(service_socket)):
+        return f"unix:{service_socket}"
+    return DEFAULT_ENDPOINT
+
+
+def _mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
 EXIT_OK, EXIT_ERR, EXIT_NO_REPLY = 0, 1, 2
 FINAL_WORDS = ("OK", "ERR")
 
@@ -121,10 +145,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--version", action="version", version=version_line("p2pwall-ctl"))
     parser.add_argument(
         "--control",
-        default=DEFAULT_ENDPOINT,
+        default=default_endpoint(),
         metavar="ENDPOINT",
         help="Twisted client endpoint: tcp:HOST:PORT, tcp:host=H:port=P, unix:PATH "
-        f"(default {DEFAULT_ENDPOINT})",
+        f"(default $P2PWALL_CONTROL, else unix:{SERVICE_SOCKET} if it exists, else "
+        f"{DEFAULT_ENDPOINT})",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     parser.add_argument("command", nargs="+", help="the command and its arguments")

@@ -35,7 +35,7 @@ from ..packet import endpoint_text
 from ..store import write_atomically
 from ..version import version_line
 from . import react_main
-from .ctl import DEFAULT_ENDPOINT, EXIT_ERR, EXIT_NO_REPLY, EXIT_OK, ControlError, connect, exchange
+from .ctl import EXIT_ERR, EXIT_NO_REPLY, EXIT_OK, ControlError, connect, default_endpoint, exchange
 from .serverlist import ServerEntry, detect_format, parse_server_list
 
 MAX_LIST_BYTES = 16 << 20
@@ -296,9 +296,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("source", help="http(s) URL or file: Napigator text, HTML table or .wsx")
     parser.add_argument(
         "--control",
-        default=DEFAULT_ENDPOINT,
+        default=default_endpoint(),
         metavar="ENDPOINT",
-        help=f"control port client endpoint (default {DEFAULT_ENDPOINT})",
+        help="control port client endpoint (default: as p2pwall-ctl's)",
     )
     parser.add_argument(
         "--state", metavar="FILE", help="remember what was sent here (default: only in memory)"

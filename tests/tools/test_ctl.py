@@ -16,7 +16,14 @@ from twisted.trial.unittest import TestCase
 from p2pwall.commands import Controller
 from p2pwall.control import ControlFactory
 from p2pwall.testing import make_engine, packed
-from p2pwall.tools.ctl import ControlClient, ControlReply, ctl, parse_args
+from p2pwall.tools.ctl import (
+    DEFAULT_ENDPOINT,
+    ControlClient,
+    ControlReply,
+    ctl,
+    default_endpoint,
+    parse_args,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,3 +192,30 @@ class ScriptTests(LoopbackCase):
         out, err, code = await run_script("--control", f"tcp:127.0.0.1:{closed_port()}", "ping")
         self.assertEqual((out, code), ("", 2))
         self.assertIn("cannot connect", err)
+
+
+class DefaultEndpointTests(TestCase):
+    """``p2pwall-ctl stats`` finds the daemon the systemd unit runs, with no --control."""
+
+    def setUp(self) -> None:
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "P2PWALL_CONTROL"})
+        self.path = os.path.join(self.mktemp() + ".d", "control.sock")
+        os.makedirs(os.path.dirname(self.path))
+
+    def test_the_daemons_tcp_port_when_there_is_no_service_socket(self) -> None:
+        self.assertEqual(default_endpoint(self.path), DEFAULT_ENDPOINT)
+        Path(self.path).write_text("a file, not a socket")
+        self.assertEqual(default_endpoint(self.path), DEFAULT_ENDPOINT)
+
+    def test_the_service_socket_when_it_exists(self) -> None:
+        import socket
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.bind(self.path)
+        self.assertEqual(default_endpoint(self.path), f"unix:{self.path}")
+
+    def test_the_environment_comes_first(self) -> None:
+        os.environ["P2PWALL_CONTROL"] = "tcp:127.0.0.1:4999"
+        self.assertEqual(default_endpoint(self.path), "tcp:127.0.0.1:4999")
+        self.assertEqual(parse_args(["stats"]).control, "tcp:127.0.0.1:4999")
