@@ -1,0 +1,702 @@
+"""A namespace lab with a real public BitTorrent swarm and real green leechers (issue 11, §3).
+
+Topology (addresses only in 198.18.0.0/15; namespaces ``p2pb<6 hex>-<host>``)::
+
+    green 198.18.1.10.. ─ green0 (bridge) ─ gw ─ public0 (bridge) ─ tracker 198.19.0.2:6969
+    (a namespace per      198.18.1.1/24           198.19.0.1/16      seedlt  198.19.0.11:6881
+     leecher, each with                                              seedar  198.19.0.13:6881
+     an egress guard)                                                dhtr    198.19.0.21:6881
+                                                                     dhtn    198.19.1.1..N:6881
+
+``gw`` forwards without NAT and has no default route: nothing leaves the lab. Every green
+namespace also gets an nft egress guard (loopback, 198.18.0.0/15 and multicast only; the rest is
+rejected and counted), because real clients do try other addresses (rtorrent 0.9.8 misreads DHT
+``values``). The payload is random data made at run time; leechers must require encryption.
+
+    python -m lab.btlab control [--clients aria2,libtorrent] [--mib 20] [--seconds 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote_from_bytes
+
+from lab.netlab import LabError, check_lab_addr
+
+HERE = Path(__file__).resolve().parent
+BTNODE = HERE / "btnode.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+GW_GREEN = "198.18.1.1"
+GW_PUBLIC = "198.19.0.1"
+GREEN_BASE = 10
+TRACKER = "198.19.0.2"
+TRACKER_PORT = 6969
+SEED_LT = "198.19.0.11"
+SEED_ARIA2 = "198.19.0.13"
+DHT_ROUTER = "198.19.0.21"
+BT_PORT = 6881
+PUBLIC_HOSTS = {"tracker": TRACKER, "seedlt": SEED_LT, "seedar": SEED_ARIA2, "dhtr": DHT_ROUTER}
+MAX_DHT_NODES = 64
+PAYLOAD_NAME = "payload.bin"
+PIECE_LENGTH = 256 * 1024
+# Names clients have built in as DHT routers; each green host's /etc/netns hosts file maps
+# them to the lab's router node, so no client ever looks them up outside.
+ROUTER_NAMES = (
+    "router.bittorrent.com",
+    "router.utorrent.com",
+    "dht.transmissionbt.com",
+    "dht.libtorrent.org",
+    "dht.aelitis.com",
+)
+GUARD_TABLE = "p2pbguard"
+CLIENTS = ("aria2", "libtorrent")
+RUN_ID_RE = re.compile(r"[0-9a-f]{6}")
+STOP_WAIT = 3.0
+
+
+# -- pure helpers: bencode, torrents, magnets, guard, client command lines ----------------------
+
+
+def bencode(value: Any) -> bytes:
+    """BEP 3 encoding with sorted keys (p2pwall.bencode only reads; the lab has to write)."""
+    if isinstance(value, bool):
+        raise TypeError("bencode has no booleans")
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, list | tuple):
+        return b"l" + b"".join(bencode(item) for item in value) + b"e"
+    if isinstance(value, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+    raise TypeError(f"cannot bencode {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Torrent:
+    """A metainfo file's bytes and its info-hash (hex)."""
+
+    data: bytes
+    info_hash: str
+
+
+def piece_hashes(path: Path, piece_length: int = PIECE_LENGTH) -> bytes:
+    """The SHA-1 of each piece of ``path``, concatenated (the ``pieces`` key)."""
+    out = bytearray()
+    with path.open("rb") as handle:
+        while chunk := handle.read(piece_length):
+            out += hashlib.sha1(chunk).digest()
+    return bytes(out)
+
+
+def make_torrent(
+    path: Path, tiers: Sequence[Sequence[str]], piece_length: int = PIECE_LENGTH
+) -> Torrent:
+    """A single-file torrent of ``path`` announcing to ``tiers`` (one list of URLs per tier).
+
+    No tiers makes a trackerless torrent (DHT only). Same payload, same info dict, same hash,
+    whatever the tiers: the HTTP-only and UDP-only copies are one swarm.
+    """
+    if piece_length <= 0 or piece_length & (piece_length - 1):
+        raise LabError(f"piece length must be a power of two: {piece_length}")
+    info = {
+        "length": path.stat().st_size,
+        "name": path.name,
+        "piece length": piece_length,
+        "pieces": piece_hashes(path, piece_length),
+    }
+    meta: dict[str, Any] = {"info": info}
+    tiers = [list(tier) for tier in tiers if tier]
+    if tiers:
+        meta["announce"] = tiers[0][0]
+        meta["announce-list"] = tiers
+    return Torrent(bencode(meta), hashlib.sha1(bencode(info)).hexdigest())
+
+
+def tracker_urls(ip: str = TRACKER, port: int = TRACKER_PORT) -> dict[str, str]:
+    check_lab_addr(ip)
+    return {"http": f"http://{ip}:{port}/announce", "udp": f"udp://{ip}:{port}/announce"}
+
+
+def magnet(info_hash: str, name: str | None = None, trackers: Iterable[str] = ()) -> str:
+    """A magnet link; without trackers it is the bare DHT-only form ``magnet:?xt=urn:btih:H``."""
+    if not re.fullmatch(r"[0-9a-f]{40}", info_hash):
+        raise LabError(f"info-hash must be 40 lower-case hex digits: {info_hash!r}")
+    parts = [f"xt=urn:btih:{info_hash}"]
+    if name:
+        parts.append("dn=" + quote_from_bytes(name.encode(), safe=""))
+    parts += ["tr=" + quote_from_bytes(url.encode(), safe="") for url in trackers]
+    return "magnet:?" + "&".join(parts)
+
+
+def guard_ruleset(table: str = GUARD_TABLE) -> str:
+    """nft script for a green namespace: only loopback, the lab range and multicast may leave."""
+    return (
+        f"table inet {table} {{\n"
+        "  chain out {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        '    oif "lo" accept\n'
+        "    ip daddr 198.18.0.0/15 accept\n"
+        "    ip daddr 224.0.0.0/4 accept\n"
+        "    counter reject\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def guard_rejects(listing: str) -> int:
+    """Packets the guard rejected, from ``nft list table inet p2pbguard``."""
+    found = re.search(r"counter packets (\d+) bytes \d+ reject", listing)
+    if found is None:
+        raise LabError("no egress guard counter in the nft listing")
+    return int(found.group(1))
+
+
+def hosts_file(router: str = DHT_ROUTER) -> str:
+    check_lab_addr(router)
+    return "127.0.0.1 localhost\n" + "".join(f"{router} {name}\n" for name in ROUTER_NAMES)
+
+
+def resolv_conf() -> str:
+    """A resolver inside the lab that nobody runs: look-ups fail fast and stay in the lab."""
+    return "nameserver 198.19.0.53\noptions timeout:1 attempts:1\n"
+
+
+def aria2_leech_argv(torrent: Path, directory: Path, seconds: int) -> list[str]:
+    """aria2c as a green leecher: encryption required (ARC4), DHT/PEX/LPD on, IPv6 off."""
+    return [
+        "aria2c",
+        f"--dir={directory}",
+        "--bt-require-crypto=true",
+        "--bt-min-crypto-level=arc4",
+        "--enable-dht=true",
+        f"--dht-entry-point={DHT_ROUTER}:{BT_PORT}",
+        f"--dht-file-path={directory / 'dht.dat'}",
+        "--enable-peer-exchange=true",
+        "--bt-enable-lpd=true",
+        "--disable-ipv6=true",
+        "--seed-time=0",
+        f"--stop={seconds}",
+        "--file-allocation=none",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        f"--log={directory / 'aria2.log'}",
+        "--log-level=info",
+        str(torrent),
+    ]
+
+
+def aria2_seed_argv(torrent: Path, directory: Path, seconds: int) -> list[str]:
+    """aria2c as a public seeder of the payload already in ``directory``."""
+    return [
+        "aria2c",
+        f"--dir={directory}",
+        "--check-integrity=true",
+        "--seed-ratio=0.0",
+        "--enable-dht=true",
+        f"--dht-entry-point={DHT_ROUTER}:{BT_PORT}",
+        f"--dht-file-path={directory / 'dht.dat'}",
+        f"--dht-listen-port={BT_PORT}",
+        f"--listen-port={BT_PORT}",
+        "--bt-enable-lpd=false",
+        "--disable-ipv6=true",
+        f"--stop={seconds}",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        str(torrent),
+    ]
+
+
+def btnode_argv(
+    role: str,
+    binds: Sequence[str],
+    seconds: float,
+    router: str | None = None,
+    torrent: Path | None = None,
+    directory: Path | None = None,
+) -> list[str]:
+    """The system Python running ``btnode.py`` in one of its roles."""
+    if role not in ("dht", "seed", "leech"):
+        raise LabError(f"unknown btnode role {role!r}")
+    if not binds:
+        raise LabError("btnode needs at least one --bind")
+    argv = [SYSTEM_PYTHON, str(BTNODE), role, "--seconds", str(seconds)]
+    for bind in binds:
+        check_lab_addr(bind.rsplit(":", 1)[0])
+        argv += ["--bind", bind]
+    if router:
+        argv += ["--router", router]
+    if role != "dht":
+        if torrent is None or directory is None:
+            raise LabError(f"btnode {role} needs a torrent and a directory")
+        argv += ["--torrent", str(torrent), "--dir", str(directory)]
+    return argv
+
+
+def opentracker_argv(whitelist: str, ip: str = TRACKER, port: int = TRACKER_PORT) -> list[str]:
+    """opentracker on HTTP and UDP ``port``; Debian's build serves only whitelisted hashes."""
+    check_lab_addr(ip)
+    return [
+        "opentracker",
+        "-i",
+        ip,
+        "-p",
+        str(port),
+        "-P",
+        str(port),
+        "-w",
+        whitelist,
+        "-d",
+        ".",
+        "-u",
+        "nobody",
+    ]
+
+
+def dht_node_addrs(count: int) -> list[str]:
+    if not 0 <= count <= MAX_DHT_NODES:
+        raise LabError(f"DHT nodes must be 0..{MAX_DHT_NODES}: {count}")
+    return [f"198.19.1.{i + 1}" for i in range(count)]
+
+
+def parse_clients(text: str) -> list[str]:
+    """A comma-separated client list, each one of CLIENTS, no repeats."""
+    chosen = [word.strip() for word in text.split(",") if word.strip()]
+    unknown = [name for name in chosen if name not in CLIENTS]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise LabError(f"clients must be distinct names from {', '.join(CLIENTS)}: {text!r}")
+    return chosen
+
+
+def client_missing(client: str) -> str | None:
+    """Why ``client`` cannot run here (what to install), or None."""
+    if client == "aria2":
+        return None if shutil.which("aria2c") else "aria2c (scripts/install-bt-lab.sh)"
+    if not _has_libtorrent():
+        return "python3-libtorrent for /usr/bin/python3 (scripts/install-bt-lab.sh)"
+    return None
+
+
+def swarm_missing() -> str | None:
+    """Why the swarm cannot be built here, or None."""
+    if os.geteuid() != 0:
+        return "needs root: the BitTorrent lab builds network namespaces"
+    missing = [
+        tool for tool in ("ip", "nft", "opentracker", "aria2c") if shutil.which(tool) is None
+    ]
+    if missing:
+        return f"needs {', '.join(missing)} (scripts/install-bt-lab.sh installs the clients)"
+    if not _has_libtorrent():
+        return "needs python3-libtorrent for /usr/bin/python3 (scripts/install-bt-lab.sh)"
+    return None
+
+
+def _has_libtorrent() -> bool:
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        return False
+    done = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import libtorrent"], capture_output=True, timeout=30, check=False
+    )
+    return done.returncode == 0
+
+
+# -- the lab ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LeechResult:
+    """What one green leecher did: complete and byte-exact, how long, and what it says."""
+
+    client: str
+    complete: bool
+    seconds: float
+    detail: str
+    guard_rejects: int
+
+
+class BtLab:
+    """Builds the swarm's namespaces, runs the swarm and leechers, and always tears down."""
+
+    def __init__(
+        self,
+        clients: Sequence[str] = CLIENTS,
+        dht_nodes: int = 16,
+        mib: float = 20,
+        run_id: str | None = None,
+    ) -> None:
+        self.clients = parse_clients(",".join(clients))
+        self.dht_addrs = dht_node_addrs(dht_nodes)
+        if not 0 < mib <= 256:
+            raise LabError(f"payload size must be in (0, 256] MiB: {mib}")
+        self.payload_size = int(mib * 1024 * 1024)
+        self.run_id = run_id or secrets.token_hex(3)
+        if not RUN_ID_RE.fullmatch(self.run_id):
+            raise LabError(f"run id must be 6 lower-case hex digits: {self.run_id!r}")
+        self.prefix = f"p2pb{self.run_id}-"
+        self.workdir = Path(tempfile.gettempdir()) / f"p2pb{self.run_id}-lab"
+        self.green = {name: f"198.18.1.{GREEN_BASE + i}" for i, name in enumerate(self.clients)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.torrents: dict[str, Path] = {}
+        self.info_hash = ""
+        self._down = True
+
+    # -- naming -------------------------------------------------------------------------------
+
+    def ns(self, host: str) -> str:
+        return self.prefix + host
+
+    @property
+    def hosts(self) -> list[str]:
+        return [
+            "gw",
+            *PUBLIC_HOSTS,
+            *(["dhtn"] if self.dht_addrs else []),
+            *(f"g-{name}" for name in self.clients),
+        ]
+
+    # -- building -----------------------------------------------------------------------------
+
+    def __enter__(self) -> BtLab:
+        return self.setup()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.teardown()
+
+    def setup(self) -> BtLab:
+        reason = swarm_missing()
+        if reason:
+            raise LabError(reason)
+        self._down = False
+        old_term = signal.signal(signal.SIGTERM, _exit_on_term)
+        try:
+            self.workdir.mkdir(mode=0o700)
+            self._build()
+        except BaseException:
+            self.teardown()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+        return self
+
+    def _build(self) -> None:
+        for host in self.hosts:
+            self._ip("netns", "add", self.ns(host))
+            self._sysctl(
+                host, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"
+            )
+            self._ip("-n", self.ns(host), "link", "set", "lo", "up")
+        gw = self.ns("gw")
+        self._sysctl("gw", "net.ipv4.ip_forward=1")
+        for bridge, addr in (("green0", f"{GW_GREEN}/24"), ("public0", f"{GW_PUBLIC}/16")):
+            self._ip("-n", gw, "link", "add", bridge, "type", "bridge")
+            self._ip("-n", gw, "addr", "add", addr, "dev", bridge)
+            self._ip("-n", gw, "link", "set", bridge, "up")
+        public = {**PUBLIC_HOSTS, **({"dhtn": self.dht_addrs[0]} if self.dht_addrs else {})}
+        for host, ip in public.items():
+            self._attach(host, "public0", f"{ip}/16", GW_PUBLIC, "198.18.0.0/15")
+        for extra in self.dht_addrs[1:]:
+            self._ip("-n", self.ns("dhtn"), "addr", "add", f"{extra}/16", "dev", "eth0")
+        for name, ip in self.green.items():
+            host = f"g-{name}"
+            self._attach(host, "green0", f"{ip}/24", GW_GREEN, "default")
+            self._guard(host)
+            etc = Path("/etc/netns") / self.ns(host)
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(hosts_file())
+            (etc / "resolv.conf").write_text(resolv_conf())
+
+    def _attach(self, host: str, bridge: str, cidr: str, via: str, dest: str) -> None:
+        """A veth from ``host`` (eth0) to ``bridge`` in gw, with one route through gw."""
+        port = f"v-{host}"
+        self._ip(
+            "link",
+            "add",
+            port,
+            "netns",
+            self.ns("gw"),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            self.ns(host),
+        )
+        self._ip("-n", self.ns("gw"), "link", "set", port, "master", bridge, "up")
+        self._ip("-n", self.ns(host), "addr", "add", cidr, "dev", "eth0")
+        self._ip("-n", self.ns(host), "link", "set", "eth0", "up")
+        self._ip("-n", self.ns(host), "route", "add", dest, "via", via)
+
+    def _guard(self, host: str) -> None:
+        done = self.run(
+            host, ["nft", "-f", "-"], input=guard_ruleset().encode(), capture_output=True
+        )
+        if done.returncode:
+            raise LabError(f"egress guard in {host}: {done.stderr.decode().strip()}")
+
+    def guard_rejects(self, host: str) -> int:
+        done = self.run(host, ["nft", "list", "table", "inet", GUARD_TABLE], capture_output=True)
+        return guard_rejects(done.stdout.decode())
+
+    def _ip(self, *args: str) -> None:
+        done = subprocess.run(
+            ["ip", *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        if done.returncode:
+            raise LabError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+
+    def _sysctl(self, host: str, *settings: str) -> None:
+        done = self.run(host, ["sysctl", "-q", "-w", *settings], capture_output=True)
+        if done.returncode:
+            raise LabError(f"sysctl in {host}: {done.stderr.decode().strip()}")
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, host: str, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
+        """``subprocess.run`` in ``host``'s namespace; 60 s unless told."""
+        kw.setdefault("timeout", 60)
+        kw.setdefault("check", False)
+        return subprocess.run(["ip", "netns", "exec", self.ns(host), *argv], **kw)
+
+    def spawn(
+        self, host: str, argv: Sequence[str], log: str, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A background process in ``host`` (teardown stops it), output to ``log`` in workdir."""
+        with open(self.workdir / log, "ab") as out:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(host), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def wait_listening(
+        self,
+        host: str,
+        proto: str,
+        ip: str,
+        port: int,
+        proc: subprocess.Popen[bytes],
+        log: str,
+        timeout: float = 15.0,
+    ) -> None:
+        flag = {"tcp": "-Hltn", "udp": "-Hlun"}[proto]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # By port: aria2 listens on the wildcard address, the others on ``ip``.
+            if self.run(host, ["ss", flag, f"sport = :{port}"], capture_output=True).stdout:
+                return
+            if proc.poll() is not None:
+                text = (self.workdir / log).read_text(errors="replace")[-1500:]
+                raise LabError(f"{log} exited ({proc.returncode}): {text}")
+            time.sleep(0.1)
+        raise LabError(f"nothing listens on {proto} {ip}:{port} in {host} after {timeout}s")
+
+    def start_swarm(self, lifetime: int = 900, settle: float = 5.0) -> None:
+        """Payload, torrents, tracker, DHT, seeders (libtorrent and aria2), each with a lifetime."""
+        payload = self.workdir / PAYLOAD_NAME
+        with payload.open("wb") as handle:
+            left = self.payload_size
+            while left:
+                chunk = min(left, 1 << 20)
+                handle.write(os.urandom(chunk))
+                left -= chunk
+        urls = tracker_urls()
+        for name, tiers in {
+            "all": [[urls["http"]], [urls["udp"]]],
+            "http": [[urls["http"]]],
+            "udp": [[urls["udp"]]],
+        }.items():
+            torrent = make_torrent(payload, tiers)
+            path = self.workdir / f"{name}.torrent"
+            path.write_bytes(torrent.data)
+            self.torrents[name] = path
+            self.info_hash = torrent.info_hash
+        trackdir = self.workdir / "tracker"
+        trackdir.mkdir()
+        (trackdir / "whitelist.txt").write_text(self.info_hash + "\n")
+        tracker = self.spawn(
+            "tracker", opentracker_argv("whitelist.txt"), "tracker.log", cwd=trackdir
+        )
+        self.wait_listening("tracker", "tcp", TRACKER, TRACKER_PORT, tracker, "tracker.log")
+        self.wait_listening("tracker", "udp", TRACKER, TRACKER_PORT, tracker, "tracker.log")
+        router = f"{DHT_ROUTER}:{BT_PORT}"
+        proc = self.spawn("dhtr", btnode_argv("dht", [router], lifetime), "dhtr.log")
+        self.wait_listening("dhtr", "udp", DHT_ROUTER, BT_PORT, proc, "dhtr.log")
+        if self.dht_addrs:
+            binds = [f"{ip}:{BT_PORT}" for ip in self.dht_addrs]
+            proc = self.spawn("dhtn", btnode_argv("dht", binds, lifetime, router), "dhtn.log")
+            self.wait_listening("dhtn", "udp", self.dht_addrs[-1], BT_PORT, proc, "dhtn.log")
+        for host, ip in (("seedlt", SEED_LT), ("seedar", SEED_ARIA2)):
+            directory = self.workdir / host
+            directory.mkdir()
+            os.link(payload, directory / PAYLOAD_NAME)
+            if host == "seedlt":
+                argv = btnode_argv(
+                    "seed", [f"{ip}:{BT_PORT}"], lifetime, router, self.torrents["all"], directory
+                )
+            else:
+                argv = aria2_seed_argv(self.torrents["http"], directory, lifetime)
+            proc = self.spawn(host, argv, f"{host}.log")
+            self.wait_listening(host, "tcp", ip, BT_PORT, proc, f"{host}.log")
+        time.sleep(settle)
+
+    def leech(self, client: str, seconds: int = 120, source: str = "http") -> LeechResult:
+        """Run ``client`` in its green namespace until done or ``seconds``; check every byte."""
+        if client not in self.green:
+            raise LabError(f"{client} is not a client of this lab: {', '.join(self.green)}")
+        host = f"g-{client}"
+        directory = self.workdir / host
+        directory.mkdir(exist_ok=True)
+        torrent = self.torrents[source]
+        if client == "aria2":
+            argv = aria2_leech_argv(torrent, directory, seconds)
+        else:
+            argv = btnode_argv(
+                "leech",
+                [f"{self.green[client]}:{BT_PORT}"],
+                seconds,
+                f"{DHT_ROUTER}:{BT_PORT}",
+                torrent,
+                directory,
+            )
+        start = time.monotonic()
+        try:
+            done = self.run(
+                host,
+                ["timeout", "-k", "5", str(seconds + 10), *argv],
+                capture_output=True,
+                timeout=seconds + 30,
+            )
+            code, output = done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            code, output = -1, "no exit in time"
+        elapsed = time.monotonic() - start
+        got = directory / PAYLOAD_NAME
+        exact = got.exists() and _same_file(got, self.workdir / PAYLOAD_NAME)
+        tail = output.strip().splitlines()[-1:] or [""]
+        return LeechResult(
+            client,
+            code == 0 and exact,
+            round(elapsed, 2),
+            f"exit {code}, bytes {'exact' if exact else 'differ'}: {tail[0][:300]}",
+            self.guard_rejects(host),
+        )
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        """Stop our processes (by PID, through our namespaces), delete namespaces and files."""
+        if self._down:
+            return
+        self._down = True
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self._ns_pids()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + STOP_WAIT
+            while pids and time.monotonic() < deadline and self._ns_pids():
+                time.sleep(0.05)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(STOP_WAIT)
+        for host in self.hosts:
+            subprocess.run(
+                ["ip", "netns", "del", self.ns(host)], capture_output=True, timeout=30, check=False
+            )
+            shutil.rmtree(Path("/etc/netns") / self.ns(host), ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _ns_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for host in self.hosts:
+            out = subprocess.run(
+                ["ip", "netns", "pids", self.ns(host)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout
+            pids.update(int(word) for word in out.split())
+        pids.update(p.pid for p in self.procs if p.poll() is None)
+        return pids
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    digests = []
+    for path in (a, b):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        digests.append(digest.digest())
+    return digests[0] == digests[1]
+
+
+def _exit_on_term(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def control(clients: Sequence[str], mib: float, seconds: int, source: str) -> list[LeechResult]:
+    """The control run: each client downloads from the swarm, no p2pwall anywhere."""
+    with BtLab(clients, mib=mib) as lab:
+        lab.start_swarm()
+        return [lab.leech(client, seconds, source) for client in lab.clients]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.btlab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("control", help="every client downloads once, no daemon")
+    run.add_argument("--clients", default=",".join(CLIENTS))
+    run.add_argument("--mib", type=float, default=20.0)
+    run.add_argument("--seconds", type=int, default=120)
+    run.add_argument("--source", choices=("http", "udp", "all"), default="http")
+    args = parser.parse_args(argv)
+    try:
+        clients = parse_clients(args.clients)
+        for client in clients:
+            reason = client_missing(client)
+            if reason:
+                raise LabError(f"{client} is not installed: needs {reason}")
+        results = control(clients, args.mib, args.seconds, args.source)
+    except LabError as exc:
+        print(f"btlab: {exc}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(json.dumps(result.__dict__))
+    return 0 if all(result.complete for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

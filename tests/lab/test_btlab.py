@@ -1,0 +1,184 @@
+"""The BitTorrent lab's pure helpers: bencode, torrents, magnets, egress guard, command lines."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from lab import btlab
+from lab.netlab import LabError
+from p2pwall.bencode import decode
+
+
+class BencodeTests(SynchronousTestCase):
+    def test_round_trip_with_sorted_keys(self) -> None:
+        value = {"b": [1, b"x"], "a": {"z": -3, "y": "s"}}
+        data = btlab.bencode(value)
+        self.assertEqual(data, b"d1:ad1:y1:s1:zi-3ee1:bli1e1:xee")
+        self.assertEqual(decode(data), {b"a": {b"y": b"s", b"z": -3}, b"b": [1, b"x"]})
+
+    def test_refuses_what_bencode_cannot_say(self) -> None:
+        for value in (True, 1.5, None):
+            self.assertRaises(TypeError, btlab.bencode, value)
+
+
+class TorrentTests(SynchronousTestCase):
+    def payload(self, size: int) -> Path:
+        path = Path(self.mktemp())
+        path.write_bytes(bytes(range(256)) * (size // 256) + b"\x07" * (size % 256))
+        return path
+
+    def test_pieces_and_info_hash(self) -> None:
+        path = self.payload(40_000)
+        torrent = btlab.make_torrent(path, [["http://198.19.0.2:6969/announce"]], 16384)
+        meta = decode(torrent.data)
+        info = meta[b"info"]
+        raw = path.read_bytes()
+        chunks = [raw[i : i + 16384] for i in range(0, len(raw), 16384)]
+        self.assertEqual(len(chunks), 3)
+        self.assertEqual(info[b"pieces"], b"".join(hashlib.sha1(c).digest() for c in chunks))
+        self.assertEqual((info[b"length"], info[b"name"]), (40_000, path.name.encode()))
+        start = torrent.data.index(b"4:infod") + len(b"4:info")
+        self.assertEqual(torrent.info_hash, hashlib.sha1(torrent.data[start:-1]).hexdigest())
+        self.assertEqual(meta[b"announce"], b"http://198.19.0.2:6969/announce")
+
+    def test_tiers_change_the_file_not_the_swarm(self) -> None:
+        path = self.payload(1000)
+        urls = btlab.tracker_urls()
+        both = btlab.make_torrent(path, [[urls["http"]], [urls["udp"]]])
+        udp = btlab.make_torrent(path, [[urls["udp"]]])
+        bare = btlab.make_torrent(path, [])
+        self.assertEqual(len({both.info_hash, udp.info_hash, bare.info_hash}), 1)
+        self.assertEqual(
+            decode(both.data)[b"announce-list"], [[urls["http"].encode()], [urls["udp"].encode()]]
+        )
+        self.assertNotIn(b"announce", decode(bare.data))
+
+    def test_piece_length_must_be_a_power_of_two(self) -> None:
+        self.assertRaises(LabError, btlab.make_torrent, self.payload(10), [], 1000)
+
+    def test_tracker_outside_the_lab_refused(self) -> None:
+        self.assertRaises(LabError, btlab.tracker_urls, "10.0.0.1")
+
+
+class MagnetTests(SynchronousTestCase):
+    def test_bare_magnet_is_dht_only(self) -> None:
+        self.assertEqual(btlab.magnet("ab" * 20), "magnet:?xt=urn:btih:" + "ab" * 20)
+
+    def test_name_and_trackers_are_escaped(self) -> None:
+        link = btlab.magnet("00" * 20, "a b", ["udp://198.19.0.2:6969/announce"])
+        self.assertEqual(
+            link,
+            "magnet:?xt=urn:btih:" + "00" * 20 + "&dn=a%20b&tr=udp%3A%2F%2F198.19.0.2%3A6969"
+            "%2Fannounce",
+        )
+
+    def test_bad_hash_refused(self) -> None:
+        for bad in ("AB" * 20, "ab" * 19, "zz" * 20):
+            self.assertRaises(LabError, btlab.magnet, bad)
+
+
+class GuardTests(SynchronousTestCase):
+    def test_ruleset_accepts_only_the_lab_loopback_and_multicast(self) -> None:
+        rules = btlab.guard_ruleset()
+        accepts = [line.strip() for line in rules.splitlines() if line.strip().endswith("accept")]
+        self.assertEqual(
+            accepts,
+            [
+                'oif "lo" accept',
+                "ip daddr 198.18.0.0/15 accept",
+                "ip daddr 224.0.0.0/4 accept",
+            ],
+        )
+        self.assertEqual(rules.strip().splitlines()[-3].strip(), "counter reject")
+
+    def test_rejects_read_from_the_listing(self) -> None:
+        listing = (
+            "table inet p2pbguard {\n\tchain out {\n\t\tip daddr 224.0.0.0/4 accept\n"
+            "\t\tcounter packets 12 bytes 720 reject\n\t}\n}\n"
+        )
+        self.assertEqual(btlab.guard_rejects(listing), 12)
+        self.assertRaises(LabError, btlab.guard_rejects, "table inet p2pbguard {}")
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_hosts_file_maps_every_router_name_to_the_lab(self) -> None:
+        lines = btlab.hosts_file().splitlines()
+        self.assertEqual(lines[0], "127.0.0.1 localhost")
+        self.assertEqual(lines[1:], [f"198.19.0.21 {name}" for name in btlab.ROUTER_NAMES])
+        self.assertRaises(LabError, btlab.hosts_file, "8.8.8.8")
+
+    def test_resolver_is_in_the_lab(self) -> None:
+        self.assertIn("nameserver 198.19.0.53\n", btlab.resolv_conf())
+
+    def test_aria2_leecher_requires_encryption_and_stops(self) -> None:
+        argv = btlab.aria2_leech_argv(Path("/w/t.torrent"), Path("/w/d"), 90)
+        for flag in (
+            "--bt-require-crypto=true",
+            "--bt-min-crypto-level=arc4",
+            "--stop=90",
+            "--seed-time=0",
+            "--dht-entry-point=198.19.0.21:6881",
+        ):
+            self.assertIn(flag, argv)
+        self.assertEqual(argv[-1], "/w/t.torrent")
+
+    def test_aria2_seeder_seeds_until_stopped(self) -> None:
+        argv = btlab.aria2_seed_argv(Path("/w/t.torrent"), Path("/w/d"), 600)
+        self.assertIn("--seed-ratio=0.0", argv)
+        self.assertIn("--stop=600", argv)
+        self.assertNotIn("--bt-require-crypto=true", argv)
+
+    def test_btnode_command_lines(self) -> None:
+        argv = btlab.btnode_argv(
+            "dht", ["198.19.1.1:6881", "198.19.1.2:6881"], 60, "198.19.0.21:6881"
+        )
+        self.assertEqual(
+            argv[:5], [btlab.SYSTEM_PYTHON, str(btlab.BTNODE), "dht", "--seconds", "60"]
+        )
+        self.assertEqual(argv.count("--bind"), 2)
+        leech = btlab.btnode_argv("leech", ["198.18.1.10:6881"], 5, None, Path("t"), Path("d"))
+        self.assertEqual(leech[-4:], ["--torrent", "t", "--dir", "d"])
+
+    def test_btnode_checks_its_arguments(self) -> None:
+        self.assertRaises(LabError, btlab.btnode_argv, "fly", ["198.19.1.1:1"], 1)
+        self.assertRaises(LabError, btlab.btnode_argv, "dht", [], 1)
+        self.assertRaises(LabError, btlab.btnode_argv, "dht", ["192.168.1.1:6881"], 1)
+        self.assertRaises(LabError, btlab.btnode_argv, "seed", ["198.19.1.1:6881"], 1)
+
+    def test_opentracker_serves_http_and_udp_on_the_lab_address(self) -> None:
+        argv = btlab.opentracker_argv("w.txt")
+        self.assertEqual(argv[argv.index("-i") + 1], "198.19.0.2")
+        self.assertEqual((argv[argv.index("-p") + 1], argv[argv.index("-P") + 1]), ("6969", "6969"))
+        self.assertEqual(argv[argv.index("-w") + 1], "w.txt")
+
+
+class ArgumentTests(SynchronousTestCase):
+    def test_clients(self) -> None:
+        self.assertEqual(btlab.parse_clients(" libtorrent,aria2 "), ["libtorrent", "aria2"])
+        for bad in ("", "aria2,aria2", "kazaa", ","):
+            self.assertRaises(LabError, btlab.parse_clients, bad)
+
+    def test_dht_nodes(self) -> None:
+        self.assertEqual(btlab.dht_node_addrs(2), ["198.19.1.1", "198.19.1.2"])
+        self.assertRaises(LabError, btlab.dht_node_addrs, btlab.MAX_DHT_NODES + 1)
+
+    def test_lab_arguments(self) -> None:
+        self.assertRaises(LabError, btlab.BtLab, mib=0)
+        self.assertRaises(LabError, btlab.BtLab, run_id="XYZ")
+        lab = btlab.BtLab(["aria2"], dht_nodes=0, run_id="abc123")
+        self.assertEqual(lab.hosts, ["gw", "tracker", "seedlt", "seedar", "dhtr", "g-aria2"])
+        self.assertEqual((lab.ns("gw"), lab.green), ("p2pbabc123-gw", {"aria2": "198.18.1.10"}))
+        lab.teardown()
+
+    def test_bad_client_is_a_one_line_error(self) -> None:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = btlab.main(["control", "--clients", "kazaa"])
+        self.assertEqual(code, 2)
+        self.assertEqual(err.getvalue().count("\n"), 1)
+        self.assertTrue(err.getvalue().startswith("btlab: clients must be"))
