@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote_from_bytes
 
+from lab.btclients import run_daemon_client
 from lab.netlab import LabError, check_lab_addr
 
 HERE = Path(__file__).resolve().parent
@@ -67,7 +68,23 @@ ROUTER_NAMES = (
     "dht.aelitis.com",
 )
 GUARD_TABLE = "p2pbguard"
-CLIENTS = ("aria2", "libtorrent")
+DAEMON_CLIENTS = ("transmission", "qbittorrent", "rtorrent")
+CLIENTS = ("aria2", "libtorrent", *DAEMON_CLIENTS)
+# Short names: a green host is ``g-<tag>`` and its veth in gw ``v-g-<tag>`` (15 characters max).
+TAGS = {
+    "aria2": "ar",
+    "libtorrent": "lt",
+    "transmission": "tr",
+    "qbittorrent": "qb",
+    "rtorrent": "rt",
+}
+# The program each client needs; libtorrent is the python3-libtorrent module instead.
+PROGRAMS = {
+    "aria2": "aria2c",
+    "transmission": "transmission-daemon",
+    "qbittorrent": "qbittorrent-nox",
+    "rtorrent": "rtorrent",
+}
 RUN_ID_RE = re.compile(r"[0-9a-f]{6}")
 STOP_WAIT = 3.0
 
@@ -291,8 +308,9 @@ def parse_clients(text: str) -> list[str]:
 
 def client_missing(client: str) -> str | None:
     """Why ``client`` cannot run here (what to install), or None."""
-    if client == "aria2":
-        return None if shutil.which("aria2c") else "aria2c (scripts/install-bt-lab.sh)"
+    if client in PROGRAMS:
+        program = PROGRAMS[client]
+        return None if shutil.which(program) else f"{program} (scripts/install-bt-lab.sh)"
     if not _has_libtorrent():
         return "python3-libtorrent for /usr/bin/python3 (scripts/install-bt-lab.sh)"
     return None
@@ -338,6 +356,8 @@ class LeechResult:
 class BtLab:
     """Builds the swarm's namespaces, runs the swarm and leechers, and always tears down."""
 
+    router_ip = DHT_ROUTER
+
     def __init__(
         self,
         clients: Sequence[str] = CLIENTS,
@@ -366,13 +386,18 @@ class BtLab:
     def ns(self, host: str) -> str:
         return self.prefix + host
 
+    @staticmethod
+    def green_host(client: str) -> str:
+        """The host (namespace suffix) of ``client``'s green machine."""
+        return f"g-{TAGS[client]}"
+
     @property
     def hosts(self) -> list[str]:
         return [
             "gw",
             *PUBLIC_HOSTS,
             *(["dhtn"] if self.dht_addrs else []),
-            *(f"g-{name}" for name in self.clients),
+            *(self.green_host(name) for name in self.clients),
         ]
 
     # -- building -----------------------------------------------------------------------------
@@ -420,7 +445,7 @@ class BtLab:
         for extra in self.dht_addrs[1:]:
             self._ip("-n", self.ns("dhtn"), "addr", "add", f"{extra}/16", "dev", "eth0")
         for name, ip in self.green.items():
-            host = f"g-{name}"
+            host = self.green_host(name)
             self._attach(host, "green0", f"{ip}/24", GW_GREEN, "default")
             self._guard(host)
             etc = Path("/etc/netns") / self.ns(host)
@@ -572,32 +597,22 @@ class BtLab:
         """Run ``client`` in its green namespace until done or ``seconds``; check every byte."""
         if client not in self.green:
             raise LabError(f"{client} is not a client of this lab: {', '.join(self.green)}")
-        host = f"g-{client}"
+        host = self.green_host(client)
         directory = self.workdir / host
         directory.mkdir(exist_ok=True)
         torrent = self.torrents[source]
-        if client == "aria2":
-            argv = aria2_leech_argv(torrent, directory, seconds)
-        else:
-            argv = btnode_argv(
-                "leech",
-                [f"{self.green[client]}:{BT_PORT}"],
-                seconds,
-                f"{DHT_ROUTER}:{BT_PORT}",
-                torrent,
-                directory,
-            )
         start = time.monotonic()
-        try:
-            done = self.run(
-                host,
-                ["timeout", "-k", "5", str(seconds + 10), *argv],
-                capture_output=True,
-                timeout=seconds + 30,
+        if client in DAEMON_CLIENTS:
+            code, output = run_daemon_client(self, client, torrent, directory, seconds)
+        elif client == "aria2":
+            code, output = self._run_leecher(
+                host, aria2_leech_argv(torrent, directory, seconds), seconds
             )
-            code, output = done.returncode, (done.stdout + done.stderr).decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            code, output = -1, "no exit in time"
+        else:
+            bind = [f"{self.green[client]}:{BT_PORT}"]
+            router = f"{DHT_ROUTER}:{BT_PORT}"
+            argv = btnode_argv("leech", bind, seconds, router, torrent, directory)
+            code, output = self._run_leecher(host, argv, seconds)
         elapsed = time.monotonic() - start
         got = directory / PAYLOAD_NAME
         exact = got.exists() and _same_file(got, self.workdir / PAYLOAD_NAME)
@@ -609,6 +624,16 @@ class BtLab:
             f"exit {code}, bytes {'exact' if exact else 'differ'}: {tail[0][:300]}",
             self.guard_rejects(host),
         )
+
+    def _run_leecher(self, host: str, argv: list[str], seconds: int) -> tuple[int, str]:
+        """A leecher that ends itself after ``seconds``, under ``timeout`` in case it does not."""
+        limit = seconds + 10
+        try:
+            done = self.run(host, ["timeout", "-k", "5", str(limit), *argv], capture_output=True,
+                            timeout=limit + 20)  # fmt: skip
+            return done.returncode, (done.stdout + done.stderr).decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            return -1, "no exit in time"
 
     # -- teardown -----------------------------------------------------------------------------
 

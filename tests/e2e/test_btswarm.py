@@ -40,6 +40,15 @@ class ControlRunTests(SynchronousTestCase):
     def test_libtorrent(self) -> None:
         self.control("libtorrent")
 
+    def test_transmission(self) -> None:
+        self.control("transmission")
+
+    def test_qbittorrent(self) -> None:
+        self.control("qbittorrent")
+
+    def test_rtorrent(self) -> None:
+        self.control("rtorrent")
+
     def test_libtorrent_udp_tracker(self) -> None:
         self.control("libtorrent", "udp")
 
@@ -56,9 +65,9 @@ class LabSafetyTests(SynchronousTestCase):
             "print(s.connect_ex(('192.0.2.1', 80)))\n"
         )
         with BtLab(["aria2"], dht_nodes=0, mib=1) as lab:
-            before = lab.guard_rejects("g-aria2")
-            done = lab.run("g-aria2", [sys.executable, "-c", probe], capture_output=True, text=True)
-            after = lab.guard_rejects("g-aria2")
+            before = lab.guard_rejects("g-ar")
+            done = lab.run("g-ar", [sys.executable, "-c", probe], capture_output=True, text=True)
+            after = lab.guard_rejects("g-ar")
             names = [lab.ns(host) for host in lab.hosts]
         self.assertNotEqual(done.stdout.strip(), "0", done.stderr)
         self.assertEqual(after - before, 1)

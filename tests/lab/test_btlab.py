@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
+import xmlrpc.client
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from lab import btlab
+from lab import btclients, btlab
 from lab.netlab import LabError
 from p2pwall.bencode import decode
 
@@ -171,7 +173,7 @@ class ArgumentTests(SynchronousTestCase):
         self.assertRaises(LabError, btlab.BtLab, mib=0)
         self.assertRaises(LabError, btlab.BtLab, run_id="XYZ")
         lab = btlab.BtLab(["aria2"], dht_nodes=0, run_id="abc123")
-        self.assertEqual(lab.hosts, ["gw", "tracker", "seedlt", "seedar", "dhtr", "g-aria2"])
+        self.assertEqual(lab.hosts, ["gw", "tracker", "seedlt", "seedar", "dhtr", "g-ar"])
         self.assertEqual((lab.ns("gw"), lab.green), ("p2pbabc123-gw", {"aria2": "198.18.1.10"}))
         lab.teardown()
 
@@ -182,3 +184,70 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(code, 2)
         self.assertEqual(err.getvalue().count("\n"), 1)
         self.assertTrue(err.getvalue().startswith("btlab: clients must be"))
+
+
+class DaemonClientConfigTests(SynchronousTestCase):
+    """The daemon clients' configuration requires encryption and stays in the lab."""
+
+    def test_transmission_settings(self) -> None:
+        settings = json.loads(btclients.transmission_settings(Path("/w/d"), "198.18.1.12"))
+        self.assertEqual(settings["encryption"], 2)
+        self.assertEqual(
+            (settings["rpc-bind-address"], settings["port-forwarding-enabled"]),
+            ("127.0.0.1", False),
+        )
+        self.assertEqual(
+            (settings["download-dir"], settings["bind-address-ipv4"]), ("/w/d", "198.18.1.12")
+        )
+        self.assertRaises(LabError, btclients.transmission_settings, Path("/w"), "10.1.1.1")
+        self.assertEqual(btclients.dht_bootstrap("198.19.0.21", 6881), "198.19.0.21 6881\n")
+
+    def test_transmission_progress(self) -> None:
+        info = "NAME\n  Name: payload.bin\n  Percent Done: 37.5%\n  ETA: 3 seconds\n"
+        self.assertEqual(btclients.transmission_progress(info), 0.375)
+        self.assertEqual(btclients.transmission_progress("Percent Done: 100%"), 1.0)
+        self.assertEqual(btclients.transmission_progress(""), 0.0)
+
+    def test_qbittorrent_conf(self) -> None:
+        conf = btclients.qbittorrent_conf(Path("/w/d")).splitlines()
+        for line in (
+            "Session\\Encryption=1",
+            "Accepted=true",
+            "WebUI\\Address=127.0.0.1",
+            "Connection\\ResolvePeerCountries=false",
+            "PortForwardingEnabled=false",
+            "Session\\DefaultSavePath=/w/d",
+        ):
+            self.assertIn(line, conf)
+
+    def test_qbittorrent_progress(self) -> None:
+        self.assertEqual(btclients.qbittorrent_progress('[{"progress": 0.5}]'), 0.5)
+        for bad in ("", "[]", "{}", "[1]", "<html>"):
+            self.assertEqual(btclients.qbittorrent_progress(bad), 0.0)
+
+    def test_rtorrent_rc(self) -> None:
+        rc = btclients.rtorrent_rc(Path("/w/d"), Path("/w/t"), Path("/w/s"), "198.19.0.21:6881")
+        self.assertIn("protocol.encryption.set = require,require_RC4,", rc)
+        self.assertIn('schedule2 = dht_boot,1,0,"dht.add_node=198.19.0.21:6881"\n', rc)
+        self.assertIn("network.scgi.open_local = /w/s\n", rc)
+        self.assertRaises(
+            LabError, btclients.rtorrent_rc, Path("/"), Path("/"), Path("/"), "1.1.1.1:1"
+        )
+
+    def test_scgi_request_is_a_netstring_then_the_body(self) -> None:
+        self.assertEqual(
+            btclients.scgi_request(b"<x/>"),
+            b"24:CONTENT_LENGTH\x004\x00SCGI\x001\x00,<x/>",
+        )
+
+    def test_rtorrent_progress(self) -> None:
+        body = xmlrpc.client.dumps(([[5, 20]],), methodresponse=True).encode()
+        reply = b"Status: 200 OK\r\nContent-Type: text/xml\r\n\r\n" + body
+        self.assertEqual(btclients.rtorrent_progress(reply), 0.25)
+        empty = xmlrpc.client.dumps(([],), methodresponse=True).encode()
+        self.assertEqual(btclients.rtorrent_progress(b"\r\n\r\n" + empty), 0.0)
+        self.assertEqual(btclients.rtorrent_progress(b"garbage"), 0.0)
+
+    def test_green_hosts_fit_interface_names(self) -> None:
+        for client in btlab.CLIENTS:
+            self.assertLessEqual(len("v-" + btlab.BtLab.green_host(client)), 15)
