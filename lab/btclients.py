@@ -103,7 +103,7 @@ def qbittorrent_progress(info: str) -> float:
     return float(torrents[0].get("progress", 0.0))
 
 
-def rtorrent_rc(directory: Path, torrent: Path, socket_path: Path, router: str) -> str:
+def rtorrent_rc(directory: Path, torrent: Path | str, socket_path: Path, router: str) -> str:
     """rtorrent.rc: RC4 required both ways, DHT booted off the lab router, SCGI on a socket."""
     check_lab_addr(router.rsplit(":", 1)[0])
     return (
@@ -117,7 +117,7 @@ def rtorrent_rc(directory: Path, torrent: Path, socket_path: Path, router: str) 
         f'schedule2 = dht_boot,1,0,"dht.add_node={router}"\n'
         "system.daemon.set = true\n"
         f"network.scgi.open_local = {socket_path}\n"
-        f"load.start_verbose = {torrent}\n"
+        f'load.start_verbose = "{torrent}"\n'
     )
 
 
@@ -127,19 +127,23 @@ def scgi_request(body: bytes) -> bytes:
     return b"%d:%s,%s" % (len(headers), headers, body)
 
 
-def rtorrent_progress(reply: bytes) -> float:
-    """Fraction done from the SCGI reply to ``d.multicall2 "" main d.bytes_done= d.size_bytes=``."""
+def rtorrent_progress(reply: bytes, size: int) -> float:
+    """Fraction of the ``size``-byte payload done, from the SCGI reply to ``d.multicall2 ""
+    main d.bytes_done= d.size_bytes=``.
+
+    Only a row of exactly ``size`` bytes counts: from a magnet link rtorrent first lists the
+    metadata download, which reaches 100 % long before the payload does.
+    """
     body = reply.split(b"\r\n\r\n", 1)[-1]
     try:
         rows = xmlrpc.client.loads(body.decode(errors="replace"))[0][0]
+        done = [row[0] for row in rows if row[1] == size]
     except (xmlrpc.client.Error, ExpatError, ValueError, IndexError, TypeError):
         return 0.0
-    if not rows or not rows[0][1]:
-        return 0.0
-    return rows[0][0] / rows[0][1]
+    return max(done) / size if done and size else 0.0
 
 
-def _rtorrent_query(socket_path: Path) -> float:
+def _rtorrent_query(socket_path: Path, size: int) -> float:
     call = xmlrpc.client.dumps(("", "main", "d.bytes_done=", "d.size_bytes="), "d.multicall2")
     try:
         with socket.socket(socket.AF_UNIX) as sock:
@@ -151,11 +155,11 @@ def _rtorrent_query(socket_path: Path) -> float:
                 chunks.append(chunk)
     except OSError:
         return 0.0
-    return rtorrent_progress(b"".join(chunks))
+    return rtorrent_progress(b"".join(chunks), size)
 
 
 def run_daemon_client(
-    lab: BtLab, client: str, torrent: Path, directory: Path, seconds: int
+    lab: BtLab, client: str, torrent: Path | str, directory: Path, seconds: int
 ) -> tuple[int, str]:
     """Start ``client`` in its namespace, add ``torrent``, poll until done; (exit, what it said).
 
@@ -195,8 +199,10 @@ def run_daemon_client(
         api = f"http://127.0.0.1:{QBT_WEBUI}/api/v2"
 
         def add() -> str:
-            return curl("-F", f"torrents=@{torrent}", "-F", f"savepath={directory}",
-                        f"{api}/torrents/add")  # fmt: skip
+            what = (
+                f"urls={torrent}" if str(torrent).startswith("magnet:") else f"torrents=@{torrent}"
+            )
+            return curl("-F", what, "-F", f"savepath={directory}", f"{api}/torrents/add")
 
         def progress() -> float:
             return qbittorrent_progress(curl(f"{api}/torrents/info"))
@@ -213,7 +219,7 @@ def run_daemon_client(
             return "loaded by load.start_verbose"
 
         def progress() -> float:
-            return _rtorrent_query(sock)
+            return _rtorrent_query(sock, lab.payload_size)
 
     else:
         raise LabError(f"not a daemon client: {client}")

@@ -68,6 +68,7 @@ ROUTER_NAMES = (
     "dht.aelitis.com",
 )
 GUARD_TABLE = "p2pbguard"
+SOURCES = ("http", "udp", "all", "magnet")
 DAEMON_CLIENTS = ("transmission", "qbittorrent", "rtorrent")
 CLIENTS = ("aria2", "libtorrent", *DAEMON_CLIENTS)
 # Short names: a green host is ``g-<tag>`` and its veth in gw ``v-g-<tag>`` (15 characters max).
@@ -200,8 +201,11 @@ def resolv_conf() -> str:
     return "nameserver 198.19.0.53\noptions timeout:1 attempts:1\n"
 
 
-def aria2_leech_argv(torrent: Path, directory: Path, seconds: int) -> list[str]:
-    """aria2c as a green leecher: encryption required (ARC4), DHT/PEX/LPD on, IPv6 off."""
+def aria2_leech_argv(torrent: Path | str, directory: Path, seconds: int) -> list[str]:
+    """aria2c as a green leecher: encryption required (ARC4), DHT/PEX/LPD on, IPv6 off.
+
+    ``torrent`` is a .torrent file or a magnet link.
+    """
     return [
         "aria2c",
         f"--dir={directory}",
@@ -250,7 +254,7 @@ def btnode_argv(
     binds: Sequence[str],
     seconds: float,
     router: str | None = None,
-    torrent: Path | None = None,
+    torrent: Path | str | None = None,
     directory: Path | None = None,
 ) -> list[str]:
     """The system Python running ``btnode.py`` in one of its roles."""
@@ -594,13 +598,19 @@ class BtLab:
         time.sleep(settle)
 
     def leech(self, client: str, seconds: int = 120, source: str = "http") -> LeechResult:
-        """Run ``client`` in its green namespace until done or ``seconds``; check every byte."""
+        """Run ``client`` in its green namespace until done or ``seconds``; check every byte.
+
+        ``source``: the torrent announcing to ``http``, ``udp`` or ``all`` trackers, or
+        ``magnet``, the bare DHT-only link.
+        """
+        if source not in SOURCES:
+            raise LabError(f"source must be one of {', '.join(SOURCES)}: {source!r}")
         if client not in self.green:
             raise LabError(f"{client} is not a client of this lab: {', '.join(self.green)}")
         host = self.green_host(client)
         directory = self.workdir / host
         directory.mkdir(exist_ok=True)
-        torrent = self.torrents[source]
+        torrent = magnet(self.info_hash) if source == "magnet" else self.torrents[source]
         start = time.monotonic()
         if client in DAEMON_CLIENTS:
             code, output = run_daemon_client(self, client, torrent, directory, seconds)
@@ -706,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--clients", default=",".join(CLIENTS))
     run.add_argument("--mib", type=float, default=20.0)
     run.add_argument("--seconds", type=int, default=120)
-    run.add_argument("--source", choices=("http", "udp", "all"), default="http")
+    run.add_argument("--source", choices=SOURCES, default="http")
     args = parser.parse_args(argv)
     try:
         clients = parse_clients(args.clients)

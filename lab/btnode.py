@@ -6,7 +6,7 @@ itself after ``--seconds``, so nothing outlives a run even if the lab's teardown
 
     btnode.py dht --bind IP:PORT ... [--router IP:PORT] --seconds N
     btnode.py seed --bind IP:PORT --torrent F --dir D [--router IP:PORT] --seconds N
-    btnode.py leech --bind IP:PORT --torrent F --dir D [--router IP:PORT] --seconds N
+    btnode.py leech --bind IP:PORT --torrent F|MAGNET --dir D [--router IP:PORT] --seconds N
 
 ``leech`` requires encryption (RC4, both directions), prints one JSON line with what it got and
 exits 0 when the download is complete, 7 when it is not.
@@ -58,8 +58,11 @@ def run_dht(args: argparse.Namespace) -> int:
 
 
 def add(session: lt.session, args: argparse.Namespace, seed: bool) -> lt.torrent_handle:
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(args.torrent)
+    if args.torrent.startswith("magnet:"):
+        params = lt.parse_magnet_uri(args.torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(args.torrent)
     params.save_path = args.dir
     if seed:
         params.flags |= lt.torrent_flags.seed_mode
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", choices=("dht", "seed", "leech"))
     parser.add_argument("--bind", action="append", required=True, help="IP:PORT (repeat for dht)")
     parser.add_argument("--router", help="DHT bootstrap node IP:PORT")
-    parser.add_argument("--torrent")
+    parser.add_argument("--torrent", help="a .torrent file or a magnet link")
     parser.add_argument("--dir")
     parser.add_argument("--seconds", type=float, required=True)
     args = parser.parse_args(argv)

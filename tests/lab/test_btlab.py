@@ -240,13 +240,17 @@ class DaemonClientConfigTests(SynchronousTestCase):
             b"24:CONTENT_LENGTH\x004\x00SCGI\x001\x00,<x/>",
         )
 
-    def test_rtorrent_progress(self) -> None:
-        body = xmlrpc.client.dumps(([[5, 20]],), methodresponse=True).encode()
-        reply = b"Status: 200 OK\r\nContent-Type: text/xml\r\n\r\n" + body
-        self.assertEqual(btclients.rtorrent_progress(reply), 0.25)
-        empty = xmlrpc.client.dumps(([],), methodresponse=True).encode()
-        self.assertEqual(btclients.rtorrent_progress(b"\r\n\r\n" + empty), 0.0)
-        self.assertEqual(btclients.rtorrent_progress(b"garbage"), 0.0)
+    def test_rtorrent_progress_counts_only_the_payload(self) -> None:
+        def reply(rows: list) -> bytes:
+            body = xmlrpc.client.dumps((rows,), methodresponse=True).encode()
+            return b"Status: 200 OK\r\nContent-Type: text/xml\r\n\r\n" + body
+
+        self.assertEqual(btclients.rtorrent_progress(reply([[5, 20]]), 20), 0.25)
+        # A magnet's metadata download, complete, next to the payload not yet started.
+        self.assertEqual(btclients.rtorrent_progress(reply([[900, 900], [0, 20]]), 20), 0.0)
+        self.assertEqual(btclients.rtorrent_progress(reply([[900, 900]]), 20), 0.0)
+        self.assertEqual(btclients.rtorrent_progress(reply([]), 20), 0.0)
+        self.assertEqual(btclients.rtorrent_progress(b"garbage", 20), 0.0)
 
     def test_green_hosts_fit_interface_names(self) -> None:
         for client in btlab.CLIENTS:
