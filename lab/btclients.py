@@ -31,11 +31,14 @@ POLL = 0.5
 STOP_WAIT = 5.0
 
 
-def transmission_settings(directory: Path, bind: str) -> str:
-    """settings.json: encryption required (2), DHT/PEX/LPD/uTP on, RPC on loopback only."""
+def transmission_settings(directory: Path, bind: str, encryption: int = 2) -> str:
+    """settings.json: encryption required (2; a seeder uses 1, preferred), DHT/PEX/LPD/uTP on,
+    RPC on loopback only."""
     check_lab_addr(bind)
+    if encryption not in (0, 1, 2):
+        raise LabError(f"transmission encryption is 0, 1 or 2: {encryption}")
     settings = {
-        "encryption": 2,
+        "encryption": encryption,
         "dht-enabled": True,
         "pex-enabled": True,
         "lpd-enabled": True,
@@ -158,6 +161,41 @@ def _rtorrent_query(socket_path: Path, size: int) -> float:
     return rtorrent_progress(b"".join(chunks), size)
 
 
+def _transmission_start(
+    lab: BtLab, host: str, directory: Path, bind: str, encryption: int
+) -> subprocess.Popen[bytes]:
+    """transmission-daemon in ``host`` with its config under ``directory``, RPC listening."""
+    config = directory / "config"
+    config.mkdir()
+    (config / "settings.json").write_text(transmission_settings(directory, bind, encryption))
+    (config / "dht.bootstrap").write_text(dht_bootstrap(lab.router_ip, PEER_PORT))
+    proc = lab.spawn(host, ["transmission-daemon", "-f", "-g", str(config)], f"{host}.log")
+    lab.wait_listening(host, "tcp", "127.0.0.1", TRANSMISSION_RPC, proc, f"{host}.log")
+    return proc
+
+
+def _transmission_remote(lab: BtLab, host: str, *args: str) -> str:
+    remote = ["transmission-remote", f"127.0.0.1:{TRANSMISSION_RPC}", *args]
+    done = lab.run(host, remote, capture_output=True, text=True)
+    return done.stdout + done.stderr
+
+
+def start_transmission_seeder(
+    lab: BtLab, host: str, bind: str, torrent: Path, directory: Path, timeout: float = 60
+) -> None:
+    """A public transmission-daemon seeding the payload in ``directory`` once it has checked it."""
+    proc = _transmission_start(lab, host, directory, bind, encryption=1)
+    _transmission_remote(lab, host, "-a", str(torrent), "-w", str(directory))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if transmission_progress(_transmission_remote(lab, host, "-t", "1", "-i")) >= 1.0:
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(POLL)
+    raise LabError(f"the transmission seeder in {host} did not verify the payload in {timeout}s")
+
+
 def run_daemon_client(
     lab: BtLab, client: str, torrent: Path | str, directory: Path, seconds: int
 ) -> tuple[int, str]:
@@ -167,36 +205,38 @@ def run_daemon_client(
     """
     host = lab.green_host(client)
     deadline = time.monotonic() + seconds
+    log = f"{host}.log"
 
     def curl(*args: str) -> str:
         done = lab.run(host, ["curl", "-s", "-m", "5", *args], capture_output=True, text=True)
         return done.stdout
 
+    def listening(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+        proc = lab.spawn(host, argv, log)
+        lab.wait_listening(host, "tcp", "127.0.0.1", port, proc, log)
+        return proc
+
     if client == "transmission":
-        config = directory / "config"
-        config.mkdir()
-        (config / "settings.json").write_text(transmission_settings(directory, lab.green[client]))
-        (config / "dht.bootstrap").write_text(dht_bootstrap(lab.router_ip, PEER_PORT))
-        argv = ["transmission-daemon", "-f", "-g", str(config)]
-        port = TRANSMISSION_RPC
-        remote = ["transmission-remote", f"127.0.0.1:{TRANSMISSION_RPC}"]
+
+        def start() -> subprocess.Popen[bytes]:
+            return _transmission_start(lab, host, directory, lab.green[client], encryption=2)
 
         def add() -> str:
-            done = lab.run(host, [*remote, "-a", str(torrent), "-w", str(directory)],
-                           capture_output=True, text=True)  # fmt: skip
-            return done.stdout + done.stderr
+            return _transmission_remote(lab, host, "-a", str(torrent), "-w", str(directory))
 
         def progress() -> float:
-            done = lab.run(host, [*remote, "-t", "1", "-i"], capture_output=True, text=True)
-            return transmission_progress(done.stdout)
+            return transmission_progress(_transmission_remote(lab, host, "-t", "1", "-i"))
 
     elif client == "qbittorrent":
-        config = directory / "qbt" / "qBittorrent" / "config"
-        config.mkdir(parents=True)
-        (config / "qBittorrent.conf").write_text(qbittorrent_conf(directory))
-        argv = ["qbittorrent-nox", f"--profile={directory / 'qbt'}", f"--webui-port={QBT_WEBUI}"]
-        port = QBT_WEBUI
+        profile = directory / "qbt"
         api = f"http://127.0.0.1:{QBT_WEBUI}/api/v2"
+
+        def start() -> subprocess.Popen[bytes]:
+            config = profile / "qBittorrent" / "config"
+            config.mkdir(parents=True)
+            (config / "qBittorrent.conf").write_text(qbittorrent_conf(directory))
+            argv = ["qbittorrent-nox", f"--profile={profile}", f"--webui-port={QBT_WEBUI}"]
+            return listening(argv, QBT_WEBUI)
 
         def add() -> str:
             what = (
@@ -209,11 +249,12 @@ def run_daemon_client(
 
     elif client == "rtorrent":
         sock = directory / "rpc.sock"
-        (directory / "session").mkdir()
-        rc = directory / "rtorrent.rc"
-        rc.write_text(rtorrent_rc(directory, torrent, sock, f"{lab.router_ip}:{PEER_PORT}"))
-        argv = ["rtorrent", "-n", "-o", f"import={rc}"]
-        port = 0
+
+        def start() -> subprocess.Popen[bytes]:
+            (directory / "session").mkdir()
+            rc = directory / "rtorrent.rc"
+            rc.write_text(rtorrent_rc(directory, torrent, sock, f"{lab.router_ip}:{PEER_PORT}"))
+            return lab.spawn(host, ["rtorrent", "-n", "-o", f"import={rc}"], log)
 
         def add() -> str:
             return "loaded by load.start_verbose"
@@ -223,24 +264,19 @@ def run_daemon_client(
 
     else:
         raise LabError(f"not a daemon client: {client}")
-    return _drive(lab, host, client, argv, port, add, progress, deadline)
+    return _drive(client, start, add, progress, deadline)
 
 
 def _drive(
-    lab: BtLab,
-    host: str,
     client: str,
-    argv: list[str],
-    port: int,
+    start: Callable[[], subprocess.Popen[bytes]],
     add: Callable[[], str],
     progress: Callable[[], float],
     deadline: float,
 ) -> tuple[int, str]:
-    log = f"{host}.log"
-    proc = lab.spawn(host, argv, log)
+    """Start, add, poll until 100 % or ``deadline``; always stop the client."""
+    proc = start()
     try:
-        if port:
-            lab.wait_listening(host, "tcp", "127.0.0.1", port, proc, log)
         said = add().strip()
         done = 0.0
         while time.monotonic() < deadline:

@@ -38,7 +38,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote_from_bytes
 
-from lab.btclients import run_daemon_client
+from lab.btclients import run_daemon_client, start_transmission_seeder
 from lab.netlab import LabError, check_lab_addr
 
 HERE = Path(__file__).resolve().parent
@@ -51,10 +51,17 @@ GREEN_BASE = 10
 TRACKER = "198.19.0.2"
 TRACKER_PORT = 6969
 SEED_LT = "198.19.0.11"
+SEED_TRANSMISSION = "198.19.0.12"
 SEED_ARIA2 = "198.19.0.13"
 DHT_ROUTER = "198.19.0.21"
 BT_PORT = 6881
-PUBLIC_HOSTS = {"tracker": TRACKER, "seedlt": SEED_LT, "seedar": SEED_ARIA2, "dhtr": DHT_ROUTER}
+PUBLIC_HOSTS = {
+    "tracker": TRACKER,
+    "seedlt": SEED_LT,
+    "seedtr": SEED_TRANSMISSION,
+    "seedar": SEED_ARIA2,
+    "dhtr": DHT_ROUTER,
+}
 MAX_DHT_NODES = 64
 PAYLOAD_NAME = "payload.bin"
 PIECE_LENGTH = 256 * 1024
@@ -325,7 +332,9 @@ def swarm_missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root: the BitTorrent lab builds network namespaces"
     missing = [
-        tool for tool in ("ip", "nft", "opentracker", "aria2c") if shutil.which(tool) is None
+        tool
+        for tool in ("ip", "nft", "opentracker", "aria2c", "transmission-daemon")
+        if shutil.which(tool) is None
     ]
     if missing:
         return f"needs {', '.join(missing)} (scripts/install-bt-lab.sh installs the clients)"
@@ -549,7 +558,11 @@ class BtLab:
         raise LabError(f"nothing listens on {proto} {ip}:{port} in {host} after {timeout}s")
 
     def start_swarm(self, lifetime: int = 900, settle: float = 5.0) -> None:
-        """Payload, torrents, tracker, DHT, seeders (libtorrent and aria2), each with a lifetime."""
+        """Payload, torrents, tracker, DHT, seeders (libtorrent, aria2, transmission-daemon).
+
+        Each process ends by itself after ``lifetime`` seconds (transmission is stopped by
+        teardown).
+        """
         payload = self.workdir / PAYLOAD_NAME
         with payload.open("wb") as handle:
             left = self.payload_size
@@ -595,6 +608,12 @@ class BtLab:
                 argv = aria2_seed_argv(self.torrents["http"], directory, lifetime)
             proc = self.spawn(host, argv, f"{host}.log")
             self.wait_listening(host, "tcp", ip, BT_PORT, proc, f"{host}.log")
+        directory = self.workdir / "seedtr"
+        directory.mkdir()
+        os.link(payload, directory / PAYLOAD_NAME)
+        start_transmission_seeder(
+            self, "seedtr", SEED_TRANSMISSION, self.torrents["all"], directory
+        )
         time.sleep(settle)
 
     def leech(self, client: str, seconds: int = 120, source: str = "http") -> LeechResult:

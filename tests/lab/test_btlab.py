@@ -173,7 +173,7 @@ class ArgumentTests(SynchronousTestCase):
         self.assertRaises(LabError, btlab.BtLab, mib=0)
         self.assertRaises(LabError, btlab.BtLab, run_id="XYZ")
         lab = btlab.BtLab(["aria2"], dht_nodes=0, run_id="abc123")
-        self.assertEqual(lab.hosts, ["gw", "tracker", "seedlt", "seedar", "dhtr", "g-ar"])
+        self.assertEqual(lab.hosts, ["gw", "tracker", "seedlt", "seedtr", "seedar", "dhtr", "g-ar"])
         self.assertEqual((lab.ns("gw"), lab.green), ("p2pbabc123-gw", {"aria2": "198.18.1.10"}))
         lab.teardown()
 
@@ -201,6 +201,11 @@ class DaemonClientConfigTests(SynchronousTestCase):
         )
         self.assertRaises(LabError, btclients.transmission_settings, Path("/w"), "10.1.1.1")
         self.assertEqual(btclients.dht_bootstrap("198.19.0.21", 6881), "198.19.0.21 6881\n")
+
+    def test_transmission_seeder_prefers_encryption(self) -> None:
+        settings = json.loads(btclients.transmission_settings(Path("/w"), "198.19.0.12", 1))
+        self.assertEqual(settings["encryption"], 1)
+        self.assertRaises(LabError, btclients.transmission_settings, Path("/w"), "198.19.0.12", 3)
 
     def test_transmission_progress(self) -> None:
         info = "NAME\n  Name: payload.bin\n  Percent Done: 37.5%\n  ETA: 3 seconds\n"
