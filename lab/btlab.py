@@ -392,6 +392,7 @@ class BtLab:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.torrents: dict[str, Path] = {}
         self.info_hash = ""
+        self._old_term: Any = None
         self._down = True
 
     # -- naming -------------------------------------------------------------------------------
@@ -428,15 +429,14 @@ class BtLab:
         if reason:
             raise LabError(reason)
         self._down = False
-        old_term = signal.signal(signal.SIGTERM, _exit_on_term)
+        # Until teardown, SIGTERM raises SystemExit, so ``with`` still tears the lab down.
+        self._old_term = signal.signal(signal.SIGTERM, _exit_on_term)
         try:
             self.workdir.mkdir(mode=0o700)
             self._build()
         except BaseException:
             self.teardown()
             raise
-        finally:
-            signal.signal(signal.SIGTERM, old_term)
         return self
 
     def _build(self) -> None:
@@ -688,6 +688,9 @@ class BtLab:
             )
             shutil.rmtree(Path("/etc/netns") / self.ns(host), ignore_errors=True)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+            self._old_term = None
 
     def _ns_pids(self) -> set[int]:
         pids: set[int] = set()

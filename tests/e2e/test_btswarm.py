@@ -8,13 +8,25 @@ the client, not a broken lab. Skips (with the reason) unless root and the client
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from lab.btlab import BtLab, client_missing, swarm_missing
 
+HOLD = """
+import sys, time
+from lab.btlab import BtLab
+lab = BtLab(["aria2"], dht_nodes=0, mib=1, run_id=sys.argv[1])
+with lab:
+    print("up", flush=True)
+    time.sleep(60)
+"""
+
+REPO = Path(__file__).resolve().parents[2]
 LIMIT = 120
 MIB = 20
 
@@ -95,3 +107,24 @@ class LabSafetyTests(SynchronousTestCase):
         left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
         self.assertEqual([name for name in names if name in left.stdout], [])
         self.assertFalse(lab.workdir.exists())
+
+    def test_sigterm_tears_the_lab_down(self) -> None:
+        reason = swarm_missing()
+        if reason:
+            raise self.skipTest(reason)
+        run_id = secrets.token_hex(3)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD, run_id], stdout=subprocess.PIPE, text=True, cwd=REPO
+        )
+        try:
+            self.assertEqual(holder.stdout.readline().strip(), "up")
+            listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+            self.assertIn(f"p2pb{run_id}-g-ar", listed.stdout)
+            holder.terminate()
+            self.assertNotEqual(holder.wait(30), 0)
+        finally:
+            holder.kill()
+            holder.wait(30)
+            holder.stdout.close()
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+        self.assertNotIn(f"p2pb{run_id}-", left.stdout)
