@@ -9,6 +9,7 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
@@ -261,6 +262,7 @@ class FakeNfqPacket:
         self._queue.set_verdict(self.id, Verdict.DROP)
 
 
+@implementer(IReactorFromThreads)
 class ThreadsReactor(MemoryReactorClock):
     """A memory reactor that also runs ``callFromThread`` calls (what signal handlers use)."""
 
