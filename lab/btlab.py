@@ -40,6 +40,7 @@ from urllib.parse import quote_from_bytes
 
 from lab.btclients import run_daemon_client, start_transmission_seeder
 from lab.netlab import LabError, check_lab_addr
+from p2pwall.bencode import encode
 
 HERE = Path(__file__).resolve().parent
 BTNODE = HERE / "btnode.py"
@@ -97,25 +98,7 @@ RUN_ID_RE = re.compile(r"[0-9a-f]{6}")
 STOP_WAIT = 3.0
 
 
-# -- pure helpers: bencode, torrents, magnets, guard, client command lines ----------------------
-
-
-def bencode(value: Any) -> bytes:
-    """BEP 3 encoding with sorted keys (p2pwall.bencode only reads; the lab has to write)."""
-    if isinstance(value, bool):
-        raise TypeError("bencode has no booleans")
-    if isinstance(value, int):
-        return b"i%de" % value
-    if isinstance(value, str):
-        value = value.encode()
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, list | tuple):
-        return b"l" + b"".join(bencode(item) for item in value) + b"e"
-    if isinstance(value, dict):
-        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
-        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
-    raise TypeError(f"cannot bencode {type(value).__name__}")
+# -- pure helpers: torrents, magnets, guard, client command lines ----------------------
 
 
 @dataclass(frozen=True)
@@ -156,7 +139,7 @@ def make_torrent(
     if tiers:
         meta["announce"] = tiers[0][0]
         meta["announce-list"] = tiers
-    return Torrent(bencode(meta), hashlib.sha1(bencode(info)).hexdigest())
+    return Torrent(encode(meta), hashlib.sha1(encode(info)).hexdigest())
 
 
 def tracker_urls(ip: str = TRACKER, port: int = TRACKER_PORT) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""A bounded bencode reader (BEP 3) for what untrusted hosts send: DHT messages, tracker replies.
+"""Bencode (BEP 3): a bounded reader for what untrusted hosts send (DHT messages, tracker
+replies), and the writer the lab and the tests make torrents and messages with.
 
 Why bounded: a reply comes from a host nobody vouches for, and it is read on the daemon's one
 thread. So nesting depth, the number of values and the digits of a number or length are capped,
@@ -26,6 +27,24 @@ Value = int | bytes | list | dict
 
 _DIGITS = frozenset(b"0123456789")
 _INT, _LIST, _DICT, _END = ord("i"), ord("l"), ord("d"), ord("e")
+
+
+def encode(value: object) -> bytes:
+    """``value`` (int, str or bytes, list or tuple, dict) bencoded, dictionary keys sorted."""
+    if isinstance(value, bool):
+        raise TypeError("bencode has no booleans")
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, list | tuple):
+        return b"l" + b"".join(encode(item) for item in value) + b"e"
+    if isinstance(value, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
+        return b"d" + b"".join(encode(k) + encode(v) for k, v in items) + b"e"
+    raise TypeError(f"cannot bencode {type(value).__name__}")
 
 
 class BencodeError(ValueError):

@@ -7,24 +7,13 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.bencode import BencodeError, decode, decode_prefix
+from p2pwall.bencode import BencodeError, decode, decode_prefix, encode
 
 # BEP 5's examples, byte for byte.
 PING_QUERY = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
 GET_PEERS_VALUES = (
     b"d1:rd2:id20:abcdefghij01234567895:token8:aoeusnth6:valuesl6:axje.u6:idhtnmee1:t2:aa1:y1:re"
 )
-
-
-def encode(value) -> bytes:
-    """A plain encoder, for building test input only."""
-    if isinstance(value, int):
-        return b"i%de" % value
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, list):
-        return b"l" + b"".join(encode(item) for item in value) + b"e"
-    return b"d" + b"".join(encode(k) + encode(v) for k, v in value.items()) + b"e"
 
 
 class GrammarTests(SynchronousTestCase):
@@ -69,6 +58,18 @@ class GrammarTests(SynchronousTestCase):
         data = PING_QUERY + b"trailing"
         self.assertEqual(decode_prefix(data), (decode(PING_QUERY), len(PING_QUERY)))
         self.assertEqual(decode_prefix(b"xxi5e", 2), (5, 5))
+
+
+class EncodeTests(SynchronousTestCase):
+    def test_sorted_keys_and_text_as_bytes(self) -> None:
+        value = {"b": [1, b"x"], "a": {"z": -3, "y": "s"}}
+        data = encode(value)
+        self.assertEqual(data, b"d1:ad1:y1:s1:zi-3ee1:bli1e1:xee")
+        self.assertEqual(decode(data), {b"a": {b"y": b"s", b"z": -3}, b"b": [1, b"x"]})
+
+    def test_refuses_what_bencode_cannot_say(self) -> None:
+        for value in (True, 1.5, None):
+            self.assertRaises(TypeError, encode, value)
 
 
 class BoundsTests(SynchronousTestCase):

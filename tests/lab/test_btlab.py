@@ -1,4 +1,4 @@
-"""The BitTorrent lab's pure helpers: bencode, torrents, magnets, egress guard, command lines."""
+"""The BitTorrent lab's pure helpers: torrents, magnets, egress guard, command lines."""
 
 from __future__ import annotations
 
@@ -14,18 +14,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from lab import btclients, btlab
 from lab.netlab import LabError
 from p2pwall.bencode import decode
-
-
-class BencodeTests(SynchronousTestCase):
-    def test_round_trip_with_sorted_keys(self) -> None:
-        value = {"b": [1, b"x"], "a": {"z": -3, "y": "s"}}
-        data = btlab.bencode(value)
-        self.assertEqual(data, b"d1:ad1:y1:s1:zi-3ee1:bli1e1:xee")
-        self.assertEqual(decode(data), {b"a": {b"y": b"s", b"z": -3}, b"b": [1, b"x"]})
-
-    def test_refuses_what_bencode_cannot_say(self) -> None:
-        for value in (True, 1.5, None):
-            self.assertRaises(TypeError, btlab.bencode, value)
 
 
 class TorrentTests(SynchronousTestCase):
