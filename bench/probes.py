@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import socket
-import subprocess
 import sys
 import time
 import timeit
@@ -25,6 +22,7 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
+from bench.run import machine as run_machine
 from p2pwall import spoof
 from p2pwall.events import EventLog
 from p2pwall.packet import Hook, Verdict, addr_text, decode
@@ -219,14 +217,11 @@ def engine_storm(count: int, rates: Sequence[int]) -> list[dict]:
 
 
 def machine() -> str:
-    commit = subprocess.run(
-        ["git", "-C", str(CHECKOUT), "rev-parse", "--short", "HEAD"],
-        capture_output=True, text=True, timeout=10, check=False,
-    ).stdout.strip() or "unknown"  # fmt: skip
+    """``bench.run.machine``'s facts on one line."""
+    m = run_machine()
     return (
-        f"{os.cpu_count()} CPUs, kernel {platform.release()}, Python {sys.version.split()[0]}, "
-        f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"load average {' '.join(f'{load:.2f}' for load in os.getloadavg())}"
+        f"{m['nproc']} CPUs, kernel {m['kernel']}, Python {m['python']}, commit {m['commit']}, "
+        f"{m['date']}, load average {m['load']}"
     )
 
 
