@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.parsers.expat import ExpatError
 
-from lab.netlab import LabError, check_lab_addr
+from lab.netlab import LabError, check_lab_addr, stop_process
 
 if TYPE_CHECKING:
     from lab.btlab import BtLab
@@ -288,9 +288,4 @@ def _drive(
             time.sleep(POLL)
         return 7, f"{client} {done:.1%} when time ran out ({said[:120]})"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_WAIT)
+        stop_process(proc, STOP_WAIT)

@@ -33,13 +33,14 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote_from_bytes
 
 from lab.btclients import run_daemon_client, start_transmission_seeder
-from lab.netlab import LabError, check_lab_addr
+from lab.netlab import LabError, await_listener, check_lab_addr
 from p2pwall.bencode import encode
 
 HERE = Path(__file__).resolve().parent
@@ -528,17 +529,9 @@ class BtLab:
         log: str,
         timeout: float = 15.0,
     ) -> None:
-        flag = {"tcp": "-Hltn", "udp": "-Hlun"}[proto]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # By port: aria2 listens on the wildcard address, the others on ``ip``.
-            if self.run(host, ["ss", flag, f"sport = :{port}"], capture_output=True).stdout:
-                return
-            if proc.poll() is not None:
-                text = (self.workdir / log).read_text(errors="replace")[-1500:]
-                raise LabError(f"{log} exited ({proc.returncode}): {text}")
-            time.sleep(0.1)
-        raise LabError(f"nothing listens on {proto} {ip}:{port} in {host} after {timeout}s")
+        # By port: aria2 listens on the wildcard address, the others on ``ip``.
+        read = partial((self.workdir / log).read_text, errors="replace")
+        await_listener(self.run, host, proto, [f"sport = :{port}"], proc, (log, read), timeout)
 
     def start_swarm(self, lifetime: int = 900, settle: float = 5.0) -> None:
         """Payload, torrents, tracker, DHT, seeders (libtorrent, aria2, transmission-daemon).

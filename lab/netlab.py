@@ -36,7 +36,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -99,6 +100,40 @@ def _pid_alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def stop_process(proc: subprocess.Popen[bytes], wait: float = STOP_WAIT) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``wait`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(wait)
+
+
+def await_listener(
+    run: Callable[..., subprocess.CompletedProcess[Any]],
+    host: str,
+    proto: str,
+    where: Sequence[str],
+    proc: subprocess.Popen[bytes],
+    log: tuple[str, Callable[[], str]],
+    timeout: float,
+) -> None:
+    """Block until ``ss`` in ``host`` lists a listening ``proto`` socket matching ``where`` (an
+    ``ss`` filter); fail early, with the end of ``log`` (its name and a reader), if ``proc``
+    died."""
+    flag = {"tcp": "-Hltn", "udp": "-Hlun"}[proto]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run(host, ["ss", flag, *where], capture_output=True).stdout.strip():
+            return
+        if proc.poll() is not None:
+            name, read = log
+            raise LabError(f"{name} exited ({proc.returncode}): {read()[-2000:]}")
+        time.sleep(0.05)
+    raise LabError(f"nothing listens on {proto} {' '.join(where)} in {host} after {timeout}s")
 
 
 class Lab:
@@ -337,26 +372,14 @@ class Lab:
         timeout: float = 10.0,
     ) -> None:
         """Block until ``ip:port`` listens in ``host``; fail early if ``proc`` died."""
-        flag = {"tcp": "-Hltn", "udp": "-Hlun"}[proto]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = self.run(host, ["ss", flag, "src", f"{ip}:{port}"], capture_output=True)
-            if out.stdout.strip():
-                return
-            if proc.poll() is not None:
-                raise LabError(f"{log} exited ({proc.returncode}): {self.read_log(log)[-2000:]}")
-            time.sleep(0.05)
-        raise LabError(f"nothing listens on {proto} {ip}:{port} after {timeout}s")
+        where = ["src", f"{ip}:{port}"]
+        await_listener(self.run, host, proto, where, proc, (log, partial(self.read_log, log)),
+                       timeout)  # fmt: skip
 
     def _restart(self, service: str) -> None:
         old = self.services.pop(service, None)
         if old is not None and old.poll() is None:
-            old.terminate()
-            try:
-                old.wait(STOP_WAIT)
-            except subprocess.TimeoutExpired:
-                old.kill()
-                old.wait(STOP_WAIT)
+            stop_process(old)
 
     def start_web(self, directory: str | os.PathLike[str] | None = None) -> subprocess.Popen[bytes]:
         """``python -m http.server`` on 198.19.0.80:80: the "normal web" a locked client loses."""
