@@ -187,11 +187,6 @@ class EventLog:
         self._daemon_log = daemon_log
         self._log = Logger(namespace="p2pwall.events", observer=self._route)
 
-    @property
-    def wants_mac(self) -> bool:
-        """``m``: the reader should fetch each packet's MAC address for the messages."""
-        return self._mac
-
     def wants(self, cls: str) -> bool:
         return cls in self._enabled
 

@@ -75,7 +75,6 @@ class RoutingTests(SynchronousTestCase):
             ["dropped UDP 198.18.1.10:1 -> 198.19.1.1:2 (x)",
              "dropped UDP 198.18.1.10:1 -> 198.19.1.1:2 (x) mac=02:00:00:aa:bb:cc"],
         )  # fmt: skip
-        self.assertTrue(self.log(syslog="m").wants_mac)
         self.assertFalse(self.log(syslog="m").wants("m"))
 
     def test_a_dry_run_drop_says_would_drop(self) -> None:
