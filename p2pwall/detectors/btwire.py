@@ -27,6 +27,7 @@ _KRPC_DEPTH = 8
 _REPLY_PEEK = 16384
 _HEADER_PEEK = 4096
 _ANNOUNCE_PEEK = 2048
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_REPLY_KEYS = 64
 _MAX_CHUNKS = 16
 
@@ -233,10 +234,10 @@ def _unquote(text: bytes) -> bytes:
     parts = text.split(b"%")
     out = bytearray(parts[0])
     for part in parts[1:]:
-        try:
+        if len(part) >= 2 and _HEX.issuperset(part[:2]):
             out.append(int(part[:2], 16))
             out += part[2:]
-        except ValueError:
+        else:
             out += b"%" + part
     return bytes(out)
 
