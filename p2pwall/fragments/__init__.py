@@ -84,6 +84,20 @@ class IRuleFragment(Interface):
         """``Rules`` of nft rule strings (``chains`` stays empty: nft has one table)."""
 
 
+# nft loads at most 16 bytes of payload into one register: longer strings are compared in parts.
+_NFT_PAYLOAD_BYTES = 16
+
+
+def payload_starts(data: bytes) -> str:
+    """An nft match for a transport payload that starts with ``data`` (nft has no string
+    match: raw ``@ih`` payload, 16 bytes at a time)."""
+    return " ".join(
+        f"@ih,{8 * start},{8 * len(chunk)} 0x{chunk.hex()}"
+        for start in range(0, len(data), _NFT_PAYLOAD_BYTES)
+        for chunk in [data[start : start + _NFT_PAYLOAD_BYTES]]
+    )
+
+
 def words(*parts: str) -> str:
     """nft statements joined by spaces, empty ones (an unset match) left out."""
     return " ".join(part for part in parts if part)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from ..detectors.dns import DNS_PORT
-from . import INPUT, IptablesContext, IRuleFragment, NftContext, Rules, words
+from . import INPUT, IptablesContext, IRuleFragment, NftContext, Rules, payload_starts, words
 
 DOWNLOAD_MARKERS = (("X-Kazaa-", "--icase"), ("GIVE ",))
-NFT_DOWNLOAD_STARTS = ("@ih,0,48 0x474554202f2e", "@ih,0,40 0x4749564520")  # "GET /.", "GIVE "
+NFT_DOWNLOAD_STARTS = (b"GET /.", b"GIVE ")
 # Probe replies go to the port the probe came from, the one the client said hello to: FastTrack
 # peers listen on 80 or 1024 and up. The gateway's own services for green hosts (DNS, DHCP,
 # NTP...) are not queued, so a stopped daemon under --no-bypass never stops them.
@@ -49,7 +49,9 @@ class FastTrackRules:
         return Rules(green={INPUT: inbound}, early=early)
 
     def nft(self, context: NftContext) -> Rules[str]:
-        early = [words(start, context.limit) for start in NFT_DOWNLOAD_STARTS] if self.http else []
+        early = []
+        if self.http:
+            early = [words(payload_starts(start), context.limit) for start in NFT_DOWNLOAD_STARTS]
         inbound = []
         if self.probes:
             inbound.append(words(f"udp sport != {DNS_PORT} udp dport {NFT_PROBE_PORTS}",

@@ -1,11 +1,11 @@
 """``p2pwall-rules``: print the iptables or nftables rules that feed the daemon.
 
-Queue only what the daemon needs, from the green interfaces: UDP (hellos, follow-ups), TCP SYNs
-(known peers, time locks), the first data packets of TCP connections that look like a FastTrack
-download (iptables: string match; nft, which has none: payload starting ``GET /.`` -- the
-FastTrack paths ``/.hash=``, ``/.download/``... -- or ``GIVE ``), DNS answers from the outside
-on their way to green hosts or to the gateway, and UDP from green to the gateway's unprivileged
-ports (probe replies).
+The core queues what every protocol needs from the green interfaces: the first packets of each
+UDP flow a green host opens and TCP SYNs (known peers, time locks). Each protocol in
+``p2pwall.registry`` adds its fragment (``p2pwall.fragments``): what its detector reads on
+green, in the first data packets of TCP connections green opened, and from the outside (DNS
+answers, BitTorrent replies). The core adds the interface matches, the guards that keep what
+came in on green out of the "from outside" rules, the order, and the chains' life cycle.
 
 The rules queue from the mangle table (nft: a table of our own at priority mangle), where a
 packet the daemon accepts goes on to the admin's filter rules: p2pwall only ever takes traffic
@@ -17,15 +17,19 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from twisted.python import usage
 
+from ..fragments import FORWARD, INPUT, IptablesContext, NftContext, Rules, words
+from ..registry import REGISTRY
 from ..spoof import SPOOF_MARK
 from ..version import VersionOption
 
 CHAIN_FORWARD = "p2pwall-fwd"
 CHAIN_INPUT = "p2pwall-in"
+# The first data packets of TCP connections a green host opened, one connbytes test for every
+# fragment's string matches (the name is from when only FastTrack downloads went there).
 CHAIN_DOWNLOAD = "p2pwall-dl"
 CHAIN_LIMIT = "p2pwall-lim"
 CHAIN_RAW = "p2pwall-raw"
@@ -34,24 +38,18 @@ TABLE = "mangle"
 # Our chains and the built-in chain each is hooked into (appended, after the admin's own
 # mangle rules: an accepted packet skips nothing of theirs, e.g. a TCPMSS clamp on SYNs).
 HOOKS = ((CHAIN_FORWARD, "FORWARD"), (CHAIN_INPUT, "INPUT"))
+HOOK_CHAINS = {FORWARD: CHAIN_FORWARD, INPUT: CHAIN_INPUT}
 # Versions before the move to mangle hooked these into the filter table; removed on every run,
 # so an upgrade leaves no jump that would let an accepted packet skip the admin's filter rules.
 LEGACY_FILTER_CHAINS = (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD)
 NFT_TABLE = "p2pwall"
-# What the daemon's HTTP safety net reads: X-Kazaa-* headers (in any case) or a GIVE request.
-# A /.hash= path or a user agent alone teaches nothing (a web page can produce both), so it is
-# not queued either.
-DOWNLOAD_MARKERS = (("X-Kazaa-", "--icase"), ("GIVE ",))
 IFACE_NAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 EARLY_PACKETS = "0:4"
-OPENED_BY_SENDER = ["-m", "conntrack", "--ctdir", "ORIGINAL"]
+NFT_EARLY_PACKETS = "ct original packets < 5"
+OPENED_BY_SENDER = ("-m", "conntrack", "--ctdir", "ORIGINAL")
 NFT_OPENED_BY_SENDER = "ct direction original"
-# Probe replies go to the port the probe came from, the one the client said hello to: FastTrack
-# peers listen on 80 or 1024 and up. The gateway's own services for green hosts (DNS, DHCP,
-# NTP...) are not queued, so a stopped daemon under --no-bypass never stops them.
-PROBE_PORTS = "80,1024:65535"
-NFT_PROBE_PORTS = "{ 80, 1024-65535 }"
-DNS_PORT = "53"
+REPLY = ("-m", "conntrack", "--ctstate", "ESTABLISHED", "--ctdir", "REPLY")
+NFT_REPLY = "ct state established ct direction reply"
 HASHLIMIT_NAME = "p2pwall"
 IPV6_SOURCE_BITS = 64  # one IPv6 host owns a /64: the limit counts per /64
 DEFAULT_PER_SOURCE_LIMIT = 1000
@@ -63,19 +61,19 @@ queued packet after packet; a flow the daemon accepts leaves the queue after its
 so ordinary UDP (DNS, VoIP, games) runs at kernel speed. The daemon's forged pongs and probes
 carry a mark that a raw-table rule exempts from conntrack, so they never open a flow that would
 count the client's next hello as "reply" traffic. The price: a UDP flow accepted before its peer
-became known is not re-examined; --udp-packets 0 queues every UDP packet. DNS answers are
-queued only when they come from the outside (not in on a green interface) in the reply direction
-of a flow a green host or the gateway opened, so neither the internet nor a green host can
-forge one to train the block list; they always pass while no daemon reads the queue (the daemon
-never drops an answer)."""
+became known is not re-examined; --udp-packets 0 queues every UDP packet. What is queued from
+the outside (DNS answers, BitTorrent's DHT and tracker replies) is queued only when it does not
+come in on a green interface, in the reply direction of a flow a green host or the gateway
+opened, so neither the internet nor a green host can forge it to train the block list; it
+always passes while no daemon reads the queue (the daemon never drops an answer)."""
 FIREWALL_NOTE = """\
 The rules hook into the mangle table (nft: table inet p2pwall at priority mangle), appended
 after your own mangle rules; a packet the daemon accepts still meets every rule of your filter
 table. Applying the printed commands twice changes nothing; --delete removes everything, also
 what older versions put into the filter table. A green host's flow starts (UDP, SYNs, download
-markers, probe replies) above --per-source-limit packets per second (burst: twice that) are
-dropped before they reach the queue, so one host cannot take it from the others. See
-docs/deploying.md."""
+markers, tracker announces, probe replies) above --per-source-limit packets per second (burst:
+twice that) are dropped before they reach the queue, so one host cannot take it from the
+others. See docs/deploying.md."""
 
 
 def shell_words(argv: list[str]) -> str:
@@ -83,65 +81,76 @@ def shell_words(argv: list[str]) -> str:
     return " ".join(word if word == "!" else shlex.quote(word) for word in argv)
 
 
+def all_fragments() -> tuple[object, ...]:
+    """Every registered protocol's fragment, nothing turned off."""
+    return tuple(entry.rules() for entry in REGISTRY)
+
+
 @dataclass(frozen=True)
 class RuleSet:
     green_ifs: tuple[str, ...]
     queue: int = 0
     bypass: bool = True
-    dns: bool = True
-    http: bool = True
-    probes: bool = True
     udp_packets: int = 3
     per_source_limit: int = DEFAULT_PER_SOURCE_LIMIT
+    fragments: tuple[object, ...] = field(default_factory=all_fragments)
 
     def _target(self, bypass: bool) -> list[str]:
         target = ["-j", "NFQUEUE", "--queue-num", str(self.queue)]
         return target + ["--queue-bypass"] if bypass else target
 
-    def _udp_flow_start(self) -> list[str]:
-        """Only the first packets of each UDP flow (see ``UDP_FLOW_NOTE``); [] queues them all."""
+    def _udp_packets(self, direction: str) -> tuple[str, ...]:
+        """Only the first packets of each UDP flow (see ``UDP_FLOW_NOTE``); () queues them all."""
         if not self.udp_packets:
-            return []
-        return ["-m", "connbytes", "--connbytes", f"0:{self.udp_packets}", "--connbytes-dir",
-                "original", "--connbytes-mode", "packets"]  # fmt: skip
+            return ()
+        return ("-m", "connbytes", "--connbytes", f"0:{self.udp_packets}", "--connbytes-dir",
+                direction, "--connbytes-mode", "packets")  # fmt: skip
+
+    def fragment_chains(self) -> tuple[str, ...]:
+        """Every fragment chain, of each registered protocol whether turned off or not: applying
+        flushes them all and ``--delete`` removes them all, whatever options either was given."""
+        classes = [entry.rules for entry in REGISTRY] + [type(part) for part in self.fragments]
+        return tuple(dict.fromkeys(chain for cls in classes for chain in cls.chains))
 
     def iptables_chains(self, ipv6: bool = False) -> dict[str, list[list[str]]]:
         """The rules (what follows ``-A CHAIN``) of each of our mangle chains."""
         limit = CHAIN_LIMIT
         # Only flows a green host opened: a packet in on green in the reply direction (such as
         # a resolver's "answer" a green host routes back into its own query) is no flow start.
-        udp_start = [*self._udp_flow_start(), *OPENED_BY_SENDER]
+        udp_start = [*self._udp_packets("original"), *OPENED_BY_SENDER]
+        context = IptablesContext(
+            ipv6=ipv6,
+            limit=("-j", limit),
+            answer=tuple(self._target(bypass=True)),
+            udp_start=tuple(udp_start),
+            udp_reply_start=self._udp_packets("reply"),
+            reply=REPLY,
+        )
+        parts = [fragment.iptables(context) for fragment in self.fragments]
+        early = [rule for part in parts for rule in part.early]
         forward, inbound = [], []
         for green in self.green_ifs:
             forward.append(["-i", green, "-p", "udp", *udp_start, "-j", limit])
             forward.append(["-i", green, "-p", "tcp", "--syn", "-j", limit])
-            if self.http:
-                # One connbytes test per data packet, then the markers in their own chain: bulk
-                # data of an established connection costs one match here, not one per marker.
-                early = ["-m", "connbytes", "--connbytes", EARLY_PACKETS, "--connbytes-dir",
-                         "original", "--connbytes-mode", "packets"]  # fmt: skip
-                forward.append(["-i", green, "-p", "tcp", "!", "--syn", *early, *OPENED_BY_SENDER,
-                                "-j", CHAIN_DOWNLOAD])  # fmt: skip
-            if self.probes:
-                ports = ["-m", "multiport", "--dports", PROBE_PORTS]
-                inbound.append(["-i", green, "-p", "udp", "!", "--sport", DNS_PORT, *ports,
-                                *udp_start, "-j", limit])  # fmt: skip
-        if self.dns:
-            # Below these, nothing that came in on a green interface (or from the gateway
-            # itself): a DNS answer counts only from the outside, as a reply.
+            if early:
+                # One connbytes test per data packet, then the fragments' string matches in
+                # their own chain: bulk data costs one match here, not one per marker.
+                connbytes = ["-m", "connbytes", "--connbytes", EARLY_PACKETS, "--connbytes-dir",
+                             "original", "--connbytes-mode", "packets"]  # fmt: skip
+                forward.append(["-i", green, "-p", "tcp", "!", "--syn", *connbytes,
+                                *OPENED_BY_SENDER, "-j", CHAIN_DOWNLOAD])  # fmt: skip
+            forward += [["-i", green, *rule] for rule in _hooked(parts, "green", FORWARD)]
+            inbound += [["-i", green, *rule] for rule in _hooked(parts, "green", INPUT)]
+        # Below the guards, nothing that came in on a green interface (or, on INPUT, from the
+        # gateway itself): what is queued from outside counts only from the outside.
+        outside = _hooked(parts, "outside", FORWARD)
+        if outside:
             forward += [["-i", green, "-j", "RETURN"] for green in self.green_ifs]
+            forward += [["-o", green, *rule] for green in self.green_ifs for rule in outside]
+        outside = _hooked(parts, "outside", INPUT)
+        if outside:
             inbound += [["-i", name, "-j", "RETURN"] for name in self._green_and_lo()]
-            reply = ["-m", "conntrack", "--ctstate", "ESTABLISHED", "--ctdir", "REPLY"]
-            answer = self._target(bypass=True)
-            for green in self.green_ifs:
-                forward.append(["-o", green, "-p", "udp", "--sport", DNS_PORT, *reply, *answer])
-                forward.append(["-o", green, "-p", "tcp", "--sport", DNS_PORT, "!", "--syn",
-                                *reply, *answer])  # fmt: skip
-            inbound.append(["-p", "udp", "--sport", DNS_PORT, *reply, *answer])
-        downloads = []
-        if self.http:
-            downloads = [["-m", "string", "--algo", "bm", "--string", *marker, "-j", limit]
-                         for marker in DOWNLOAD_MARKERS]  # fmt: skip
+            inbound += [list(rule) for rule in outside]
         limited = []
         if self.per_source_limit:
             rate = self.per_source_limit
@@ -150,8 +159,14 @@ class RuleSet:
                             "--hashlimit-burst", str(2 * rate), "--hashlimit-mode", "srcip",
                             *mask, "--hashlimit-name", HASHLIMIT_NAME, "-j", "DROP"])  # fmt: skip
         limited.append(self._target(self.bypass))
-        return {CHAIN_LIMIT: limited, CHAIN_DOWNLOAD: downloads, CHAIN_FORWARD: forward,
-                CHAIN_INPUT: inbound}  # fmt: skip
+        own = self.fragment_chains()
+        for part in parts:
+            if undeclared := set(part.chains) - set(own):
+                raise ValueError(f"a fragment fills chains it does not declare: {undeclared}")
+        chains = {CHAIN_LIMIT: limited, CHAIN_DOWNLOAD: [list(rule) for rule in early]}
+        chains |= {name: [list(rule) for part in parts for rule in part.chains.get(name, ())]
+                   for name in own}  # fmt: skip
+        return chains | {CHAIN_FORWARD: forward, CHAIN_INPUT: inbound}
 
     def _green_and_lo(self) -> list[str]:
         return list(dict.fromkeys([*self.green_ifs, "lo"]))
@@ -170,14 +185,13 @@ class RuleSet:
         lines.append(_hook(raw, "OUTPUT", ["-I", "OUTPUT", "1"], CHAIN_RAW))
         return lines + _remove_legacy(command)
 
-    @staticmethod
-    def iptables_delete(command: str = "iptables") -> list[str]:
+    def iptables_delete(self, command: str = "iptables") -> list[str]:
         """Shell lines that remove every jump (however many) and chain of ours, old or new."""
         mangle, raw = [command, "-t", TABLE], [command, "-t", "raw"]
         lines = [_unhook(mangle, builtin, chain) for chain, builtin in HOOKS]
         lines.append(_unhook(raw, "OUTPUT", CHAIN_RAW))
-        ours = [*[(mangle, chain) for chain in (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD,
-                                                CHAIN_LIMIT)], (raw, CHAIN_RAW)]  # fmt: skip
+        chains = (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD, *self.fragment_chains(), CHAIN_LIMIT)
+        ours = [*[(mangle, chain) for chain in chains], (raw, CHAIN_RAW)]
         lines += [_quietly([*table, "-F", chain]) for table, chain in ours]
         lines += [_quietly([*table, "-X", chain]) for table, chain in ours]
         return lines + _remove_legacy(command)
@@ -185,38 +199,34 @@ class RuleSet:
     def nft(self) -> str:
         """An ``nft -f`` script for one ``inet`` table (IPv4 and IPv6 together), replaced whole
         in one transaction: applying it twice leaves the same table."""
-        green = f"iifname {_nft_names(self.green_ifs)}"
-        queue = _nft_queue(self.queue, self.bypass)
-        answer = _nft_queue(self.queue, bypass=True)
+        greens = _nft_names(self.green_ifs)
+        green = f"iifname {greens}"
         limit = f"jump {NFT_CHAIN_LIMIT}"
-        start = f" ct original packets <= {self.udp_packets}" if self.udp_packets else ""
-        start += f" {NFT_OPENED_BY_SENDER}"
+        packets = self.udp_packets
+        context = NftContext(
+            limit=limit,
+            answer=_nft_queue(self.queue, bypass=True),
+            udp_start=words(
+                f"ct original packets <= {packets}" if packets else "", NFT_OPENED_BY_SENDER
+            ),
+            udp_reply_start=f"ct reply packets <= {packets}" if packets else "",
+            reply=NFT_REPLY,
+        )
+        parts = [fragment.nft(context) for fragment in self.fragments]
+        early = f"{green} tcp flags & (syn | ack) == ack {NFT_EARLY_PACKETS} {NFT_OPENED_BY_SENDER}"
         forward = [
-            f"{green} meta l4proto udp{start} {limit}",
+            f"{green} meta l4proto udp {context.udp_start} {limit}",
             f"{green} tcp flags & (syn | ack) == syn {limit}",
-        ]
-        if self.http:
-            early = f"ct original packets < 5 {NFT_OPENED_BY_SENDER}"
-            forward += [
-                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,48 0x474554202f2e {limit}",
-                f"{green} tcp flags & (syn | ack) == ack {early} @ih,0,40 0x4749564520 {limit}",
-            ]
-        inbound = []
-        if self.probes:
-            inbound.append(f"{green} udp sport != {DNS_PORT} udp dport {NFT_PROBE_PORTS}{start} "
-                           f"{limit}")  # fmt: skip
-        if self.dns:
-            reply = "ct state established ct direction reply"
-            greens = _nft_names(self.green_ifs)
-            outside = f"iifname != {greens} oifname {greens}"
-            forward += [
-                f"{outside} udp sport {DNS_PORT} {reply} {answer}",
-                f"{outside} tcp sport {DNS_PORT} tcp flags & syn == 0 {reply} {answer}",
-            ]
-            inbound.append(
-                f"iifname != {_nft_names(self._green_and_lo())} udp sport {DNS_PORT} {reply} "
-                f"{answer}"
-            )
+            *[f"{early} {rule}" for part in parts for rule in part.early],
+            *[f"{green} {rule}" for rule in _hooked(parts, "green", FORWARD)],
+            *[f"iifname != {greens} oifname {greens} {rule}"
+              for rule in _hooked(parts, "outside", FORWARD)],
+        ]  # fmt: skip
+        inbound = [
+            *[f"{green} {rule}" for rule in _hooked(parts, "green", INPUT)],
+            *[f"iifname != {_nft_names(self._green_and_lo())} {rule}"
+              for rule in _hooked(parts, "outside", INPUT)],
+        ]  # fmt: skip
         limited = []
         sets = []
         if self.per_source_limit:
@@ -228,7 +238,7 @@ class RuleSet:
                 sets.append(f"  set {name} {{ type {kind}; size 65535; flags dynamic,timeout; "
                             "timeout 60s; }")  # fmt: skip
                 limited.append(f"update @{name} {{ {key} {rate} }} counter drop")
-        limited.append(queue)
+        limited.append(_nft_queue(self.queue, self.bypass))
         lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}",
                  f"table inet {NFT_TABLE} {{", *sets]  # fmt: skip
         for name, hook, priority, rules in (
@@ -248,6 +258,11 @@ class RuleSet:
     @staticmethod
     def nft_delete() -> str:
         return f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
+
+
+def _hooked(parts: list[Rules], where: str, hook: str) -> list:
+    """The fragments' rules (``Rules.green`` or ``Rules.outside``) for one hook, in order."""
+    return [rule for part in parts for rule in getattr(part, where).get(hook, ())]
 
 
 def _quietly(argv: list[str]) -> str:
@@ -319,9 +334,7 @@ class Options(VersionOption, usage.Options):
     ]
     optFlags = [
         ["no-bypass", None, "Drop instead of forwarding while no daemon reads the queue."],
-        ["no-dns", None, "Do not queue DNS answers (no DNS auto-training)."],
-        ["no-http", None, "Do not queue FastTrack download starts (no HTTP safety net)."],
-        ["no-probes", None, "Do not queue UDP to the gateway (no probe replies)."],
+        *[[name, None, text] for entry in REGISTRY for name, text in entry.rules.flags],
         ["delete", None, "Print the commands that remove the rules instead."],
     ]
 
@@ -358,11 +371,12 @@ def render(options: Options) -> str:
         tuple(options["green-if"]),
         options["queue"],
         bypass=not options["no-bypass"],
-        dns=not options["no-dns"],
-        http=not options["no-http"],
-        probes=not options["no-probes"],
         udp_packets=options["udp-packets"],
         per_source_limit=options["per-source-limit"],
+        fragments=tuple(
+            entry.rules(frozenset(name for name, _ in entry.rules.flags if options[name]))
+            for entry in REGISTRY
+        ),
     )
     if options["format"] == "nft":
         script = rules.nft_delete() if options["delete"] else rules.nft()

@@ -10,7 +10,8 @@ import uuid
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.tools.rules import DOWNLOAD_MARKERS, Options, RuleSet, main, render
+from p2pwall.fragments.fasttrack import DOWNLOAD_MARKERS
+from p2pwall.tools.rules import Options, RuleSet, main, render
 
 
 def rendered(*argv: str) -> str:
