@@ -11,7 +11,7 @@ Wire facts: docs/protocols.md section 5.
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -37,16 +37,17 @@ _V4, _V6 = 6, 18
 _PORT = struct.Struct("!H")
 
 
+_ENTRY = {_V4: struct.Struct("!4sH"), _V6: struct.Struct("!16sH")}
+
+
 def _compact(data: bytes, size: int, out: list[tuple[bytes, int]]) -> None:
     """Compact peers (BEP 23: 4-byte address, 2-byte port; BEP 7: 16 + 2) appended to ``out``:
     whole entries only, port 0 dropped, ``out`` never past ``MAX_PEERS``."""
-    end = len(data) - len(data) % size
-    for at in range(0, end, size):
-        if len(out) >= MAX_PEERS:
-            return
-        (port,) = _PORT.unpack_from(data, at + size - 2)
-        if port:
-            out.append((data[at : at + size - 2], port))
+    room = MAX_PEERS - len(out)
+    if room <= 0:
+        return
+    whole = data[: min(len(data) - len(data) % size, size * room)]
+    out += [peer for peer in _ENTRY[size].iter_unpack(whole) if peer[1]]
 
 
 # --- DHT (BEP 5) ---------------------------------------------------------------------------
@@ -115,14 +116,20 @@ def _query(message: dict, txid: bytes, version: bytes) -> Krpc | None:
 def _values(reply: dict) -> Peers:
     """Peers in a get_peers reply: each list entry is one compact peer, its length says the
     family (a malformed entry is skipped, as clients skip it)."""
-    out: list[tuple[bytes, int]] = []
+    v4: list[bytes] = []
+    v6: list[bytes] = []
     for key in (b"values", b"values6"):
         entries = reply.get(key)
-        if not isinstance(entries, list):
-            continue
-        for entry in entries:
-            if isinstance(entry, bytes) and len(entry) in (_V4, _V6):
-                _compact(entry, len(entry), out)
+        if isinstance(entries, list):
+            for entry in entries:
+                if isinstance(entry, bytes):
+                    if len(entry) == _V4:
+                        v4.append(entry)
+                    elif len(entry) == _V6:
+                        v6.append(entry)
+    out: list[tuple[bytes, int]] = []
+    _compact(b"".join(v4), _V4, out)
+    _compact(b"".join(v6), _V6, out)
     return tuple(out)
 
 
@@ -357,11 +364,12 @@ def _dict_peer(peer: dict, out: list[tuple[bytes, int]]) -> None:
         return
     if len(ip) > 45 or not ip.isascii():
         return
+    text = ip.decode("ascii")
     try:
-        addr = ipaddress.ip_address(ip.decode("ascii"))
-    except ValueError:
+        addr = socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    except (OSError, ValueError):
         return
-    out.append((addr.packed, port))
+    out.append((addr, port))
 
 
 # --- Peer wire (BEP 3) and uTP (BEP 29) ----------------------------------------------------
