@@ -112,20 +112,25 @@ class RuleSet:
         classes = [entry.rules for entry in REGISTRY] + [type(part) for part in self.fragments]
         return tuple(dict.fromkeys(chain for cls in classes for chain in cls.chains))
 
-    def iptables_chains(self, ipv6: bool = False) -> dict[str, list[list[str]]]:
-        """The rules (what follows ``-A CHAIN``) of each of our mangle chains."""
-        limit = CHAIN_LIMIT
-        # Only flows a green host opened: a packet in on green in the reply direction (such as
-        # a resolver's "answer" a green host routes back into its own query) is no flow start.
-        udp_start = [*self._udp_packets("original"), *OPENED_BY_SENDER]
-        context = IptablesContext(
+    def iptables_context(self, ipv6: bool) -> IptablesContext:
+        """What the fragments build their iptables rules from."""
+        return IptablesContext(
             ipv6=ipv6,
-            limit=("-j", limit),
+            limit=("-j", CHAIN_LIMIT),
             answer=tuple(self._target(bypass=True)),
-            udp_start=tuple(udp_start),
+            # Only flows a green host opened: a packet in on green in the reply direction (such
+            # as a resolver's "answer" a green host routes back into its own query) is no flow
+            # start.
+            udp_start=(*self._udp_packets("original"), *OPENED_BY_SENDER),
             udp_reply_start=self._udp_packets("reply"),
             reply=REPLY,
         )
+
+    def iptables_chains(self, ipv6: bool = False) -> dict[str, list[list[str]]]:
+        """The rules (what follows ``-A CHAIN``) of each of our mangle chains."""
+        limit = CHAIN_LIMIT
+        context = self.iptables_context(ipv6)
+        udp_start = context.udp_start
         parts = [fragment.iptables(context) for fragment in self.fragments]
         early = [rule for part in parts for rule in part.early]
         forward, inbound = [], []
@@ -196,15 +201,11 @@ class RuleSet:
         lines += [_quietly([*table, "-X", chain]) for table, chain in ours]
         return lines + _remove_legacy(command)
 
-    def nft(self) -> str:
-        """An ``nft -f`` script for one ``inet`` table (IPv4 and IPv6 together), replaced whole
-        in one transaction: applying it twice leaves the same table."""
-        greens = _nft_names(self.green_ifs)
-        green = f"iifname {greens}"
-        limit = f"jump {NFT_CHAIN_LIMIT}"
+    def nft_context(self) -> NftContext:
+        """What the fragments build their nft rules from."""
         packets = self.udp_packets
-        context = NftContext(
-            limit=limit,
+        return NftContext(
+            limit=f"jump {NFT_CHAIN_LIMIT}",
             answer=_nft_queue(self.queue, bypass=True),
             udp_start=words(
                 f"ct original packets <= {packets}" if packets else "", NFT_OPENED_BY_SENDER
@@ -212,6 +213,14 @@ class RuleSet:
             udp_reply_start=f"ct reply packets <= {packets}" if packets else "",
             reply=NFT_REPLY,
         )
+
+    def nft(self) -> str:
+        """An ``nft -f`` script for one ``inet`` table (IPv4 and IPv6 together), replaced whole
+        in one transaction: applying it twice leaves the same table."""
+        greens = _nft_names(self.green_ifs)
+        green = f"iifname {greens}"
+        context = self.nft_context()
+        limit = context.limit
         parts = [fragment.nft(context) for fragment in self.fragments]
         early = f"{green} tcp flags & (syn | ack) == ack {NFT_EARLY_PACKETS} {NFT_OPENED_BY_SENDER}"
         forward = [
