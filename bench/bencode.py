@@ -147,6 +147,40 @@ def rejects(repeat: int) -> dict[str, float]:
     return best
 
 
+def hostile() -> dict[str, tuple[Callable[[bytes], object], bytes]]:
+    """The costliest packets for each wire function: as many tiny values as fit (empty
+    strings, the cheapest token to send and among the dearest to read)."""
+    head, tail = b"d1:rd1:xl", b"ee1:t2:aa1:y1:re"
+    krpc = head + b"0:" * ((btwire.MAX_KRPC - len(head) - len(tail)) // 2) + tail
+    http = HEAD.replace(b"Content-Length: %d\r\n", b"")
+
+    def reply(size: int) -> bytes:
+        return http + b"d5:xxxxxl" + b"0:" * ((size - len(http) - 11) // 2) + b"ee"
+
+    return {
+        f"KRPC datagram, {len(krpc):,} B of empty strings (read up to the value cap)": (
+            btwire.parse_krpc,
+            krpc,
+        ),
+        "tracker reply, one 1,460-byte segment of empty strings": (
+            btwire.parse_tracker_reply,
+            reply(1460),
+        ),
+        "tracker reply, 16 KiB of empty strings (the most read of a reply)": (
+            btwire.parse_tracker_reply,
+            reply(16384),
+        ),
+    }
+
+
+def worst(repeat: int) -> dict[str, float]:
+    """Best-of-``repeat`` µs for each of ``hostile()``."""
+    return {
+        label: min(timeit.repeat(lambda: parse(data), number=10, repeat=repeat)) / 10 * 1e6  # noqa: B023
+        for label, (parse, data) in hostile().items()
+    }
+
+
 def report(results: dict) -> str:
     names = list(results["costs"][0]["us"])
     lines = [f"Command: `{results['command']}`  ", f"Machine: {results['machine']}", ""]
@@ -170,6 +204,10 @@ def report(results: dict) -> str:
         "",
         table(["call", "µs"], list(results["rejects"].items())),
         "",
+        f"### The most work one packet can cause, µs (best of {results['repeat']})",
+        "",
+        table(["packet", "µs"], list(results["worst"].items())),
+        "",
     ]
     if "fastbencode" not in names:
         lines += ["fastbencode was not importable: its column is missing.", ""]
@@ -190,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeat": args.repeat,
         "costs": costs(args.repeat),
         "rejects": rejects(args.repeat),
+        "worst": worst(args.repeat),
     }
     print(json.dumps(results, indent=2) if args.json else report(results))
     return 0

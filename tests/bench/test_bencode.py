@@ -3,8 +3,9 @@ the report renders with and without fastbencode. No timing."""
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench.bencode import body, messages, report, wire
+from bench.bencode import body, hostile, messages, report, wire
 from p2pwall.bencode import decode
+from p2pwall.detectors.btwire import MAX_KRPC
 
 
 class MessagesTests(SynchronousTestCase):
@@ -21,10 +22,26 @@ class MessagesTests(SynchronousTestCase):
         self.assertEqual(list(peers.values()), [0, 0, 2, 3, 100, 4, 200, 50])
 
 
+class HostileTests(SynchronousTestCase):
+    def test_the_hostile_packets_are_within_what_is_read(self) -> None:
+        for label, (parse, data) in hostile().items():
+            self.assertIsNone(parse(data), label)
+        sizes = [len(data) for _, data in hostile().values()]
+        self.assertEqual(sizes[0], MAX_KRPC - 1)
+        self.assertEqual(sizes[1:], [1460, 16384])
+
+
 class ReportTests(SynchronousTestCase):
     def results(self, names: tuple[str, ...]) -> dict:
         row = {"message": "m", "bytes": 67, "peers": 0, "us": dict.fromkeys(names, 2.0)}
-        return {"command": "c", "machine": "m", "repeat": 1, "costs": [row], "rejects": {"r": 0.1}}
+        return {
+            "command": "c",
+            "machine": "m",
+            "repeat": 1,
+            "costs": [row],
+            "rejects": {"r": 0.1},
+            "worst": {"w": 100.0},
+        }
 
     def test_with_fastbencode_the_ratio_column(self) -> None:
         text = report(self.results(("p2pwall.bencode", "fastbencode", "btwire")))

@@ -135,10 +135,15 @@ class KrpcTests(SynchronousTestCase):
         )
 
     def test_values_are_bounded(self) -> None:
-        values = [struct.pack("!IH", 0xC6130000 + i, 6881) for i in range(MAX_PEERS + 100)]
+        values = [struct.pack("!IH", 0xC6130000 + i, 6881) for i in range(MAX_PEERS + 40)]
+        reply = encode({"r": {"id": NODE_ID, "values": values}, "t": b"gp", "y": "r"})
+        self.assertEqual(len(parse_krpc(reply).values), MAX_PEERS)
+
+    def test_a_message_of_more_values_than_any_real_one_is_not_read(self) -> None:
+        values = [struct.pack("!IH", 0xC6130000 + i, 6881) for i in range(300)]
         reply = encode({"r": {"id": NODE_ID, "values": values}, "t": b"gp", "y": "r"})
         self.assertLess(len(reply), MAX_KRPC)
-        self.assertEqual(len(parse_krpc(reply).values), MAX_PEERS)
+        self.assertIsNone(parse_krpc(reply))
 
     def test_values_only_in_replies(self) -> None:
         query = encode(
