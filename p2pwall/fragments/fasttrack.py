@@ -28,7 +28,7 @@ class FastTrackRules:
     name = "fasttrack"
     flags = (
         ("no-http", "Do not queue FastTrack download starts (no HTTP safety net)."),
-        ("no-probes", "Do not queue UDP to the gateway (no probe replies)."),
+        ("no-probes", "Do not queue UDP to the gateway (no FastTrack probe replies)."),
     )
     chains = ()
 
