@@ -38,7 +38,6 @@ TABLE = "mangle"
 # Our chains and the built-in chain each is hooked into (appended, after the admin's own
 # mangle rules: an accepted packet skips nothing of theirs, e.g. a TCPMSS clamp on SYNs).
 HOOKS = ((CHAIN_FORWARD, "FORWARD"), (CHAIN_INPUT, "INPUT"))
-HOOK_CHAINS = {FORWARD: CHAIN_FORWARD, INPUT: CHAIN_INPUT}
 # Versions before the move to mangle hooked these into the filter table; removed on every run,
 # so an upgrade leaves no jump that would let an accepted packet skip the admin's filter rules.
 LEGACY_FILTER_CHAINS = (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD)
