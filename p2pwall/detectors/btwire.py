@@ -30,25 +30,21 @@ _KRPC_VALUES = 256
 _REPLY_PEEK = 16384
 _HEADER_PEEK = 4096
 _ANNOUNCE_PEEK = 2048
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_REPLY_KEYS = 64
 _MAX_CHUNKS = 16
 
 Peers = tuple[tuple[bytes, int], ...]
 
-_V4, _V6 = 6, 18
-_PORT = struct.Struct("!H")
-
-
+_V4, _V6 = 6, 18  # compact peer sizes: address and 2-byte port
 _ENTRY = {_V4: struct.Struct("!4sH"), _V6: struct.Struct("!16sH")}
+_PORT = struct.Struct("!H")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _compact(data: bytes, size: int, out: list[tuple[bytes, int]]) -> None:
     """Compact peers (BEP 23: 4-byte address, 2-byte port; BEP 7: 16 + 2) appended to ``out``:
     whole entries only, port 0 dropped, ``out`` never past ``MAX_PEERS``."""
     room = MAX_PEERS - len(out)
-    if room <= 0:
-        return
     whole = data[: min(len(data) - len(data) % size, size * room)]
     out += [peer for peer in _ENTRY[size].iter_unpack(whole) if peer[1]]
 
@@ -219,7 +215,7 @@ def parse_announce(payload: bytes | memoryview) -> Announce | None:
     if len(payload) < 24 or payload[:5] != b"GET /":
         return None
     head = bytes(payload[:_ANNOUNCE_PEEK])
-    line = head.split(b"\n", 1)[0]
+    line = head.split(b"\n", 1)[0].rstrip(b"\r")
     if b"info_hash=" not in line or b"peer_id=" not in line:
         return None
     target = line[4:].split(b" ", 1)[0]
@@ -273,10 +269,6 @@ def parse_tracker_reply(payload: bytes | memoryview) -> Peers | None:
         return None
     if _header(headers, b"transfer-encoding") == b"chunked":
         body = _dechunk(body)
-    else:
-        length = _header(headers, b"content-length")
-        if length.isdigit() and len(length) < 9:
-            body = body[: int(length)]
     return _body_peers(body)
 
 
@@ -312,7 +304,8 @@ def _dechunk(body: bytes) -> bytes:
 
 
 def _body_peers(body: bytes) -> Peers | None:
-    """Walk the top-level dict key by key, so a cut after the peers still counts."""
+    """Walk the top-level dict key by key, so a cut after the peers still counts; the walk
+    ends at the dict's ``e`` (what follows, if anything, is not read)."""
     if body[:1] != b"d":
         return None
     out: list[tuple[bytes, int]] = []
@@ -337,16 +330,14 @@ def _body_peers(body: bytes) -> Peers | None:
 
 def _peers_value(body: bytes, at: int, entry: int, out: list[tuple[bytes, int]]) -> int:
     """Read a peers value at ``at`` into ``out`` and return where it ends; a cut value yields
-    its complete peers and then raises ``BencodeError`` to end the walk."""
+    its complete peers and then ends the walk."""
     if body[at : at + 1].isdigit():
         colon = body.find(b":", at, at + 10)
         if colon < 0 or not body[at:colon].isdigit():
             raise BencodeError(f"bad peers string at {at}")
         stop = colon + 1 + int(body[at:colon])
         _compact(body[colon + 1 : min(stop, colon + 1 + entry * MAX_PEERS)], entry, out)
-        if stop > len(body):
-            raise BencodeError("peers string cut")
-        return stop
+        return stop  # past the end when cut, which ends the walk
     if body[at : at + 1] != b"l":
         _, at = decode_prefix(body, at, max_depth=_KRPC_DEPTH)
         return at
@@ -355,9 +346,7 @@ def _peers_value(body: bytes, at: int, entry: int, out: list[tuple[bytes, int]])
         peer, at = decode_prefix(body, at, max_depth=2)
         if isinstance(peer, dict) and len(out) < MAX_PEERS:
             _dict_peer(peer, out)
-    if at >= len(body):
-        raise BencodeError("peers list cut")
-    return at + 1
+    return at + 1  # past the end when cut
 
 
 def _dict_peer(peer: dict, out: list[tuple[bytes, int]]) -> None:
@@ -397,13 +386,12 @@ def is_utp_syn(payload: bytes | memoryview) -> bool:
     size = len(payload)
     if size < _UTP_HEADER or payload[0] != _UTP_SYN:
         return False
-    extension = payload[1]
-    at = _UTP_HEADER
+    extension, at = payload[1], _UTP_HEADER
     for _ in range(_UTP_MAX_EXTENSIONS):
         if extension == 0:
-            return at == size
+            break
         if extension > _UTP_MAX_EXTENSION or at + 2 > size:
             return False
         extension, length = payload[at], payload[at + 1]
         at += 2 + length
-    return False
+    return extension == 0 and at == size

@@ -304,6 +304,9 @@ class AnnounceTests(SynchronousTestCase):
         ):
             self.assertEqual(parse_announce(http_announce(query)).port, 0, query)
 
+    def test_request_line_without_a_version(self) -> None:
+        self.assertEqual(parse_announce(b"GET /announce?" + QUERY + b"&port=6881\r\n").port, 6881)
+
     def test_other_path(self) -> None:
         request = b"GET /a/b/announce.php?" + QUERY + b"&port=1 HTTP/1.0\r\n\r\n"
         self.assertEqual(
@@ -340,6 +343,9 @@ class TrackerReplyTests(SynchronousTestCase):
             {"ip": "198.19.0.13", "port": 0},
             {"ip": "198.19.0.14"},
             {"ip": "198.19.0.15", "port": b"6881"},
+            {"ip": b"198.19.0.\xff", "port": 6881},
+            {"ip": "1" * 46, "port": 6881},
+            {"ip": "198.19.0.16\x00", "port": 6881},
             b"junk",
         ]
         reply = http_reply(encode({"interval": 1800, "peers": peers}))
@@ -363,7 +369,7 @@ class TrackerReplyTests(SynchronousTestCase):
             reply = status_line + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
             self.assertEqual(len(parse_tracker_reply(reply)), 2, status_line)
 
-    def test_content_length_ends_the_body(self) -> None:
+    def test_what_follows_the_body_is_not_read(self) -> None:
         body = encode({"peers": compact(*self.PEERS)})
         self.assertEqual(len(parse_tracker_reply(http_reply(body + b"garbage"))), 2)
 
@@ -426,6 +432,8 @@ class HandshakeAndUtpTests(SynchronousTestCase):
         self.assertTrue(is_utp_syn(header))
         libutp = struct.pack("!BBHIIIHH", 0x41, 2, 1, 1, 0, 0x40000, 1, 0) + b"\x00\x08" + bytes(8)
         self.assertTrue(is_utp_syn(libutp))
+        chain = header[:1] + b"\x01" + header[2:] + b"\x01\x00" * 3 + b"\x00\x04" + bytes(4)
+        self.assertTrue(is_utp_syn(chain))  # four extensions
 
     def test_not_a_utp_syn(self) -> None:
         header = struct.pack("!BBHIIIHH", 0x41, 0, 1, 1, 0, 0, 1, 0)
@@ -716,5 +724,5 @@ class HostileInputTests(SynchronousTestCase):
             ),
             MAX_PEERS,
         )
-        many_keys = reply + b"d" + b"1:xi1e" * 3000 + b"5:peers6:\x01\x02\x03\x04\x00\x01e"
+        many_keys = reply + b"d" + b"1:xi1e" * 100 + b"5:peers6:\x01\x02\x03\x04\x00\x01e"
         self.assertIsNone(parse_tracker_reply(many_keys))  # the walk gives up first
