@@ -559,27 +559,22 @@ class RealClientTests(SynchronousTestCase):
                 self.assertEqual(f.sport, dht_port)  # uTP on the DHT port
         return captured
 
+    # qBittorrent is built on libtorrent: the same DHT and uTP, its own peer id.
+    LIBTORRENT = [
+        *TRACKER_LABELS,
+        "krpc-get_peers",
+        "krpc-r",
+        "utp-syn",
+        "krpc-r",
+        "krpc-announce_peer",
+        "krpc-r",
+    ]
+
     def test_libtorrent(self) -> None:
-        labels = TRACKER_LABELS + [
-            "krpc-get_peers",
-            "krpc-r",
-            "utp-syn",
-            "krpc-r",
-            "krpc-announce_peer",
-            "krpc-r",
-        ]
-        self.check("bt-libtorrent.pcap", labels, b"-LT2080-", b"LT\x02\x08", 6881)
+        self.check("bt-libtorrent.pcap", self.LIBTORRENT, b"-LT2080-", b"LT\x02\x08", 6881)
 
     def test_qbittorrent(self) -> None:
-        labels = TRACKER_LABELS + [
-            "krpc-get_peers",
-            "krpc-r",
-            "utp-syn",
-            "krpc-r",
-            "krpc-announce_peer",
-            "krpc-r",
-        ]
-        self.check("bt-qbittorrent.pcap", labels, b"-qB4520-", b"LT\x02\x08", 6881)
+        self.check("bt-qbittorrent.pcap", self.LIBTORRENT, b"-qB4520-", b"LT\x02\x08", 6881)
 
     def test_aria2(self) -> None:
         labels = TRACKER_LABELS + [
