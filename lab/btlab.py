@@ -39,12 +39,18 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote_from_bytes
 
-from lab.btclients import run_daemon_client, start_transmission_seeder
+from lab.btclients import (
+    Progress,
+    aria2_progress,
+    run_daemon_client,
+    start_transmission_seeder,
+)
 from lab.netlab import LabError, await_listener, check_lab_addr
 from p2pwall.bencode import encode
 
 HERE = Path(__file__).resolve().parent
 BTNODE = HERE / "btnode.py"
+BTUSER = HERE / "btuser.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 GW_GREEN = "198.18.1.1"
@@ -57,13 +63,25 @@ SEED_TRANSMISSION = "198.19.0.12"
 SEED_ARIA2 = "198.19.0.13"
 DHT_ROUTER = "198.19.0.21"
 BT_PORT = 6881
+HTTPS_PORT = 443
+# The ordinary user's services (web, DNS, a UDP echo) on one public host.
+SVC = "198.19.0.80"
+WEB_PORT = 80
+DNS_PORT = 53
+ECHO_PORT = 7
+WEB_NAME = "www.lab.test"
 PUBLIC_HOSTS = {
     "tracker": TRACKER,
     "seedlt": SEED_LT,
     "seedtr": SEED_TRANSMISSION,
     "seedar": SEED_ARIA2,
     "dhtr": DHT_ROUTER,
+    "svc": SVC,
 }
+SEEDERS = (SEED_LT, SEED_TRANSMISSION, SEED_ARIA2)
+# The ordinary green user: browses, resolves, sends UDP; never runs a BitTorrent client.
+USER_HOST = "user"
+USER_IP = "198.18.1.30"
 MAX_DHT_NODES = 64
 PAYLOAD_NAME = "payload.bin"
 PIECE_LENGTH = 256 * 1024
@@ -77,7 +95,7 @@ ROUTER_NAMES = (
     "dht.aelitis.com",
 )
 GUARD_TABLE = "p2pbguard"
-SOURCES = ("http", "udp", "all", "magnet")
+SOURCES = ("http", "udp", "all", "magnet", "https")
 DAEMON_CLIENTS = ("transmission", "qbittorrent", "rtorrent")
 CLIENTS = ("aria2", "libtorrent", *DAEMON_CLIENTS)
 # Short names: a green host is ``g-<tag>`` and its veth in gw ``v-g-<tag>`` (15 characters max).
@@ -192,24 +210,29 @@ def resolv_conf() -> str:
     return "nameserver 198.19.0.53\noptions timeout:1 attempts:1\n"
 
 
-def aria2_leech_argv(torrent: Path | str, directory: Path, seconds: int) -> list[str]:
-    """aria2c as a green leecher: encryption required (ARC4), DHT/PEX/LPD on, IPv6 off.
+def aria2_leech_argv(
+    torrent: Path | str, directory: Path, seconds: float, dht: bool = True
+) -> list[str]:
+    """aria2c as a green leecher: encryption required (ARC4), DHT/PEX/LPD on unless ``dht`` is
+    off, IPv6 off, the lab tracker's self-signed HTTPS certificate accepted.
 
     ``torrent`` is a .torrent file or a magnet link.
     """
+    on = "true" if dht else "false"
     return [
         "aria2c",
         f"--dir={directory}",
         "--bt-require-crypto=true",
         "--bt-min-crypto-level=arc4",
-        "--enable-dht=true",
+        f"--enable-dht={on}",
         f"--dht-entry-point={DHT_ROUTER}:{BT_PORT}",
         f"--dht-file-path={directory / 'dht.dat'}",
-        "--enable-peer-exchange=true",
-        "--bt-enable-lpd=true",
+        f"--enable-peer-exchange={on}",
+        f"--bt-enable-lpd={on}",
+        "--check-certificate=false",
         "--disable-ipv6=true",
         "--seed-time=0",
-        f"--stop={seconds}",
+        f"--stop={int(seconds)}",
         "--file-allocation=none",
         "--summary-interval=0",
         "--console-log-level=warn",
@@ -247,8 +270,9 @@ def btnode_argv(
     router: str | None = None,
     torrent: Path | str | None = None,
     directory: Path | None = None,
+    dht: bool = True,
 ) -> list[str]:
-    """The system Python running ``btnode.py`` in one of its roles."""
+    """The system Python running ``btnode.py`` in one of its roles (``dht`` off: no DHT, PEX)."""
     if role not in ("dht", "seed", "leech"):
         raise LabError(f"unknown btnode role {role!r}")
     if not binds:
@@ -263,7 +287,7 @@ def btnode_argv(
         if torrent is None or directory is None:
             raise LabError(f"btnode {role} needs a torrent and a directory")
         argv += ["--torrent", str(torrent), "--dir", str(directory)]
-    return argv
+    return argv if dht else [*argv, "--no-dht"]
 
 
 def opentracker_argv(whitelist: str, ip: str = TRACKER, port: int = TRACKER_PORT) -> list[str]:
@@ -284,6 +308,34 @@ def opentracker_argv(whitelist: str, ip: str = TRACKER, port: int = TRACKER_PORT
         "-u",
         "nobody",
     ]
+
+
+def tls_front_argv(
+    cert: Path, key: Path, seconds: float, ip: str = TRACKER, port: int = HTTPS_PORT
+) -> list[str]:
+    """socat terminating TLS on ``ip:port`` in front of opentracker's HTTP port (opentracker
+    speaks no TLS), ending after ``seconds``."""
+    check_lab_addr(ip)
+    listen = f"OPENSSL-LISTEN:{port},bind={ip},reuseaddr,fork,cert={cert},key={key},verify=0"
+    return ["timeout", str(int(seconds)), "socat", listen, f"TCP:{ip}:{TRACKER_PORT}"]
+
+
+def self_signed_argv(cert: Path, key: Path, ip: str = TRACKER) -> list[str]:
+    """openssl making a one-day self-signed certificate for ``ip`` (clients are told not to
+    check it: the point of the HTTPS row is that the gateway sees only TLS)."""
+    check_lab_addr(ip)
+    return ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", f"/CN={ip}", "-addext", f"subjectAltName=IP:{ip}",
+            "-keyout", str(key), "-out", str(cert)]  # fmt: skip
+
+
+def dnsmasq_argv(workdir: Path, ip: str = SVC, name: str = WEB_NAME) -> list[str]:
+    """dnsmasq on ``ip``:53 answering only ``name`` -> ``ip`` (the user's DNS)."""
+    check_lab_addr(ip)
+    return ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+            "--no-hosts", "--bind-interfaces", f"--listen-address={ip}", f"--port={DNS_PORT}",
+            f"--pid-file={workdir / 'dnsmasq.pid'}", "--user=root",
+            f"--host-record={name},{ip}"]  # fmt: skip
 
 
 def dht_node_addrs(count: int) -> list[str]:
@@ -341,19 +393,27 @@ def _has_libtorrent() -> bool:
 
 @dataclass
 class LeechResult:
-    """What one green leecher did: complete and byte-exact, how long, and what it says."""
+    """What one green leecher did: complete and byte-exact, how long, what it says, and its own
+    count of payload bytes received and pieces completed."""
 
     client: str
     complete: bool
     seconds: float
     detail: str
     guard_rejects: int
+    received: int = 0
+    pieces: int = 0
 
 
 class BtLab:
-    """Builds the swarm's namespaces, runs the swarm and leechers, and always tears down."""
+    """Builds the swarm's namespaces, runs the swarm and leechers, and always tears down.
+
+    ``green_if``, ``run``, ``spawn`` and ``read_log`` are what ``lab.gateway.Gateway`` uses, so
+    the real daemon runs in this lab's ``gw`` as in the FastTrack lab.
+    """
 
     router_ip = DHT_ROUTER
+    green_if = "green0"
 
     def __init__(
         self,
@@ -374,6 +434,7 @@ class BtLab:
         self.workdir = Path(tempfile.gettempdir()) / f"p2pb{self.run_id}-lab"
         self.green = {name: f"198.18.1.{GREEN_BASE + i}" for i, name in enumerate(self.clients)}
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.runs = 0
         self.torrents: dict[str, Path] = {}
         self.info_hash = ""
         self._old_term: Any = None
@@ -396,7 +457,16 @@ class BtLab:
             *PUBLIC_HOSTS,
             *(["dhtn"] if self.dht_addrs else []),
             *(self.green_host(name) for name in self.clients),
+            USER_HOST,
         ]
+
+    @property
+    def green_hosts(self) -> dict[str, str]:
+        """Every green host (the leechers' and the user's) and its address."""
+        return {
+            **{self.green_host(name): ip for name, ip in self.green.items()},
+            USER_HOST: USER_IP,
+        }
 
     # -- building -----------------------------------------------------------------------------
 
@@ -431,7 +501,11 @@ class BtLab:
             )
             self._ip("-n", self.ns(host), "link", "set", "lo", "up")
         gw = self.ns("gw")
-        self._sysctl("gw", "net.ipv4.ip_forward=1")
+        # Bridged green-to-green frames stay off iptables, as on a real switch (-e: the keys
+        # exist only while br_netfilter is loaded).
+        self._sysctl("gw", "-e", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=0",
+                     "net.bridge.bridge-nf-call-ip6tables=0",
+                     "net.bridge.bridge-nf-call-arptables=0")  # fmt: skip
         for bridge, addr in (("green0", f"{GW_GREEN}/24"), ("public0", f"{GW_PUBLIC}/16")):
             self._ip("-n", gw, "link", "add", bridge, "type", "bridge")
             self._ip("-n", gw, "addr", "add", addr, "dev", bridge)
@@ -441,8 +515,7 @@ class BtLab:
             self._attach(host, "public0", f"{ip}/16", GW_PUBLIC, "198.18.0.0/15")
         for extra in self.dht_addrs[1:]:
             self._ip("-n", self.ns("dhtn"), "addr", "add", f"{extra}/16", "dev", "eth0")
-        for name, ip in self.green.items():
-            host = self.green_host(name)
+        for host, ip in self.green_hosts.items():
             self._attach(host, "green0", f"{ip}/24", GW_GREEN, "default")
             self._guard(host)
             etc = Path("/etc/netns") / self.ns(host)
@@ -504,7 +577,12 @@ class BtLab:
         return subprocess.run(["ip", "netns", "exec", self.ns(host), *argv], **kw)
 
     def spawn(
-        self, host: str, argv: Sequence[str], log: str, cwd: Path | None = None
+        self,
+        host: str,
+        argv: Sequence[str],
+        log: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """A background process in ``host`` (teardown stops it), output to ``log`` in workdir."""
         with open(self.workdir / log, "ab") as out:
@@ -514,10 +592,16 @@ class BtLab:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
+                env=env,
                 start_new_session=True,
             )
         self.procs.append(proc)
         return proc
+
+    def read_log(self, name: str) -> str:
+        """A log file of the workdir ('' before it exists)."""
+        path = self.workdir / name
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_listening(
         self,
@@ -592,32 +676,72 @@ class BtLab:
         )
         time.sleep(settle)
 
-    def leech(self, client: str, seconds: int = 120, source: str = "http") -> LeechResult:
+    def start_services(self) -> None:
+        """The ordinary user's internet on ``svc``: a web server, dnsmasq, a UDP echo."""
+        www = self.workdir / "www"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_text("<html><body>lab web</body></html>\n")
+        web = [sys.executable, "-m", "http.server", "--bind", SVC, "--directory", str(www)]
+        proc = self.spawn("svc", [*web, str(WEB_PORT)], "web.log")
+        self.wait_listening("svc", "tcp", SVC, WEB_PORT, proc, "web.log")
+        proc = self.spawn("svc", dnsmasq_argv(self.workdir), "dnsmasq.log")
+        self.wait_listening("svc", "udp", SVC, DNS_PORT, proc, "dnsmasq.log")
+        echo = [sys.executable, str(BTUSER), "echo", "--bind", f"{SVC}:{ECHO_PORT}"]
+        proc = self.spawn("svc", [*echo, "--seconds", "3600"], "echo.log")
+        self.wait_listening("svc", "udp", SVC, ECHO_PORT, proc, "echo.log")
+
+    def start_https_tracker(self, lifetime: int = 900) -> None:
+        """opentracker behind a TLS terminator on ``TRACKER:443``, and an HTTPS-only torrent
+        (``source="https"``): with DHT off too, nothing of the client's is cleartext."""
+        if shutil.which("socat") is None or shutil.which("openssl") is None:
+            raise LabError("the HTTPS tracker needs socat and openssl (apt-get install socat)")
+        cert, key = self.workdir / "tracker.crt", self.workdir / "tracker.key"
+        made = subprocess.run(self_signed_argv(cert, key), capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+        if made.returncode:
+            raise LabError(f"openssl could not make the tracker certificate: {made.stderr}")
+        proc = self.spawn("tracker", tls_front_argv(cert, key, lifetime), "tls.log")
+        self.wait_listening("tracker", "tcp", TRACKER, HTTPS_PORT, proc, "tls.log")
+        url = f"https://{TRACKER}:{HTTPS_PORT}/announce"
+        path = self.workdir / "https.torrent"
+        path.write_bytes(make_torrent(self.workdir / PAYLOAD_NAME, [[url]]).data)
+        self.torrents["https"] = path
+
+    def leech(
+        self, client: str, seconds: float = 120, source: str = "http", dht: bool = True
+    ) -> LeechResult:
         """Run ``client`` in its green namespace until done or ``seconds``; check every byte.
 
-        ``source``: the torrent announcing to ``http``, ``udp`` or ``all`` trackers, or
-        ``magnet``, the bare DHT-only link.
+        ``source``: the torrent announcing to ``http``, ``udp``, ``all`` or (after
+        ``start_https_tracker``) ``https`` trackers, or ``magnet``, the bare DHT-only link.
+        ``dht`` off: no DHT, PEX or LSD. Every run starts from an empty directory.
         """
         if source not in SOURCES:
             raise LabError(f"source must be one of {', '.join(SOURCES)}: {source!r}")
         if client not in self.green:
             raise LabError(f"{client} is not a client of this lab: {', '.join(self.green)}")
+        if source != "magnet" and source not in self.torrents:
+            raise LabError(f"no {source} torrent in this lab (start_swarm, start_https_tracker)")
         host = self.green_host(client)
-        directory = self.workdir / host
-        directory.mkdir(exist_ok=True)
+        self.runs += 1
+        directory = self.workdir / f"{host}-{self.runs}"
+        directory.mkdir()
         torrent = magnet(self.info_hash) if source == "magnet" else self.torrents[source]
         start = time.monotonic()
         if client in DAEMON_CLIENTS:
-            code, output = run_daemon_client(self, client, torrent, directory, seconds)
-        elif client == "aria2":
-            code, output = self._run_leecher(
-                host, aria2_leech_argv(torrent, directory, seconds), seconds
+            code, output, progress = run_daemon_client(
+                self, client, torrent, directory, seconds, dht
             )
+        elif client == "aria2":
+            argv = aria2_leech_argv(torrent, directory, seconds, dht)
+            code, output = self._run_leecher(host, argv, seconds)
+            progress = self._aria2_progress(directory)
         else:
             bind = [f"{self.green[client]}:{BT_PORT}"]
             router = f"{DHT_ROUTER}:{BT_PORT}"
-            argv = btnode_argv("leech", bind, seconds, router, torrent, directory)
+            argv = btnode_argv("leech", bind, seconds, router, torrent, directory, dht)
             code, output = self._run_leecher(host, argv, seconds)
+            progress = btnode_progress(output)
         elapsed = time.monotonic() - start
         got = directory / PAYLOAD_NAME
         exact = got.exists() and _same_file(got, self.workdir / PAYLOAD_NAME)
@@ -628,11 +752,23 @@ class BtLab:
             round(elapsed, 2),
             f"exit {code}, bytes {'exact' if exact else 'differ'}: {tail[0][:300]}",
             self.guard_rejects(host),
+            progress.received,
+            progress.pieces,
         )
 
-    def _run_leecher(self, host: str, argv: list[str], seconds: int) -> tuple[int, str]:
+    def _aria2_progress(self, directory: Path) -> Progress:
+        """aria2's control file, or (it removes it when done) the whole payload, or nothing."""
+        control = directory / f"{PAYLOAD_NAME}.aria2"
+        if control.exists():
+            return aria2_progress(control.read_bytes())
+        if (directory / PAYLOAD_NAME).exists():
+            pieces = -(-self.payload_size // PIECE_LENGTH)
+            return Progress(1.0, self.payload_size, pieces)
+        return Progress()
+
+    def _run_leecher(self, host: str, argv: list[str], seconds: float) -> tuple[int, str]:
         """A leecher that ends itself after ``seconds``, under ``timeout`` in case it does not."""
-        limit = seconds + 10
+        limit = int(seconds) + 10
         try:
             done = self.run(host, ["timeout", "-k", "5", str(limit), *argv], capture_output=True,
                             timeout=limit + 20)  # fmt: skip
@@ -681,6 +817,20 @@ class BtLab:
             pids.update(int(word) for word in out.split())
         pids.update(p.pid for p in self.procs if p.poll() is None)
         return pids
+
+
+def btnode_progress(output: str) -> Progress:
+    """Progress from ``btnode.py leech``'s JSON report (its last line); nothing without one."""
+    for line in reversed(output.strip().splitlines()):
+        try:
+            report = json.loads(line)
+            wanted = int(report["wanted"])
+            done = int(report["bytes"])
+            return Progress(done / wanted if wanted else 0.0, int(report["received"]),
+                            int(report["pieces"]))  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            continue
+    return Progress()
 
 
 def _same_file(a: Path, b: Path) -> bool:

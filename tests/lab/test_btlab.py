@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
 import json
+import struct
 import xmlrpc.client
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from lab import btclients, btlab
+from lab.btclients import Progress
 from lab.netlab import LabError
 from p2pwall.bencode import decode
 
@@ -140,6 +143,38 @@ class ConfigTests(SynchronousTestCase):
         self.assertRaises(LabError, btlab.btnode_argv, "dht", ["192.168.1.1:6881"], 1)
         self.assertRaises(LabError, btlab.btnode_argv, "seed", ["198.19.1.1:6881"], 1)
 
+    def test_leechers_without_dht(self) -> None:
+        argv = btlab.aria2_leech_argv(Path("/w/t"), Path("/w/d"), 90, dht=False)
+        for flag in ("--enable-dht=false", "--enable-peer-exchange=false", "--bt-enable-lpd=false"):
+            self.assertIn(flag, argv)
+        self.assertIn("--enable-dht=true", btlab.aria2_leech_argv(Path("/t"), Path("/d"), 9))
+        leech = btlab.btnode_argv("leech", ["198.18.1.11:6881"], 5, None, "t", Path("d"), False)
+        self.assertEqual(leech[-1], "--no-dht")
+        self.assertNotIn("--no-dht", btlab.btnode_argv("dht", ["198.19.1.1:6881"], 5))
+
+    def test_tls_front_and_its_certificate(self) -> None:
+        argv = btlab.tls_front_argv(Path("/w/c"), Path("/w/k"), 600)
+        self.assertEqual(argv[:3], ["timeout", "600", "socat"])
+        self.assertTrue(argv[3].startswith("OPENSSL-LISTEN:443,bind=198.19.0.2,"))
+        self.assertIn("cert=/w/c,key=/w/k", argv[3])
+        self.assertEqual(argv[4], "TCP:198.19.0.2:6969")
+        cert = btlab.self_signed_argv(Path("/w/c"), Path("/w/k"))
+        self.assertEqual(cert[cert.index("-addext") + 1], "subjectAltName=IP:198.19.0.2")
+        self.assertRaises(LabError, btlab.tls_front_argv, Path("c"), Path("k"), 1, "10.0.0.1")
+
+    def test_user_dns_answers_one_lab_name(self) -> None:
+        argv = btlab.dnsmasq_argv(Path("/w"))
+        self.assertIn("--listen-address=198.19.0.80", argv)
+        self.assertIn("--host-record=www.lab.test,198.19.0.80", argv)
+        self.assertIn("--no-resolv", argv)
+
+    def test_libtorrent_report(self) -> None:
+        line = '{"complete": false, "bytes": 262144, "received": 300000, "wanted": 1048576, '
+        output = "log noise\n" + line + '"pieces": 1, "seconds": 5}\n'
+        self.assertEqual(btlab.btnode_progress(output), Progress(0.25, 300000, 1))
+        self.assertEqual(btlab.btnode_progress("Traceback ...\n"), Progress())
+        self.assertEqual(btlab.btnode_progress('{"bytes": 1}'), Progress())
+
     def test_opentracker_serves_http_and_udp_on_the_lab_address(self) -> None:
         argv = btlab.opentracker_argv("w.txt")
         self.assertEqual(argv[argv.index("-i") + 1], "198.19.0.2")
@@ -161,7 +196,11 @@ class ArgumentTests(SynchronousTestCase):
         self.assertRaises(LabError, btlab.BtLab, mib=0)
         self.assertRaises(LabError, btlab.BtLab, run_id="XYZ")
         lab = btlab.BtLab(["aria2"], dht_nodes=0, run_id="abc123")
-        self.assertEqual(lab.hosts, ["gw", "tracker", "seedlt", "seedtr", "seedar", "dhtr", "g-ar"])
+        self.assertEqual(
+            lab.hosts,
+            ["gw", "tracker", "seedlt", "seedtr", "seedar", "dhtr", "svc", "g-ar", "user"],
+        )
+        self.assertEqual(lab.green_hosts, {"g-ar": "198.18.1.10", "user": "198.18.1.30"})
         self.assertEqual((lab.ns("gw"), lab.green), ("p2pbabc123-gw", {"aria2": "198.18.1.10"}))
         lab.teardown()
 
@@ -214,9 +253,60 @@ class DaemonClientConfigTests(SynchronousTestCase):
             self.assertIn(line, conf)
 
     def test_qbittorrent_progress(self) -> None:
-        self.assertEqual(btclients.qbittorrent_progress('[{"progress": 0.5}]'), 0.5)
-        for bad in ("", "[]", "{}", "[1]", "<html>"):
-            self.assertEqual(btclients.qbittorrent_progress(bad), 0.0)
+        properties = '{"pieces_have": 20, "pieces_num": 80, "total_downloaded": 5300000}'
+        self.assertEqual(btclients.qbittorrent_progress(properties), Progress(0.25, 5300000, 20))
+        magnet = '{"pieces_have": 0, "pieces_num": -1, "total_downloaded": 0}'
+        self.assertEqual(btclients.qbittorrent_progress(magnet), Progress())
+        for bad in ("", "[]", "{}", "[1]", "Not Found", '{"pieces_have": "x"}'):
+            self.assertEqual(btclients.qbittorrent_progress(bad), Progress())
+
+    def test_without_dht(self) -> None:
+        settings = json.loads(btclients.transmission_settings(Path("/w"), "198.18.1.12", dht=False))
+        self.assertEqual(
+            [settings[key] for key in ("dht-enabled", "pex-enabled", "lpd-enabled")], [False] * 3
+        )
+        conf = btclients.qbittorrent_conf(Path("/w"), dht=False).splitlines()
+        for line in ("Session\\DHTEnabled=false", "Session\\PeXEnabled=false"):
+            self.assertIn(line, conf)
+        rc = btclients.rtorrent_rc(Path("/w"), Path("/t"), Path("/s"), "198.19.0.21:6881", False)
+        self.assertIn("dht.mode.set = disable\n", rc)
+        self.assertNotIn("dht_boot", rc)
+
+    def test_transmission_rpc_progress(self) -> None:
+        pieces = base64.b64encode(b"\xff\x80" + bytes(8)).decode()
+        reply = json.dumps(
+            {
+                "arguments": {
+                    "torrents": [
+                        {"percentDone": 0.1125, "downloadedEver": 2400000, "pieces": pieces}
+                    ]
+                },
+                "result": "success",
+            }
+        )
+        self.assertEqual(btclients.transmission_rpc_progress(reply), Progress(0.1125, 2400000, 9))
+        for bad in ("", '{"arguments": {"torrents": []}}', '{"result": "x"}', "<h1>409</h1>"):
+            self.assertEqual(btclients.transmission_rpc_progress(bad), Progress())
+        broken = reply.replace(pieces, "!!")
+        self.assertEqual(btclients.transmission_rpc_progress(broken), Progress())
+
+    def test_aria2_control_file(self) -> None:
+        """Version 1, big-endian: 3 of 80 pieces, one piece in flight with 2 blocks."""
+        info_hash = bytes(20)
+        bitfield = b"\xe0" + bytes(9)
+        control = (
+            struct.pack(">HII", 1, 0, len(info_hash))
+            + info_hash
+            + struct.pack(">IQQI", 262144, 80 * 262144, 0, len(bitfield))
+            + bitfield
+            + struct.pack(">I", 1)
+            + struct.pack(">III", 5, 262144, 2)
+            + b"\xc0\x00"
+        )
+        done = 3 * 262144 + 2 * btclients.ARIA2_BLOCK
+        self.assertEqual(btclients.aria2_progress(control), Progress(done / (80 * 262144), done, 3))
+        self.assertEqual(btclients.aria2_progress(control[:40]), Progress())
+        self.assertEqual(btclients.aria2_progress(b"\x00\x00" + control[2:]), Progress())
 
     def test_rtorrent_rc(self) -> None:
         rc = btclients.rtorrent_rc(Path("/w/d"), Path("/w/t"), Path("/w/s"), "198.19.0.21:6881")
@@ -238,12 +328,16 @@ class DaemonClientConfigTests(SynchronousTestCase):
             body = xmlrpc.client.dumps((rows,), methodresponse=True).encode()
             return b"Status: 200 OK\r\nContent-Type: text/xml\r\n\r\n" + body
 
-        self.assertEqual(btclients.rtorrent_progress(reply([[5, 20]]), 20), 0.25)
+        self.assertEqual(
+            btclients.rtorrent_progress(reply([[5, 20, 1, 7]]), 20), Progress(0.25, 7, 1)
+        )
         # A magnet's metadata download, complete, next to the payload not yet started.
-        self.assertEqual(btclients.rtorrent_progress(reply([[900, 900], [0, 20]]), 20), 0.0)
-        self.assertEqual(btclients.rtorrent_progress(reply([[900, 900]]), 20), 0.0)
-        self.assertEqual(btclients.rtorrent_progress(reply([]), 20), 0.0)
-        self.assertEqual(btclients.rtorrent_progress(b"garbage", 20), 0.0)
+        metadata = reply([[900, 900, 1, 900], [0, 20, 0, 0]])
+        self.assertEqual(btclients.rtorrent_progress(metadata, 20), Progress(0.0, 0, 0))
+        self.assertEqual(btclients.rtorrent_progress(reply([[900, 900, 1, 900]]), 20), Progress())
+        self.assertEqual(btclients.rtorrent_progress(reply([]), 20), Progress())
+        self.assertEqual(btclients.rtorrent_progress(reply([[5, 20]]), 20), Progress())
+        self.assertEqual(btclients.rtorrent_progress(b"garbage", 20), Progress())
 
     def test_green_hosts_fit_interface_names(self) -> None:
         for client in btlab.CLIENTS:
