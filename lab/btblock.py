@@ -316,15 +316,17 @@ def blocked_run(
     events = run.path("events.json")
     gateway = gateway_for(lab, events, time_lock)
     ip = lab.green[client]
+    watch = Watch(gateway, ip)
     try:
         gateway.install_rules()
         gateway.start()
         with run.capture() as pcap:
             run.start_user()
-            watch = Watch(gateway, ip)
             watch.start()
-            leech = lab.leech(client, seconds, source, dht)
-            last = watch.finish()
+            try:
+                leech = lab.leech(client, seconds, source, dht)
+            finally:
+                last = watch.finish()
             back = run.web_back(time_lock * 1.5 + 10)
         user = _user_fields(run)
     finally:
@@ -394,9 +396,11 @@ def resume_run(
         with run.capture() as pcap:
             run.start_user()
             starter.start()
-            leech = lab.leech(client, seconds, source)
-            stop.set()
-            starter.join(30)
+            try:
+                leech = lab.leech(client, seconds, source)
+            finally:
+                stop.set()
+                starter.join(60)
             after = tc_sent(lab, port) - started.get("sent", 0)
             explained = parse_explain(gateway.ctl("explain", ip).stdout)
             back = run.web_back(time_lock * 1.5 + 10)
