@@ -59,7 +59,7 @@ def engine_with_peers(peers: int):
     engine = make_engine(max_peers=max(1000, peers * 2))
     engine.events = EventLog()  # make_engine's MemoryEvents records every packet
     for index in range(peers):
-        engine.learn(peer_key(index), PEER_PORT, ANY_CLIENT, "udp")
+        engine.learn(peer_key(index), PEER_PORT, ANY_CLIENT, "fasttrack-udp")
     if len(engine.blocks) != peers:
         raise RuntimeError(f"learned {len(engine.blocks)} peers, wanted {peers}")
     return engine
@@ -117,7 +117,7 @@ def fill_table(peers: int) -> BlockTable:
     base = 1_700_000_000.0
     for index in range(peers):
         port = 1024 + (index * 7919) % 64000
-        table.add(peer_key(index), port, ANY_CLIENT, "udp", base + index * 1e-3)
+        table.add(peer_key(index), port, ANY_CLIENT, "fasttrack-udp", base + index * 1e-3)
     return table
 
 

@@ -302,7 +302,9 @@ class Controller:
             summary = f"{state}, {len(blocks)} blocks" if known else f"{len(blocks)} blocks"
             return Reply.ok(f"{addr_text(addr)}: {summary}", [*head, *blocks])
 
-        return self.run(explain.blocks_lines, snapshot, addr).addCallback(reply)
+        # Blocks of locking origins were learned from green hosts' packets: they have revealers.
+        revealed = frozenset(engine.origins.locking)
+        return self.run(explain.blocks_lines, snapshot, addr, revealed).addCallback(reply)
 
     def dump_blocks(self, args: list[str]) -> Deferred[Reply]:
         """The table as it is now (a snapshot: two list copies), formatted by ``run``."""

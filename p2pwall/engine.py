@@ -3,10 +3,13 @@
 Pure: the clock is injected and every effect goes through a collaborator (spoofer, event sink,
 client observers), so the whole of ftwall's behaviour runs under ``task.Clock`` in tests.
 
-For each packet, detectors are asked in order (FastTrack hellos and downloads, DNS answers,
-...); the first verdict wins. Then the generic rules apply to forwarded traffic:
-UDP or a TCP SYN to a blocked peer is dropped (a FastTrack peer also (re)starts the sender's
-time lock), and every TCP SYN from a locked client is dropped. Everything else is accepted.
+For each packet, the detectors that want its protocol and hook are asked in registry order
+(``p2pwall.registry``); the first verdict wins. Then the generic rules apply to forwarded
+traffic: UDP or a TCP SYN to a blocked peer is dropped (a peer of a locking origin also
+(re)starts the sender's time lock), every TCP SYN from a locked client is dropped, and so is
+every new UDP flow (DNS excepted) of a client locked for a protocol that runs over UDP.
+Everything else is accepted. The engine names no protocol: origins (``origins.Origin``) and
+probes (``IProbe``) come from the detectors, which act through ``IEngine`` alone.
 
 Evidence is scoped to the host that gave it (``learn_from``): a peer one green host revealed is
 blocked for that host only, becomes a block for every host only when a second host (another
@@ -27,10 +30,20 @@ from collections import Counter
 from collections.abc import Sequence
 
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from .allow import AllowList
-from .interfaces import IClientObserver, IDetector, IEventSink, INeighbours, ISpoofer
+from .interfaces import (
+    IClientObserver,
+    IDetector,
+    IEngine,
+    IEventSink,
+    INeighbours,
+    IProbe,
+    ISpoofer,
+)
 from .networks import GreenNetworks, Network
+from .origins import FIRST_UNPRIVILEGED_PORT, MANUAL_NAME, Origin, Origins, Protocol
 from .packet import (
     ACCEPT,
     DROP,
@@ -45,21 +58,21 @@ from .packet import (
     endpoint_text,
     mac_text,
 )
-from .tables import ANY_CLIENT, LOCKING_ORIGINS, BlockTable, Client, LockTable, Revealers
+from .tables import ANY_CLIENT, BlockTable, Client, LockTable, Revealers
 
 # Stats keys of the verdicts, by verdict and transport; dry-run drops are counted apart.
 _VERDICT_KEYS = ("accept_udp", "accept_tcp", "drop_udp", "drop_tcp")
 _DRY_RUN_KEYS = ("would_drop_udp", "would_drop_tcp")
 
 _SYN_ACK = TCP_SYN | TCP_ACK
-# Endpoints below this port are well-known services (DNS, NTP, HTTPS...): whatever green hosts
-# say about them, they are never blocked for every host.
-FIRST_UNPRIVILEGED_PORT = 1024
+# A lock that covers new UDP flows still lets the client resolve names.
+DNS_PORT = 53
 HOOK_NUMBERS = 256
 # Most heap entries one tick looks at (expiries, probes, re-schedules): a few ms at most.
 TICK_ACTIONS = 200
 
 
+@implementer(IEngine)
 class Engine:
     """ftwall's rules over the block and lock tables."""
 
@@ -72,7 +85,6 @@ class Engine:
         detectors: Sequence[IDetector],
         spoofer: ISpoofer,
         events: IEventSink,
-        no_udp_block: bool = False,
         accept_all: bool = False,
         max_spoofs: int = 200,
         neighbours: INeighbours | None = None,
@@ -94,6 +106,7 @@ class Engine:
         # answer that comes in on one of them was sent by a green host and teaches nothing.
         self.green_ifindexes: frozenset[int] = frozenset()
         self.detectors = tuple(detectors)
+        self.origins = Origins(origin for d in self.detectors for origin in d.origins)
         # protocol -> hook -> the detectors that want those packets, in order: two look-ups
         # per packet (about 20 ns), however many detectors there are. Every hook number a
         # queue message can carry (one byte) has its entry.
@@ -106,7 +119,6 @@ class Engine:
         }
         self.spoofer = spoofer
         self.events = events
-        self.no_udp_block = no_udp_block
         self.accept_all = accept_all
         self.dry_run = dry_run
         self.allowed = allowed if allowed is not None else AllowList()
@@ -148,12 +160,19 @@ class Engine:
             now = self.clock.seconds()
             block = self.blocks.match(packet.dst, packet.dport, packet.src, now)
             if block is not None:
-                if block.origin in LOCKING_ORIGINS:
-                    self.lock(packet.src, "tried a FastTrack peer", packet)
-                if udp and self.no_udp_block:
-                    return self._count(packet, ACCEPT, "blocked peer, -n")
+                origins = self.origins
+                origin = origins.locking.get(block.origin)
+                if origin is not None:
+                    self.lock(packet.src, origin.lock_reason, packet, origin.protocol)
+                if udp and block.origin in origins.udp_passes:
+                    return self._count(packet, ACCEPT, f"blocked peer ({block.origin}), UDP passes")
                 return self._count(packet, DROP, f"blocked peer ({block.origin})")
-            if not udp and self.clients.is_locked(packet.src, now):
+            client = self.clients.get(packet.src)
+            if (
+                client is not None
+                and client.until > now
+                and (not udp or (client.locks_udp and packet.dport != DNS_PORT))
+            ):
                 return self._count(packet, DROP, "time lock")
         return self._count(packet, ACCEPT, "")
 
@@ -215,6 +234,9 @@ class Engine:
             )
         return new
 
+    def count(self, key: str, n: int = 1) -> None:
+        self.stats[key] += n
+
     def evidence(self, packet: Packet) -> bool:
         """Whether ``packet`` speaks for its source address: its MAC is the one the gateway's
         neighbour table holds for it. A forged packet is counted and teaches nothing."""
@@ -230,22 +252,23 @@ class Engine:
         return False
 
     def learn_from(
-        self, packet: Packet, peer: bytes, port: int, origin: str, name: str | None = None
+        self, packet: Packet, peer: bytes, port: int, origin: Origin, name: str | None = None
     ) -> bool:
         """Block ``peer:port`` for the host that sent ``packet``, which revealed it; for every
         host once a second host reveals it too (on a port that is no well-known service).
 
-        Learned endpoints always carry their port: no host's word blocks a whole address.
-        False when nothing new was learned (a forged packet, no port, a green peer...)."""
-        if not port or not self.evidence(packet):
+        Learned endpoints always carry their port: no host's word blocks a whole address, and
+        only ports the origin may learn (``Origin.learnable``) are learned. False when nothing
+        new was learned (a forged packet, no port, a green peer...)."""
+        if not port or not origin.learnable(port) or not self.evidence(packet):
             return False
         client = packet.src
-        new = self.learn(peer, port, client, origin, client, name)
+        new = self.learn(peer, port, client, origin.name, client, name)
         if port < FIRST_UNPRIVILEGED_PORT:
             return new
         first = self.revealers.corroborated(peer, port, client, packet.mac)
         if first is not None and self.learn(
-            peer, port, ANY_CLIENT, origin, name=name, by=(first, client)
+            peer, port, ANY_CLIENT, origin.name, name=name, by=(first, client)
         ):
             self.events.event(
                 "p",
@@ -254,14 +277,14 @@ class Engine:
                 revealed_by=addr_text(client),
                 peer_addr=addr_text(peer),
                 peer_port=port,
-                origin=origin,
+                origin=origin.name,
                 blocked_for="every host",
             )
         return new
 
     def block(self, peer: bytes, port: int = 0, client: bytes = ANY_CLIENT) -> bool:
         """An admin's block: kept until unblocked, never evicted or aged out."""
-        return self.blocks.add(peer, port, client, "manual", self.clock.seconds())
+        return self.blocks.add(peer, port, client, MANUAL_NAME, self.clock.seconds())
 
     def unblock(self, peer: bytes, port: int = 0, client: bytes = ANY_CLIENT) -> bool:
         return self.blocks.remove(peer, port, client)
@@ -271,24 +294,27 @@ class Engine:
         addr: bytes,
         reason: str,
         packet: Packet | None = None,
-        protocol: str = "FastTrack",
+        protocol: Protocol | None = None,
     ) -> Client | None:
         """(Re)start a client's time lock; the first lock identifies it as a P2P client.
 
         ``packet``, the evidence, must come from ``addr`` itself (``evidence``); a lock from
         the control port or a timer passes none. The evidence is kept on the client for
-        ``explain`` (the first and the latest); ``protocol`` names the P2P protocol (every
-        lock today is FastTrack's; a detector for another protocol passes its own)."""
+        ``explain`` (the first and the latest); ``protocol`` is the P2P protocol it was seen
+        speaking (``None``: the admin's lock), and says what the lock covers."""
         if packet is not None and not self.evidence(packet):
             return None
         now = self.clock.seconds()
         client, new = self.clients.lock(addr, now)
         if client is None:
             return None
+        name = protocol.name if protocol is not None else "manual"
+        if protocol is not None and protocol.locks_udp:
+            client.locks_udp = True
         client.renewed = (
-            (now, protocol, reason, packet.proto, packet.sport, packet.dst, packet.dport)
+            (now, name, reason, packet.proto, packet.sport, packet.dst, packet.dport)
             if packet is not None
-            else (now, protocol, reason, 0, 0, b"", 0)
+            else (now, name, reason, 0, 0, b"", 0)
         )
         if new:
             client.identified = client.renewed
@@ -301,7 +327,7 @@ class Engine:
                 reason=reason,
                 _mac=f" mac={mac_text(mac)}" if mac and self.events.wants("m") else "",
                 # The same, structured, for JSON readers.
-                protocol=protocol,
+                protocol=name,
                 mac=mac_text(mac) if mac else None,
                 peer=endpoint_text(packet.dst, packet.dport) if packet is not None else None,
             )
@@ -333,19 +359,30 @@ class Engine:
             self.release(client, "allowed")
         return True, len(released)
 
-    def probe_answered(self, packet: Packet) -> bool:
-        """A probed client replied: FastTrack still runs there, so its lock starts again.
+    def probe_with(self, addr: bytes, probe: IProbe) -> None:
+        """Probe the locked client ``addr`` with ``probe`` from now on (nothing if it holds
+        no lock)."""
+        client = self.clients.get(addr)
+        if client is not None:
+            self.clients.set_probe(client, probe)
 
-        Only a reply from the client itself (``evidence``) to the port the probe came from,
-        before the next probe is due, counts.
+    def probe_answered(self, packet: Packet, family: str) -> bool:
+        """A probed client replied: its P2P client still runs, so its lock starts again.
+
+        Only a reply from the client itself (``evidence``) that the family's probe accepts
+        (``IProbe.answers``: the right port, the right transaction), before the next probe is
+        due, counts.
         """
         addr = packet.src
         client = self.clients.get(addr)
-        if client is None or client.last_probe is None or packet.dport != client.peer_port:
+        if client is None or client.last_probe is None:
+            return False
+        probe = client.probes.get(family)
+        if probe is None or not probe.answers(packet):
             return False
         if self.clock.seconds() - client.last_probe > self.clients.seconds / 2:
             return False
-        if self.lock(addr, "answered a probe", packet) is None:
+        if self.lock(addr, "answered a probe", packet, probe.protocol) is None:
             return False
         client.probes_answered += 1
         self.stats["probes_answered"] += 1
@@ -385,21 +422,25 @@ class Engine:
             client = due.client
             if due.action == "probe":
                 self._probes_this_second += 1
-                if self.dry_run:
-                    self.stats["would_probe"] += 1
-                    continue
-                client.probes_sent += 1
-                self.stats["probes_sent"] += 1
-                self.events.debug(
-                    "p",
-                    "probe sent to {client}",
-                    client=endpoint_text(client.addr, client.hello_port),
-                )
-                self.spoofer.send_udp(
-                    None, client.peer_port, client.addr, client.hello_port, client.hello
-                )
+                self._probe(client)
             else:
                 self.release(client, "time lock expired")
+
+    def _probe(self, client: Client) -> None:
+        """Send the client one probe per protocol it was seen speaking."""
+        if self.dry_run:
+            self.stats["would_probe"] += len(client.probes)
+            return
+        for family, probe in client.probes.items():
+            client.probes_sent += 1
+            self.stats["probes_sent"] += 1
+            self.events.debug(
+                "p",
+                "{family} probe sent to {client}",
+                family=family,
+                client=endpoint_text(client.addr, probe.port),
+            )
+            self.spoofer.send_udp(None, probe.source_port, client.addr, probe.port, probe.payload())
 
     def release(self, client: Client, reason: str) -> None:
         """Forget a client's lock; tell the observers (client directory)."""

@@ -51,17 +51,16 @@ EVENT_CLASSES = {
     "m": "add MAC addresses to messages",
 }
 
+# The core's debug classes; each detector adds its own (``IDetectorFactory.debug_classes``).
 DEBUG_CLASSES = {
-    "A": "everything (same as daDthpl)",
+    "A": "everything",
     "-": "nothing",
-    "d": "DNS questions",
-    "a": "DNS answers",
-    "D": "all DNS packet information",
     "t": "time locks",
-    "h": "FastTrack HTTP headers",
-    "p": "FastTrack probe events",
+    "p": "probe events",
     "l": "event-class messages on the daemon log too",
 }
+# Class letters that are switches, not classes of messages.
+_SWITCHES = frozenset("A-")
 
 
 def parse_classes(text: str, known: dict[str, str], what: str) -> frozenset[str]:
@@ -71,10 +70,9 @@ def parse_classes(text: str, known: dict[str, str], what: str) -> frozenset[str]
         raise ValueError(
             f"unknown {what} class(es) {''.join(bad)!r}; known: {''.join(sorted(known))}"
         )
-    classes = frozenset(text) - {"-"}
-    if "A" in classes:
-        classes = frozenset("daDthpl")
-    return classes
+    if "A" in text:
+        return frozenset(known) - _SWITCHES
+    return frozenset(text) - _SWITCHES
 
 
 Observer = Callable[[dict], None]

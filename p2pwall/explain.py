@@ -10,10 +10,12 @@ a worker thread (``blocks_lines``): a million blocks take a scan.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from .engine import Engine
 from .packet import addr_text, endpoint_text, proto_name
 from .store import Snapshot
-from .tables import ANY_CLIENT, LOCKING_ORIGINS, Block, CorroboratedBlock, Evidence
+from .tables import ANY_CLIENT, Block, CorroboratedBlock, Evidence
 from .timefmt import iso, iso_or_dash
 
 
@@ -60,21 +62,22 @@ def evidence_text(addr: bytes, evidence: Evidence) -> str:
     return text
 
 
-def blocks_lines(snapshot: Snapshot, addr: bytes) -> list[str]:
-    """One line per block of ``addr`` as a peer or as the client it is scoped to. Safe in a
-    thread: it reads only the snapshot's blocks."""
+def blocks_lines(snapshot: Snapshot, addr: bytes, revealed: Collection[str]) -> list[str]:
+    """One line per block of ``addr`` as a peer or as the client it is scoped to; blocks of
+    the ``revealed`` origins (learned from green hosts' traffic) name who revealed them. Safe
+    in a thread: it reads only the snapshot's blocks."""
     lines = []
     keys, blocks = snapshot
     for (peer, port, client), block in zip(keys, blocks, strict=True):
         if peer == addr or client == addr:
-            lines.append(block_line(peer, port, client, block))
+            lines.append(block_line(peer, port, client, block, block.origin in revealed))
     return lines
 
 
-def block_line(peer: bytes, port: int, client: bytes, block: Block) -> str:
+def block_line(peer: bytes, port: int, client: bytes, block: Block, revealed: bool) -> str:
     scope = addr_text(client) if client != ANY_CLIENT else "*"
     line = f"block {endpoint_text(peer, port)} client={scope} origin={block.origin}"
-    if block.origin in LOCKING_ORIGINS:
+    if revealed:
         line += f" revealed-by={revealers(client, block)}"
     if block.name:
         line += f" name={block.name}"

@@ -9,9 +9,8 @@ from zope.interface import Attribute, Interface
 class IDetector(Interface):
     """Knows one protocol's wire format and what ftwall does when it sees it.
 
-    A detector may call the engine's public methods (``learn``, ``lock``, ``note_hello``,
-    ``probe_answered``, ``spoof``...) and returns a verdict when it has decided, or ``None``
-    to let the next detector and then the engine's generic rules decide.
+    It acts through the narrow ``IEngine`` it is handed and returns a verdict when it has
+    decided, or ``None`` to let the next detector and then the engine's generic rules decide.
     """
 
     name = Attribute("Short name used in events and stats, e.g. 'fasttrack'.")
@@ -19,9 +18,87 @@ class IDetector(Interface):
         "The (IP protocol, hook) pairs whose packets it inspects, e.g. {(17, Hook.FORWARD)}: "
         "the engine asks each detector only about those, so adding one costs the others nothing."
     )
+    origins = Attribute("The ``origins.Origin`` of every block it learns.")
 
     def inspect(packet, hook, engine):
         """Look at one decoded packet seen on ``hook``; return a ``Verdict`` or ``None``."""
+
+    def reload(engine):
+        """Re-read what the detector reads from files (SIGHUP, the control port's
+        ``reload``); the problems found, one line each (none: an empty list)."""
+
+
+class IDetectorFactory(Interface):
+    """A detector class, as the registry (``p2pwall.registry``) lists it: what it adds to
+    the daemon's options, debug classes and metrics, and how it is built from the options."""
+
+    name = Attribute("The detector's name, as its instances have it.")
+    opt_flags = Attribute("Its ``usage.Options`` flags (``optFlags`` rows).")
+    opt_parameters = Attribute("Its ``usage.Options`` parameters (``optParameters`` rows).")
+    debug_classes = Attribute("Its debug classes: {letter: meaning}.")
+    counters = Attribute(
+        "The ``stats`` keys it counts, as metrics: (key, metric name without p2pwall_ and "
+        "_total, help) rows."
+    )
+
+    def from_options(options):
+        """A detector configured by the daemon's parsed options."""
+
+
+class IProbe(Interface):
+    """How a locked client of one protocol is asked whether it still runs: the gateway sends
+    ``payload()`` from ``source_port`` to the client's ``port``; only a packet ``answers``
+    accepts as the reply restarts the lock."""
+
+    protocol = Attribute("The ``origins.Protocol`` it probes for; its family keys the probe.")
+    port = Attribute("The client's port the probe goes to.")
+    source_port = Attribute("The gateway's port it comes from, where the reply is expected.")
+
+    def payload():
+        """The bytes of the next probe (a protocol with transaction ids makes a new one)."""
+
+    def answers(packet):
+        """Whether ``packet``, from the client to the gateway, replies to the last probe."""
+
+
+class IEngine(Interface):
+    """What a detector may use of the engine: the facts about the network, the evidence
+    check, and the actions (learn, lock, probe, spoof, count). Nothing else of it."""
+
+    clock = Attribute("The ``IReactorTime`` the engine decides by.")
+    events = Attribute("The ``IEventSink``.")
+    green = Attribute("The green networks (``networks.GreenNetworks``): ``addr in green``.")
+    green_ifindexes = Attribute("Indexes of the green interfaces (``--green-if``).")
+
+    def evidence(packet):
+        """Whether ``packet`` speaks for its source address (its MAC owns it); counted when
+        not."""
+
+    def learn(peer, port, client, origin, seen_from=None, name=None, by=None):
+        """Block ``peer:port`` for ``client`` (``b""``: every host) with origin name
+        ``origin``; True when new."""
+
+    def learn_from(packet, peer, port, origin, name=None):
+        """Block ``peer:port`` (an ``Origin``'s learnable port) for the host that sent
+        ``packet``; for every host once a second host reveals it too."""
+
+    def lock(addr, reason, packet=None, protocol=None):
+        """(Re)start ``addr``'s time lock for ``protocol`` (an ``origins.Protocol``); the
+        client, or ``None`` when nothing was locked."""
+
+    def probe_with(addr, probe):
+        """Probe the locked client ``addr`` with ``probe`` (an ``IProbe``), replacing the
+        probe of the same protocol family."""
+
+    def probe_answered(packet, family):
+        """Whether ``packet`` answers the last probe of ``family`` sent to its source; if so
+        the lock restarts."""
+
+    def spoof(src, sport, dst, dport, payload):
+        """Send a forged UDP datagram, within the engine's spoof budget."""
+
+    def count(key, n=1):
+        """Add ``n`` to the ``stats`` counter ``key``."""
 
 
 class ISpoofer(Interface):

@@ -27,23 +27,16 @@ LOOPBACK = {"tcp": "127.0.0.1", "tcp6": "\\:\\:1"}
 
 Stats = Callable[[], "Mapping[str, int] | None"]
 
-# Engine.stats keys shown as counters: (key, metric name without p2pwall_ and _total, help).
+# Engine.stats keys shown as counters: (key, metric name without p2pwall_ and _total, help);
+# each detector adds its own (``IDetectorFactory.counters``).
 ENGINE_COUNTERS = (
     ("accept_all", "accept_all_packets", "Packets accepted unread because accept-all was on."),
-    ("spoofs", "spoofs", "Forged pongs sent to FastTrack hellos."),
-    ("spoofs_skipped", "spoofs_skipped", "Hellos left unanswered over --max-spoofs."),
     ("probes_sent", "probes_sent", "Time-lock probes sent."),
     ("probes_answered", "probes_answered", "Time-lock probes a running client answered."),
     ("peers_learned", "peers_learned", "Blocks learned from traffic."),
     ("clients_locked", "clients_locked", "Clients identified and locked."),
     ("clients_released", "clients_released", "Client locks ended."),
     ("forged_source", "forged_source", "Packets whose MAC does not own their source address."),
-    ("dns_answers", "dns_answers", "DNS answers given the DNS pass."),
-    ("dns_malformed", "dns_malformed", "DNS answers that did not read as DNS."),
-    ("dns_from_green", "dns_from_green", "DNS answers from a green host (not trained on)."),
-    ("dns_over_budget", "dns_over_budget", "DNS answers passed unread over --dns-budget."),
-    ("dns_reads", "dns_reads", "DNS answers read (parsed) to train or to debug."),
-    ("would_spoof", "dry_run_spoofs", "Pongs not sent in dry-run mode."),
     ("would_probe", "dry_run_probes", "Probes not sent in dry-run mode."),
     ("hooks_run", "hooks_run", "--on-lock/--on-release commands started."),
     ("hooks_skipped", "hooks_skipped", "Hook commands skipped: too many running."),
@@ -117,7 +110,8 @@ class DaemonCollector(Collector):
             verdicts.add_metric(list(labels), stats.get(key, 0))
         yield verdicts
         yield self._reasons(stats, dict(engine.reasons))
-        for key, name, text in ENGINE_COUNTERS:
+        counters = [*ENGINE_COUNTERS, *(row for d in engine.detectors for row in d.counters)]
+        for key, name, text in counters:
             yield CounterMetricFamily(f"p2pwall_{name}", text, value=stats.get(key, 0))
         yield CounterMetricFamily(
             "p2pwall_dns_read_seconds",

@@ -7,11 +7,12 @@ import ipaddress
 from twisted.python import usage
 
 from .allow import parse_network
-from .detectors.dns import BUDGET as DNS_BUDGET
+from .coerce import number as _number
 from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
 from .hooks import parse_command
 from .metrics import metrics_endpoint
 from .networks import DEFAULT_GREEN
+from .registry import REGISTRY
 from .version import VersionOption
 
 DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
@@ -21,21 +22,20 @@ DEFAULT_JSON_CLASSES = "utcpx"
 READERS = ("native", "netfilterqueue")
 
 
-def _number(kind: type, name: str):
-    """A coercer whose error names the option, unlike usage's generic message."""
-
-    def coerce(text: str):
-        try:
-            return kind(text)
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise ValueError(f"--{name} takes {noun}, got {text!r}") from None
-
-    return coerce
-
-
 def _classes_help(known: dict[str, str]) -> str:
     return "; ".join(f"{letter}={meaning}" for letter, meaning in known.items())
+
+
+def _detector_rows(kind: str) -> list[list]:
+    """The ``optFlags`` or ``optParameters`` rows every registered detector adds."""
+    return [row for entry in REGISTRY for row in getattr(entry.detector, kind)]
+
+
+# Debug classes: the core's, then each detector's own (``A`` turns on all of them).
+ALL_DEBUG_CLASSES = {
+    **DEBUG_CLASSES,
+    **{letter: text for entry in REGISTRY for letter, text in entry.detector.debug_classes.items()},
+}
 
 
 class Options(VersionOption, usage.Options):
@@ -47,7 +47,6 @@ class Options(VersionOption, usage.Options):
     )
 
     optFlags = [
-        ["no-udp-block", "n", "Do not drop FastTrack UDP (testing only, as ftwall -n)."],
         ["accept-all", None, "Start in accept-all mode: every packet is accepted."],
         [
             "dry-run",
@@ -61,10 +60,11 @@ class Options(VersionOption, usage.Options):
             "When the kernel queue is full, accept packets instead of "
             "dropping them (NFQA_CFG_F_FAIL_OPEN).",
         ],
+        *_detector_rows("opt_flags"),
     ]
 
     optParameters = [
-        ["debug", "d", "", "Debug classes: " + _classes_help(DEBUG_CLASSES)],
+        ["debug", "d", "", "Debug classes: " + _classes_help(ALL_DEBUG_CLASSES)],
         ["on-lock", None, None, "Command run when a client is locked (no shell; P2PWALL_* "
          "variables say who and why)."],
         ["on-release", None, None, "Command run when a client's lock ends."],
@@ -73,7 +73,6 @@ class Options(VersionOption, usage.Options):
         ["buffer", "b", 4 * 1024 * 1024, "Netlink socket buffer in bytes (capped by the "
          "kernel's rmem_max).", _number(int, "buffer")],
         ["store-file", "f", None, "File keeping learned peers across restarts."],
-        ["dns-patterns", "D", None, "DNS training file: regex patterns and .wsx paths."],
         ["time-lock", "t", 120.0, "Seconds a client stays locked after trying a known peer; "
          "0 disables.", _number(float, "time-lock")],
         ["client-dir", "c", None, "Directory with an empty file per locked P2P client."],
@@ -99,8 +98,6 @@ class Options(VersionOption, usage.Options):
          _number(int, "max-peers")],
         ["max-spoofs", None, 200, "Most forged pongs sent per second (a hello flood beyond "
          "it is dropped unanswered).", _number(int, "max-spoofs")],
-        ["dns-budget", None, DNS_BUDGET, "Bytes of DNS answers read per second for each green "
-         "host (the rest pass unread, training nothing).", _number(int, "dns-budget")],
         ["max-probes", None, 100, "Most probes sent per second (due probes beyond it wait for "
          "the next second).", _number(int, "max-probes")],
         ["max-clients", None, 65_536, "Most P2P clients tracked; the soonest to expire go "
@@ -110,6 +107,7 @@ class Options(VersionOption, usage.Options):
         ["store-max-age", None, 7 * 86400.0, "Seconds after which learned peers not seen "
          "are forgotten, in the running table (with or without -f) and in the store file; "
          "manual blocks stay.", _number(float, "store-max-age")],
+        *_detector_rows("opt_parameters"),
     ]  # fmt: skip
 
     compData = usage.Completions(
@@ -161,7 +159,7 @@ class Options(VersionOption, usage.Options):
         if self["green-default"]:
             self["green"] = [ipaddress.ip_network(n) for n in DEFAULT_GREEN]
         try:
-            self["debug-classes"] = parse_classes(self["debug"], DEBUG_CLASSES, "debug")
+            self["debug-classes"] = parse_classes(self["debug"], ALL_DEBUG_CLASSES, "debug")
             self["syslog-classes"] = parse_classes(self["syslog-events"], EVENT_CLASSES, "event")
             self["stderr-classes"] = parse_classes(self["stderr-events"], EVENT_CLASSES, "event")
         except ValueError as error:
@@ -198,7 +196,6 @@ class Options(VersionOption, usage.Options):
         self._check_range("max-clients", 10, 1 << 24)
         self._check_range("max-spoofs", 1, 100_000)
         self._check_range("max-probes", 1, 100_000)
-        self._check_range("dns-budget", 512, 1 << 30)
         self._check_range("store-interval", 1, 86400)
         self._check_range("store-max-age", 1, 86400 * 3650)
 

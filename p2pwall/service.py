@@ -36,7 +36,6 @@ from .commands import Controller, read_queue_stats
 from .control import ControlFactory, ControlService
 from .daemon import CapabilityService, LaunchStderr, ReloadService, one_line_failures
 from .detectors.dns import DnsDetector
-from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .errors import StartError
 from .events import EventLog, JsonEventFile
@@ -45,13 +44,13 @@ from .hooks import CommandHooks
 from .interfaces import INeighbours, ISpoofer
 from .localaddrs import AddressWatch
 from .metrics import DaemonCollector, MetricsService, MetricsSite
-from .names import BannedNames
 from .neighbours import KernelNeighbours
 from .networks import LINK_LOCAL, GreenNetworks
 from .nfq_package import NetfilterQueueReader, open_netfilterqueue
 from .nfqueue import KernelQueue, NativeReader, QueueReader, Reactor
 from .options import Options
 from .packet import Verdict
+from .registry import REGISTRY
 from .rtnetlink import LinkAddress, addresses
 from .spoof import RawSpoofer
 from .store import ClientDirectory, StoreFile
@@ -79,10 +78,8 @@ def makeService(
         from twisted.internet import reactor  # type: ignore[no-redef]
     with one_line_failures():
         json_events = open_json_events(options["json-events"])
-        engine, dns = build_engine(options, reactor, spoofer, neighbours, json_events)
-        return build_services(
-            options, engine, dns, reactor, packet_source, read_addresses, json_events
-        )
+        engine = build_engine(options, reactor, spoofer, neighbours, json_events)
+        return build_services(options, engine, reactor, packet_source, read_addresses, json_events)
 
 
 def open_json_events(path: str | None) -> JsonEventFile | None:
@@ -102,8 +99,9 @@ def build_engine(
     spoofer: ISpoofer | None = None,
     neighbours: INeighbours | None = None,
     json_events: JsonEventFile | None = None,
-) -> tuple[Engine, DnsDetector]:
-    """The policy and its collaborators: what decides each packet."""
+) -> Engine:
+    """The policy and its collaborators: what decides each packet. The detectors are the
+    registry's (``p2pwall.registry``), in its order, each configured by its own options."""
     events = EventLog(
         syslog=options["syslog-classes"],
         stderr=options["stderr-classes"],
@@ -113,10 +111,6 @@ def build_engine(
     )
     probe_source = options["probe-source"]
     spoofer = spoofer or RawSpoofer(probe_source.packed if probe_source else None)
-    # Wired even without -D, so ban-dns-name works: p2pwall-rules queues DNS answers anyway.
-    banned = BannedNames(f"{options['store-file']}.names" if options["store-file"] else None)
-    banned.load()
-    dns = DnsDetector(options["dns-patterns"], banned, budget=options["dns-budget"])
     # With --green-if, the interfaces' networks join these at the first address read.
     green = options["green"] if not options["green-if"] else [*options["green"], LINK_LOCAL]
     engine = Engine(
@@ -124,10 +118,9 @@ def build_engine(
         blocks=BlockTable(options["max-peers"]),
         clients=LockTable(options["time-lock"], options["max-clients"]),
         green=GreenNetworks(green),
-        detectors=[FastTrackDetector(), dns],
+        detectors=[entry.detector.from_options(options) for entry in REGISTRY],
         spoofer=spoofer,
         events=events,
-        no_udp_block=options["no-udp-block"],
         accept_all=options["accept-all"],
         dry_run=options["dry-run"],
         allowed=AllowList(options["allow"]),
@@ -136,13 +129,17 @@ def build_engine(
         neighbours=neighbours or KernelNeighbours(reactor),
         max_probes=options["max-probes"],
     )
-    return engine, dns
+    return engine
+
+
+def reload_detectors(engine: Engine) -> list[str]:
+    """Every detector re-reads its files; their problems, one line each."""
+    return [problem for detector in engine.detectors for problem in detector.reload(engine)]
 
 
 def build_services(
     options: Options,
     engine: Engine,
-    dns: DnsDetector,
     reactor: IReactorTime,
     packet_source: Callable[[], Any] | None,
     read_addresses: Callable[[], list[LinkAddress]],
@@ -156,7 +153,7 @@ def build_services(
     AddressService(watch, reactor).setServiceParent(top)
     if options["store-file"]:
         StoreService(
-            StoreFile(options["store-file"], options["store-max-age"]),
+            StoreFile(options["store-file"], options["store-max-age"], engine.origins),
             engine,
             options["store-interval"],
             reactor,
@@ -175,7 +172,8 @@ def build_services(
 
     timer(tick_interval(options["time-lock"]), engine.tick, reactor).setServiceParent(top)
 
-    reload = partial(dns.reload, engine) if options["dns-patterns"] else None
+    # Only the DNS patterns (-D) are read from a file today.
+    reload = partial(reload_detectors, engine) if options["dns-patterns"] else None
     reopen = [json_events.reopen] if json_events else []
     ReloadService(reload, reactor, reopen).setServiceParent(top)
 
@@ -189,7 +187,7 @@ def build_services(
         control = ControlFactory(
             Controller(
                 engine,
-                names=dns.banned,
+                names=next(d.banned for d in engine.detectors if isinstance(d, DnsDetector)),
                 reload=reload,
                 queue_stats=queue_stats,
                 dump_dir=options["dump-dir"],
@@ -285,7 +283,7 @@ def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
         f"p2pwall: green networks {engine.green}; "
         f"green interfaces {interfaces}{' (--green-if)' if options['green-if'] else ''}; "
         f"time lock {options['time-lock']:g} s; "
-        f"UDP blocking {'off (-n)' if options['no-udp-block'] else 'on'}; "
+        f"FastTrack UDP blocking {'off (-n)' if options['no-udp-block'] else 'on'}; "
         f"detectors {detectors}; DNS patterns {patterns}; "
         f"queue {options['queue']} (reader {options['reader']}); "
         f"store file {options['store-file'] or 'none'}"

@@ -32,8 +32,9 @@ from .errors import StartError
 from .files import open_regular
 from .interfaces import IClientObserver
 from .networks import GreenNetworks
+from .origins import Origins
 from .packet import addr_text
-from .tables import ANY_CLIENT, ANY_PORT, MANUAL, ORIGINS, Block, BlockKey, BlockTable
+from .tables import ANY_CLIENT, ANY_PORT, MANUAL, Block, BlockKey, BlockTable
 
 log = Logger()
 
@@ -122,9 +123,9 @@ def format_block(entry: StoredBlock) -> str:
     return _format(entry.peer, entry.port, entry.client, entry.origin, entry.seen, entry.name)
 
 
-def parse_block(line: str) -> StoredBlock:
+def parse_block(line: str, origins: Origins) -> StoredBlock:
     """The inverse of ``format_block``; ``ValueError`` says what is wrong."""
-    return StoredBlock(*_parse(line))
+    return StoredBlock(*_parse(line, origins))
 
 
 def _addr_text(addr: bytes) -> str:
@@ -150,20 +151,20 @@ def _format(
     return f"{line} {name}" if name else line
 
 
-# The origins' own string objects, so blocks loaded from a file share them as learned ones do.
-_ORIGINS = {origin: origin for origin in ORIGINS}
-
 Parsed = tuple[bytes, int, bytes, str, float, str | None]
 
 
-def _parse(line: str) -> Parsed:
+def _parse(line: str, origins: Origins) -> Parsed:
+    """One line; the origin by its name now or by an older one (``Origins.resolve``), as the
+    origin's own name string, which blocks loaded from a file then share with learned ones."""
     fields = line.split(None, 5)
     if len(fields) < 5:
         raise ValueError("expected: peer port client origin last-seen [name]")
-    peer, port, client, origin, seen = fields[:5]
-    origin = _ORIGINS.get(origin, "")
-    if not origin:
-        raise ValueError(f"unknown origin {fields[3]!r}")
+    peer, port, client, origin_name, seen = fields[:5]
+    known = origins.resolve(origin_name)
+    if known is None:
+        raise ValueError(f"unknown origin {origin_name!r}")
+    origin = known.name
     port_number = ANY_PORT if port == "*" else int(port)
     if not 0 <= port_number < 65536:
         raise ValueError(f"port out of range: {port}")
@@ -225,9 +226,12 @@ class StoreFile:
     them in last-seen order, so the table's order (which eviction and pruning rely on) survives
     a restart."""
 
-    def __init__(self, path: str | Path, max_age: float) -> None:
+    def __init__(self, path: str | Path, max_age: float, origins: Origins) -> None:
+        """``origins``: those the daemon knows (``Engine.origins``); lines of others are
+        bad lines."""
         self.path = Path(path)
         self.max_age = max_age
+        self.origins = origins
 
     def load(
         self,
@@ -291,9 +295,12 @@ class StoreFile:
         if self.path.exists() and not self.path.is_file():
             raise StartError(f"store file {self.path}: not a regular file")
 
-    @staticmethod
     def _entry(
-        raw: bytes | None, now: float, green: GreenNetworks | None, local: Collection[bytes]
+        self,
+        raw: bytes | None,
+        now: float,
+        green: GreenNetworks | None,
+        local: Collection[bytes],
     ) -> Parsed | None:
         """One line parsed and checked, None for a blank or comment line; ``ValueError``
         says why a line is refused."""
@@ -302,7 +309,7 @@ class StoreFile:
         line = raw.decode("utf-8", errors="replace").strip()
         if not line or line.startswith("#"):
             return None
-        entry = _parse(line)
+        entry = _parse(line, self.origins)
         peer, origin, seen = entry[0], entry[3], entry[4]
         if seen > now + CLOCK_SKEW:
             raise ValueError(f"last-seen {seen:.0f} is in the future (now {now:.0f})")

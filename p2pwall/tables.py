@@ -13,14 +13,11 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .interfaces import IProbe
+from .origins import MANUAL_NAME as MANUAL
+
 ANY_PORT = 0
 ANY_CLIENT = b""
-
-MANUAL = "manual"
-ORIGINS = ("udp", "http", "dns", MANUAL)
-# Blocks learned from FastTrack traffic: trying one of those peers proves a FastTrack client
-# runs there, so it (re)starts the sender's time lock. DNS-trained and manual blocks only drop.
-LOCKING_ORIGINS = frozenset(("udp", "http"))
 
 
 class Block:
@@ -290,16 +287,18 @@ Evidence = tuple[float, str, str, int, int, bytes, int]
 class Client:
     """A green host identified as a P2P client, with its time lock and probe state.
 
-    ``probes_sent`` is counted by whoever sends the probe ``LockTable.due`` asks for (the
-    engine, which sends none in dry-run mode); ``last_probe`` is when it was asked for."""
+    ``probes`` holds one ``IProbe`` per protocol family the client was seen speaking (the
+    detectors give them); ``locks_udp`` is set once it is locked for a protocol whose lock
+    covers new UDP flows. ``probes_sent`` is counted by whoever sends the probes
+    ``LockTable.due`` asks for (the engine, which sends none in dry-run mode); ``last_probe``
+    is when they were asked for."""
 
     __slots__ = (
         "addr",
         "until",
         "since",
-        "hello",
-        "hello_port",
-        "peer_port",
+        "probes",
+        "locks_udp",
         "probed_for",
         "last_probe",
         "probes_sent",
@@ -314,9 +313,8 @@ class Client:
         self.addr = addr
         self.since = now
         self.until = now
-        self.hello: bytes | None = None
-        self.hello_port = 0
-        self.peer_port = 0
+        self.probes: dict[str, IProbe] = {}
+        self.locks_udp = False
         self.probed_for = -1.0
         self.last_probe: float | None = None
         self.probes_sent = 0
@@ -391,13 +389,11 @@ class LockTable:
             self._schedule(client)
         return client, new
 
-    def note_hello(self, client: Client, hello: bytes, hello_port: int, peer_port: int) -> None:
-        """Remember the client's hello so it can be probed with a copy of it (from the port of
-        the peer it last greeted, where its reply is then expected)."""
-        first = client.hello is None
-        client.hello = hello
-        client.hello_port = hello_port
-        client.peer_port = peer_port
+    def set_probe(self, client: Client, probe: IProbe) -> None:
+        """Probe ``client`` with ``probe`` from now on, in place of its protocol family's
+        previous one (a client speaks each protocol once, so the dict stays tiny)."""
+        first = not client.probes
+        client.probes[probe.protocol.family] = probe
         if first and self._next_event(client) < client.scheduled:
             self._schedule(client)
 
@@ -424,7 +420,7 @@ class LockTable:
                 del self._clients[addr]
                 yield Due("expire", client)
             elif (
-                client.hello is not None
+                client.probes
                 and client.probed_for != client.until
                 and (now >= client.until - self.seconds / 2)
             ):
@@ -440,7 +436,7 @@ class LockTable:
                 self._schedule(client)
 
     def _next_event(self, client: Client) -> float:
-        if client.hello is not None and client.probed_for != client.until:
+        if client.probes and client.probed_for != client.until:
             return client.until - self.seconds / 2
         return client.until
 

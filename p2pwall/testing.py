@@ -15,12 +15,14 @@ from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer
 
 from . import netlink
+from .detectors.dns import DNS_ORIGIN
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
 from .events import EventLog
-from .interfaces import IDetector, IPacketSource, ISpoofer, IVerdictTarget
+from .interfaces import IDetector, IPacketSource, IProbe, ISpoofer, IVerdictTarget
 from .networks import GreenNetworks
-from .packet import Hook, Verdict
+from .origins import Origins, Protocol
+from .packet import Hook, Packet, Verdict
 from .tables import BlockTable, LockTable
 
 
@@ -286,6 +288,32 @@ class RecordingSpoofer:
 
     def send_udp(self, src, sport, dst, dport, payload) -> None:
         self.sent.append((src, sport, dst, dport, payload))
+
+
+TEST_PROTOCOL = Protocol("Test", "test")
+# The origins of the detectors as a daemon with default options has them, for store tests.
+ORIGINS = Origins([*FastTrackDetector().origins, DNS_ORIGIN])
+
+
+@implementer(IProbe)
+class FakeProbe:
+    """A probe that numbers its payloads and accepts as its answer any packet to its
+    ``source_port`` whose payload is the last payload sent."""
+
+    def __init__(
+        self, port: int = 1214, source_port: int = 2000, protocol: Protocol = TEST_PROTOCOL
+    ) -> None:
+        self.protocol = protocol
+        self.port = port
+        self.source_port = source_port
+        self.sent = 0
+
+    def payload(self) -> bytes:
+        self.sent += 1
+        return b"probe %d" % self.sent
+
+    def answers(self, packet: Packet) -> bool:
+        return packet.dport == self.source_port and bytes(packet.payload) == b"probe %d" % self.sent
 
 
 class MemoryEvents(EventLog):

@@ -15,7 +15,7 @@ from p2pwall.control import ControlFactory
 from p2pwall.packet import Hook, decode
 from p2pwall.store import HEADER, StoreFile
 from p2pwall.tables import ANY_CLIENT, ANY_PORT, BlockTable
-from p2pwall.testing import packed, tcp, udp
+from p2pwall.testing import ORIGINS, FakeProbe, packed, tcp, udp
 
 from .control_support import (
     CLIENT,
@@ -64,7 +64,7 @@ class BlockTests(ControlTestCase):
         self.assertEqual(len(self.engine.blocks), len(cases))
 
     def test_block_again_makes_a_learned_block_manual(self) -> None:
-        self.engine.learn(PEER, 1214, b"", "udp")
+        self.engine.learn(PEER, 1214, b"", "fasttrack-udp")
         self.clock.advance(5)
         self.assertEqual(
             self.command("block 203.0.113.5:1214"), ["OK already blocked 203.0.113.5:1214"]
@@ -126,7 +126,7 @@ class DumpFileTests(ControlTestCase):
         self.assertEqual(self.command("dump-blocks blocks"), [f"OK 1 blocks written to {path}"])
         self.assertEqual(path.read_text(), f"{HEADER}203.0.113.5 1214 * manual {NOW}\n")
         restored = BlockTable(10)
-        self.assertEqual(StoreFile(path, 60).load(restored, NOW), 1)
+        self.assertEqual(StoreFile(path, 60, ORIGINS).load(restored, NOW), 1)
         self.assertIn((PEER, 1214, b""), restored)
 
     def test_dump_dns_names_to_file(self) -> None:
@@ -244,13 +244,15 @@ class ModeAndStateTests(ControlTestCase):
 
     def test_clients(self) -> None:
         self.assertEqual(self.command("clients"), ["OK 0 clients"])
-        client = self.engine.lock(CLIENT, "test")
-        self.engine.clients.note_hello(client, b"\x27hello", 1214, 3000)
+        self.engine.lock(CLIENT, "test")
+        self.engine.probe_with(CLIENT, FakeProbe(1214, 3000))
         self.engine.lock(packed("fd00::7"), "test")
         self.clock.advance(60)
         self.engine.tick()  # half the 120 s lock has passed: the hello is replayed as a probe
         self.assertTrue(  # the client's reply, to the port the probe came from
-            self.engine.probe_answered(decode(udp("10.0.0.5", "198.18.0.1", 1214, 3000)))
+            self.engine.probe_answered(
+                decode(udp("10.0.0.5", "198.18.0.1", 1214, 3000, b"probe 1")), "test"
+            )
         )
         self.clock.advance(20)
         self.assertEqual(
@@ -266,7 +268,7 @@ class ModeAndStateTests(ControlTestCase):
         )
 
     def test_stats(self) -> None:
-        self.engine.learn(PEER, 0, b"", "udp")
+        self.engine.learn(PEER, 0, b"", "fasttrack-udp")
         self.engine.verdict(decode(tcp("10.0.0.5", "203.0.113.5", 4000, 1214)), Hook.FORWARD)
         self.engine.verdict(decode(udp("10.0.0.5", "198.51.100.1", 53, 53)), Hook.FORWARD)
         self.engine.stats["zz_detector"] = 3
@@ -401,7 +403,8 @@ class ExplainTests(ControlTestCase):
         self.hello(GREEN)
         self.clock.advance(60)
         self.engine.tick()  # the probe
-        self.engine.probe_answered(decode(udp(GREEN, "198.18.0.1", 1214, 2000, b"\x28pong")))
+        pong = b"\x28\0\0\0\0pong"
+        self.engine.probe_answered(decode(udp(GREEN, "198.18.0.1", 1214, 2000, pong)), "fasttrack")
         self.assertEqual(
             self.command(f"explain {GREEN}"),
             [
@@ -412,7 +415,7 @@ class ExplainTests(ControlTestCase):
                 'renewed at=2023-11-14T22:14:20Z protocol=FastTrack reason="answered a probe"'
                 f' packet="UDP {GREEN}:1214 -> 198.18.0.1:2000"',
                 "probes sent=1 answered=1 last=2023-11-14T22:14:20Z",
-                f"block 203.0.113.5:2000 client={GREEN} origin=udp revealed-by={GREEN}"
+                f"block 203.0.113.5:2000 client={GREEN} origin=fasttrack-udp revealed-by={GREEN}"
                 f" first-seen={NOW_ISO} last-seen={NOW_ISO}",
                 f"OK {GREEN}: locked until 2023-11-14T22:16:20Z, 1 blocks",
             ],
@@ -438,12 +441,12 @@ class ExplainTests(ControlTestCase):
             self.command("explain 203.0.113.5"),
             [
                 "address 203.0.113.5 outside allowed=no",
-                f"block 203.0.113.5:2000 client={GREEN} origin=udp revealed-by={GREEN}"
+                f"block 203.0.113.5:2000 client={GREEN} origin=fasttrack-udp revealed-by={GREEN}"
                 f" first-seen={NOW_ISO} last-seen={NOW_ISO}",
-                f"block 203.0.113.5:2000 client={OTHER_GREEN} origin=udp"
+                f"block 203.0.113.5:2000 client={OTHER_GREEN} origin=fasttrack-udp"
                 f" revealed-by={OTHER_GREEN} first-seen={later} last-seen={later}",
-                f"block 203.0.113.5:2000 client=* origin=udp revealed-by={GREEN},{OTHER_GREEN}"
-                f" first-seen={later} last-seen={later}",
+                f"block 203.0.113.5:2000 client=* origin=fasttrack-udp"
+                f" revealed-by={GREEN},{OTHER_GREEN} first-seen={later} last-seen={later}",
                 "block 203.0.113.5 client=* origin=dns name=www.winmx.com"
                 f" first-seen={later} last-seen={later}",
                 f"block 203.0.113.5:6699 client=* origin=manual first-seen={later}"
@@ -453,7 +456,7 @@ class ExplainTests(ControlTestCase):
         )
 
     def test_a_block_for_every_host_read_from_the_store_has_unknown_revealers(self) -> None:
-        self.engine.blocks.add(PEER, 2000, ANY_CLIENT, "udp", NOW)
+        self.engine.blocks.add(PEER, 2000, ANY_CLIENT, "fasttrack-udp", NOW)
         self.assertIn("revealed-by=unknown", self.command("explain 203.0.113.5")[1])
 
     def test_an_allowed_address_says_which_network_allows_it(self) -> None:

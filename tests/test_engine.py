@@ -5,7 +5,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from p2pwall.allow import AllowList, parse_network
-from p2pwall.detectors.fasttrack import build_pong, parse_hello
+from p2pwall.detectors.fasttrack import FastTrackDetector, build_pong, parse_hello
 from p2pwall.engine import TICK_ACTIONS
 from p2pwall.interfaces import IClientObserver, IDetector
 from p2pwall.neighbours import KernelNeighbours
@@ -71,7 +71,9 @@ class HelloTests(EngineTestCase):
         self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
         self.assertEqual(self.observer.calls, [("locked", packed(ROGUE))])
         events = self.engine.events
-        self.assertEqual(events.of("p"), [f"peer {PEER}:2000 learned (udp) from client {ROGUE}"])
+        self.assertEqual(
+            events.of("p"), [f"peer {PEER}:2000 learned (fasttrack-udp) from client {ROGUE}"]
+        )
         self.assertEqual(events.of("c"), [f"client {ROGUE} identified: FastTrack hello"])
         self.assertEqual(len(events.of("u")), 1)
 
@@ -90,7 +92,7 @@ class HelloTests(EngineTestCase):
         )
 
     def test_no_udp_block_accepts_hellos_without_spoofing(self) -> None:
-        self.engine.no_udp_block = True
+        self.engine = make_engine(self.clock, detectors=[FastTrackDetector(no_udp_block=True)])
         self.assertEqual(self.hello(), ACCEPT)
         self.assertEqual(self.send(udp(ROGUE, PEER, 1214, 2000, b"\x2a1234")), ACCEPT)
         self.assertEqual(self.engine.spoofer.sent, [])
@@ -344,6 +346,7 @@ class WantsForwardedUdp:
 
     name = "recorder"
     wants = frozenset({(UDP, Hook.FORWARD)})
+    origins = ()
 
     def __init__(self) -> None:
         self.asked: list[tuple[int, int]] = []
@@ -412,7 +415,7 @@ class ModeAndEventTests(EngineTestCase):
         self.assertTrue(self.engine.clients.is_locked(packed(ROGUE), self.clock.seconds()))
 
     def test_learning_never_blocks_green_addresses(self) -> None:
-        self.assertFalse(self.engine.learn(packed(USER), 0, ANY_CLIENT, "http"))
+        self.assertFalse(self.engine.learn(packed(USER), 0, ANY_CLIENT, "fasttrack-http"))
         self.assertEqual(len(self.engine.blocks), 0)
 
 
@@ -656,7 +659,7 @@ class AllowTests(EngineTestCase):
 
     def test_a_peer_named_in_a_header_inside_an_allowed_network_is_not_learned(self) -> None:
         self.engine.allowed = AllowList(["198.19.1.0/24"])
-        self.assertFalse(self.engine.learn(packed(PEER), 2000, packed(USER), "http"))
+        self.assertFalse(self.engine.learn(packed(PEER), 2000, packed(USER), "fasttrack-http"))
         self.assertEqual(len(self.engine.blocks), 0)
 
     def test_allowing_releases_the_clients_it_covers(self) -> None:

@@ -94,7 +94,8 @@ class RoutingTests(SynchronousTestCase):
 class ParseTests(SynchronousTestCase):
     def test_parse(self) -> None:
         self.assertEqual(parse_classes("uUtT", EVENT_CLASSES, "event"), frozenset("uUtT"))
-        self.assertEqual(parse_classes("A", DEBUG_CLASSES, "debug"), frozenset("daDthpl"))
+        self.assertEqual(parse_classes("A", DEBUG_CLASSES, "debug"), frozenset("tpl"))
+        self.assertEqual(parse_classes("A", {**DEBUG_CLASSES, "b": "more"}, "debug"), set("tplb"))
         self.assertEqual(parse_classes("-", DEBUG_CLASSES, "debug"), frozenset())
         with self.assertRaises(ValueError) as caught:
             parse_classes("pq", EVENT_CLASSES, "event")

@@ -35,14 +35,18 @@ import p2pwall
 from p2pwall import interfaces, netlink, nfqueue, testing
 from p2pwall.control import ControlProtocol
 from p2pwall.detectors.dns import DnsDetector
-from p2pwall.detectors.fasttrack import FastTrackDetector
+from p2pwall.detectors.fasttrack import FastTrackDetector, HelloProbe
 from p2pwall.events import EventLog
+from p2pwall.fragments import IRuleFragment
+from p2pwall.fragments.dns import DnsRules
+from p2pwall.fragments.fasttrack import FastTrackRules
 from p2pwall.handler import PacketHandler
 from p2pwall.hooks import CommandHooks
 from p2pwall.neighbours import KernelNeighbours
 from p2pwall.nfq_package import NetfilterQueueReader, NfqPacket
 from p2pwall.nfqueue import NativeReader
 from p2pwall.packet import ACCEPT
+from p2pwall.registry import REGISTRY
 from p2pwall.spoof import RawSpoofer
 from p2pwall.store import ClientDirectory
 
@@ -131,6 +135,13 @@ PROVIDERS: dict[str, tuple[Build, tuple[InterfaceClass, ...]]] = {
         (interfaces.IDetector,),
     ),
     "p2pwall.detectors.dns.DnsDetector": (lambda test: DnsDetector(), (interfaces.IDetector,)),
+    "p2pwall.detectors.fasttrack.HelloProbe": (
+        lambda test: HelloProbe(b"hello", 1214, 2000),
+        (interfaces.IProbe,),
+    ),
+    "p2pwall.engine.Engine": (lambda test: testing.make_engine(), (interfaces.IEngine,)),
+    "p2pwall.fragments.fasttrack.FastTrackRules": (lambda test: FastTrackRules(), (IRuleFragment,)),
+    "p2pwall.fragments.dns.DnsRules": (lambda test: DnsRules(), (IRuleFragment,)),
     "p2pwall.events.EventLog": (lambda test: EventLog(), (interfaces.IEventSink,)),
     "p2pwall.store.ClientDirectory": (
         lambda test: ClientDirectory(test.mktemp()),
@@ -157,6 +168,7 @@ PROVIDERS: dict[str, tuple[Build, tuple[InterfaceClass, ...]]] = {
         (interfaces.ISpoofer,),
     ),
     "p2pwall.testing.MemoryEvents": (lambda test: testing.MemoryEvents(), (interfaces.IEventSink,)),
+    "p2pwall.testing.FakeProbe": (lambda test: testing.FakeProbe(), (interfaces.IProbe,)),
     "p2pwall.testing.ThreadsReactor": (
         lambda test: testing.ThreadsReactor(),
         (IReactorTime, IReactorFDSet, IReactorCore),
@@ -200,6 +212,12 @@ class VerifyObjectTests(SynchronousTestCase):
             for iface in provided:
                 with self.subTest(provider=name, interface=iface.__name__):
                     verifyObject(iface, provider)
+
+    def test_every_registered_detector_class_is_a_detector_factory(self) -> None:
+        for entry in REGISTRY:
+            with self.subTest(detector=entry.name):
+                verifyObject(interfaces.IDetectorFactory, entry.detector)
+                self.assertEqual(entry.detector.name, entry.name)
 
     def test_threads_reactor_runs_call_from_thread_with_the_interface_signature(self) -> None:
         """It declares ``IReactorFromThreads``: its one addition fits the interface."""

@@ -118,7 +118,8 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(got[("p2pwall_clients", ())], 1)
         self.assertEqual(got[("p2pwall_clients_locked_total", ())], 1)
         self.assertEqual(got[("p2pwall_clients_capacity", ())], 100)
-        self.assertEqual(got[("p2pwall_dns_answers_total", ())], 0)
+        # A detector's counters are metrics where it runs: this engine has no DNS detector.
+        self.assertNotIn(("p2pwall_dns_answers_total", ()), got)
         self.assertEqual(got[("p2pwall_build_info", (("version", __version__),))], 1)
         self.assertEqual(got[("p2pwall_start_time_seconds", ())], 1_700_000_000.0)
 

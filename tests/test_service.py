@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall import service as service_module
 from p2pwall.daemon import StartFailed
+from p2pwall.detectors import dns as dns_module
 from p2pwall.errors import StartError
 from p2pwall.hooks import CommandHooks
 from p2pwall.metrics import MetricsSite
@@ -35,6 +36,7 @@ from p2pwall.service import (
 )
 from p2pwall.store import StoreFile
 from p2pwall.testing import (
+    ORIGINS,
     FakeKernelQueue,
     FakeNetfilterQueue,
     RecordingSpoofer,
@@ -175,7 +177,8 @@ class ServiceTests(DaemonCase):
         self.assertEqual(len(writes), 1)
         self.reactor.advance(5)
         self.assertEqual(len(writes), 2)
-        self.assertIn(f"198.19.1.1 1214 * udp {self.reactor.seconds() - 50:.0f}", store.read_text())
+        seen = self.reactor.seconds() - 50  # an older version's origin name, written anew
+        self.assertIn(f"198.19.1.1 1214 * fasttrack-udp {seen:.0f}", store.read_text())
         self.reactor.advance(5)
         service.stopService()
         self.assertEqual(len(writes), 2)
@@ -325,7 +328,7 @@ class StoreServiceTests(SynchronousTestCase):
         def peers() -> list[str]:
             return [line.split()[0] for line in path.read_text().splitlines()[1:]]
 
-        service = StoreService(StoreFile(path, 86400), engine, 5, clock, run=run)
+        service = StoreService(StoreFile(path, 86400, ORIGINS), engine, 5, clock, run=run)
         service.privilegedStartService()
         service.startService()
         engine.learn(packed("198.19.1.1"), 1214, b"", "udp")
@@ -630,7 +633,7 @@ class StartFailureTests(SynchronousTestCase):
         def broken(self) -> None:
             raise StartError("store file /x.names: is a directory")
 
-        self.patch(service_module.BannedNames, "load", broken)
+        self.patch(dns_module.BannedNames, "load", broken)
         with self.assertRaises(StartFailed) as caught:
             self.make()
         self.assertOneLine(caught.exception, "store file /x.names: is a directory")

@@ -24,15 +24,16 @@ from p2pwall.store import (
     parse_block,
     write_atomically,
 )
-from p2pwall.tables import ORIGINS, BlockTable
-from p2pwall.testing import packed
+from p2pwall.tables import BlockTable
+from p2pwall.testing import ORIGINS, packed
 
 ROOT = Path(__file__).resolve().parents[1]
 
 LOAD = (
     "from p2pwall.store import StoreFile\n"
     "from p2pwall.tables import BlockTable\n"
-    "StoreFile(sys.argv[1], 1e9).load(BlockTable(10), 1.0)\n"
+    "from p2pwall.testing import ORIGINS\n"
+    "StoreFile(sys.argv[1], 1e9, ORIGINS).load(BlockTable(10), 1.0)\n"
 )
 
 
@@ -70,12 +71,12 @@ class StoreFileTests(SynchronousTestCase):
 
     def test_round_trip(self) -> None:
         table = BlockTable(100)
-        table.add(packed("198.19.1.1"), 1214, b"", "udp", 1000.0)
+        table.add(packed("198.19.1.1"), 1214, b"", "fasttrack-udp", 1000.0)
         table.add(packed("2001:db8::7"), 0, packed("fd00::1"), "manual", 900.0)
         table.add(packed("198.19.2.1"), 0, b"", "dns", 990.0, name="www.winmx.com")
-        StoreFile(self.path, 3600).save(table, 1000.0)
+        StoreFile(self.path, 3600, ORIGINS).save(table, 1000.0)
         again = BlockTable(100)
-        self.assertEqual(StoreFile(self.path, 3600).load(again, 1001.0), 3)
+        self.assertEqual(StoreFile(self.path, 3600, ORIGINS).load(again, 1001.0), 3)
         self.assertEqual(
             {(k, b.origin, b.seen, b.name) for k, b in again.items()},
             {(k, b.origin, b.seen, b.name) for k, b in table.items()},
@@ -89,7 +90,7 @@ class StoreFileTests(SynchronousTestCase):
             "198.19.1.3 * * http 5000\n"
         )
         table = BlockTable(100)
-        self.assertEqual(StoreFile(self.path, 1000).load(table, 5500.0), 2)
+        self.assertEqual(StoreFile(self.path, 1000, ORIGINS).load(table, 5500.0), 2)
         self.assertEqual(
             {k[0] for k, _ in table.items()}, {packed("198.19.1.2"), packed("198.19.1.3")}
         )
@@ -100,7 +101,7 @@ class StoreFileTests(SynchronousTestCase):
             "198.19.1.4 * * udp 1\n\x00\xff\n"
         )
         table = BlockTable(100)
-        self.assertEqual(StoreFile(self.path, 1e9).load(table, 2.0), 1)
+        self.assertEqual(StoreFile(self.path, 1e9, ORIGINS).load(table, 2.0), 1)
 
     def test_load_adds_in_last_seen_order_so_pruning_stays_exact(self) -> None:
         self.path.write_text(
@@ -108,7 +109,7 @@ class StoreFileTests(SynchronousTestCase):
             "198.19.1.4 * * http 200\n"
         )
         table = BlockTable(100)
-        self.assertEqual(StoreFile(self.path, 1e9).load(table, 400.0), 4)
+        self.assertEqual(StoreFile(self.path, 1e9, ORIGINS).load(table, 400.0), 4)
         self.assertEqual(
             [k[0][3] for k, _ in table.items()],
             [2, 3, 4, 1],  # last octets, by last-seen
@@ -119,29 +120,41 @@ class StoreFileTests(SynchronousTestCase):
     def test_loaded_blocks_share_the_origin_strings(self) -> None:
         self.path.write_text("198.19.1.1 * * udp 1\n198.19.1.2 * * http 1\n")
         table = BlockTable(100)
-        StoreFile(self.path, 1e9).load(table, 2.0)
+        StoreFile(self.path, 1e9, ORIGINS).load(table, 2.0)
         for _key, block in table.items():  # not a string per line: memory, at a million lines
-            self.assertIs(block.origin, ORIGINS[ORIGINS.index(block.origin)])
+            known = ORIGINS.resolve(block.origin)
+            assert known is not None
+            self.assertIs(block.origin, known.name)
+
+    def test_origins_of_older_versions_load_under_their_new_names(self) -> None:
+        self.path.write_text("198.19.1.1 1214 * udp 1\n198.19.1.2 80 * http 1\n")
+        table = BlockTable(100)
+        StoreFile(self.path, 1e9, ORIGINS).load(table, 2.0)
+        origins = {key[0]: block.origin for key, block in table.items()}
+        self.assertEqual(
+            origins,
+            {packed("198.19.1.1"): "fasttrack-udp", packed("198.19.1.2"): "fasttrack-http"},
+        )
 
     def test_write_writes_the_snapshot(self) -> None:
         table = BlockTable(100)
-        table.add(packed("198.19.1.1"), 1214, b"", "udp", 1000.0)
-        table.add(packed("198.19.1.2"), 0, b"", "udp", 10.0)  # too old to be written
+        table.add(packed("198.19.1.1"), 1214, b"", "fasttrack-udp", 1000.0)
+        table.add(packed("198.19.1.2"), 0, b"", "fasttrack-udp", 10.0)  # too old to be written
         table.add(packed("fd00::9"), 0, packed("fd00::10"), "manual", 10.0)
         snapshot = table.snapshot()
         table.remove(packed("198.19.1.1"), 1214, b"")
-        table.add(packed("198.19.1.3"), 0, b"", "udp", 1000.0)
-        self.assertEqual(StoreFile(self.path, 100).write(snapshot, 1000.0), 2)
+        table.add(packed("198.19.1.3"), 0, b"", "fasttrack-udp", 1000.0)
+        self.assertEqual(StoreFile(self.path, 100, ORIGINS).write(snapshot, 1000.0), 2)
         self.assertEqual(
             self.path.read_text().splitlines()[1:],
-            ["198.19.1.1 1214 * udp 1000", "fd00::9 * fd00::10 manual 10"],
+            ["198.19.1.1 1214 * fasttrack-udp 1000", "fd00::9 * fd00::10 manual 10"],
         )
 
     def test_missing_file_is_empty(self) -> None:
-        self.assertEqual(StoreFile(self.path, 10).load(BlockTable(10), 0.0), 0)
+        self.assertEqual(StoreFile(self.path, 10, ORIGINS).load(BlockTable(10), 0.0), 0)
 
     def test_line_format(self) -> None:
-        entry = parse_block("2001:db8::1 80 fd00::10 manual 12 some name")
+        entry = parse_block("2001:db8::1 80 fd00::10 manual 12 some name", ORIGINS)
         self.assertEqual(format_block(entry), "2001:db8::1 80 fd00::10 manual 12 some name")
         for bad in (
             "1.2.3.4 * *",
@@ -152,7 +165,7 @@ class StoreFileTests(SynchronousTestCase):
             "1.2.3.4 * fd00::1 manual 1",
             "2001:db8::1 * 198.18.1.10 manual 1",
         ):
-            self.assertRaises(ValueError, parse_block, bad)
+            self.assertRaises(ValueError, parse_block, bad, ORIGINS)
 
     def test_atomic_write_leaves_no_temp_file_and_replaces(self) -> None:
         self.path.write_text("old")
@@ -176,7 +189,7 @@ class StoreFileGuardTests(SynchronousTestCase):
         self.path = self.dir / "peers"
 
     def load(self, path: Path, table: BlockTable | None = None, **context) -> int:
-        return StoreFile(path, 1e9).load(
+        return StoreFile(path, 1e9, ORIGINS).load(
             BlockTable(100) if table is None else table, 10_000.0, **context
         )
 
@@ -194,10 +207,10 @@ class StoreFileGuardTests(SynchronousTestCase):
         path = self.dir / "missing" / "peers"
         error = self.assertRaises(StartError, self.load, path)
         self.assertEqual(str(error), f"store file {path}: directory {path.parent} does not exist")
-        self.assertRaises(StartError, StoreFile(self.path / "x", 1).check)  # under a file
+        self.assertRaises(StartError, StoreFile(self.path / "x", 1, ORIGINS).check)  # under a file
 
     def test_a_missing_file_in_a_usable_directory_is_empty(self) -> None:
-        StoreFile(self.path, 1).check()
+        StoreFile(self.path, 1, ORIGINS).check()
         self.assertEqual(self.load(self.path), 0)
 
     def test_an_unreadable_file_is_a_start_error(self) -> None:

@@ -3,8 +3,9 @@
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall import tables
+from p2pwall.origins import Protocol
 from p2pwall.tables import ANY_CLIENT, ANY_PORT, BlockTable, LockTable
-from p2pwall.testing import packed
+from p2pwall.testing import FakeProbe, packed
 
 PEER = packed("198.19.1.1")
 CLIENT = packed("198.18.1.10")
@@ -236,7 +237,7 @@ class LockTableTests(SynchronousTestCase):
         table = LockTable(10, 100)
         client, _ = table.lock(CLIENT, 0.0)
         assert client is not None
-        table.note_hello(client, b"hello", 1214, 2000)
+        table.set_probe(client, FakeProbe())
         self.assertEqual(list(table.due(4.9)), [])
         (probe,) = table.due(5.0)
         self.assertEqual((probe.action, client.last_probe), ("probe", 5.0))
@@ -248,7 +249,7 @@ class LockTableTests(SynchronousTestCase):
         table = LockTable(10, 100)
         client, _ = table.lock(CLIENT, 0.0)
         assert client is not None
-        table.note_hello(client, b"hello", 1214, 2000)
+        table.set_probe(client, FakeProbe())
         now = 0.0
         probes = 0
         for _ in range(20):
@@ -260,12 +261,22 @@ class LockTableTests(SynchronousTestCase):
         self.assertTrue(table.is_locked(CLIENT, now))
         self.assertGreaterEqual(probes, 3)
 
-    def test_hello_after_lock_schedules_the_probe_early(self) -> None:
+    def test_probe_given_after_lock_is_scheduled_early(self) -> None:
         table = LockTable(10, 100)
         client, _ = table.lock(CLIENT, 0.0)
         assert client is not None
-        table.note_hello(client, b"hello", 1214, 2000)
+        table.set_probe(client, FakeProbe())
         self.assertEqual([d.action for d in table.due(5.0)], ["probe"])
+
+    def test_one_probe_per_protocol_family(self) -> None:
+        table = LockTable(10, 100)
+        client, _ = table.lock(CLIENT, 0.0)
+        assert client is not None
+        first, again = FakeProbe(port=1), FakeProbe(port=2)
+        other = FakeProbe(protocol=Protocol("Other", "other"))
+        for probe in (first, other, again):
+            table.set_probe(client, probe)
+        self.assertEqual(client.probes, {"test": again, "other": other})
 
     def test_expiry_work_is_proportional_to_what_is_due(self) -> None:
         table = LockTable(100, 100_000)
@@ -297,7 +308,7 @@ class LockTableTests(SynchronousTestCase):
         table = LockTable(10, 100)
         probed, _ = table.lock(CLIENT, 0.0)
         assert probed is not None
-        table.note_hello(probed, b"hello", 1214, 2000)
+        table.set_probe(probed, FakeProbe())
         table.lock(OTHER, -4.0)  # expires at 6.0, after the probe fell due at 5.0
         actions = [(due.action, due.client.addr) for due in table.due(6.0, probes=0)]
         self.assertEqual(actions, [("expire", OTHER)])

@@ -22,21 +22,20 @@ import os
 import struct
 from collections.abc import Mapping
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
+from typing import Any
 
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from .. import dnswire
 from ..budget import TokenBuckets
-from ..interfaces import IDetector, IEventSink
+from ..coerce import number
+from ..interfaces import IDetector, IDetectorFactory, IEngine, IEventSink
 from ..names import BannedNames
+from ..origins import Origin
 from ..packet import TCP, UDP, Hook, Packet, Verdict, addr_text
 from ..tables import ANY_CLIENT, ANY_PORT
 from .patterns import PatternSet, load_patterns
-
-if TYPE_CHECKING:
-    from ..engine import Engine
 
 DNS_PORT = 53
 BANNED = "ban-dns-name"
@@ -54,7 +53,9 @@ _ALL_HOSTS = 8
 _GATEWAY = b""
 
 _HOOKS = frozenset((Hook.FORWARD, Hook.INPUT))
-_DEBUG_CLASSES = "daD"
+# DNS-trained blocks drop, on every port, for every host (the answers come from the outside and
+# the names from the admin), and lock nobody: a browser may well look up a P2P site.
+DNS_ORIGIN = Origin("dns", any_port=True)
 _TCP_LENGTH = struct.Struct("!H")
 
 log = Logger()
@@ -79,6 +80,7 @@ def cname_chain(name: str, cnames: Mapping[str, str]) -> list[str]:
     return chain
 
 
+@provider(IDetectorFactory)
 @implementer(IDetector)
 class DnsDetector:
     """Trains the block list from DNS answers queued from FORWARD and INPUT.
@@ -92,6 +94,30 @@ class DnsDetector:
     wants = frozenset((proto, hook) for proto in (UDP, TCP) for hook in _HOOKS)
 
     name = "dns"
+    origins = (DNS_ORIGIN,)
+    opt_flags: list[list[Any]] = []
+    opt_parameters = [
+        ["dns-patterns", "D", None, "DNS training file: regex patterns and .wsx paths."],
+        ["dns-budget", None, BUDGET, "Bytes of DNS answers read per second for each green "
+         "host (the rest pass unread, training nothing).", number(int, "dns-budget", 512, 1 << 30)],
+    ]  # fmt: skip
+    debug_classes = {"d": "DNS questions", "a": "DNS answers", "D": "all DNS packet information"}
+    counters = (
+        ("dns_answers", "dns_answers", "DNS answers given the DNS pass."),
+        ("dns_malformed", "dns_malformed", "DNS answers that did not read as DNS."),
+        ("dns_from_green", "dns_from_green", "DNS answers from a green host (not trained on)."),
+        ("dns_over_budget", "dns_over_budget", "DNS answers passed unread over --dns-budget."),
+        ("dns_reads", "dns_reads", "DNS answers read (parsed) to train or to debug."),
+    )
+
+    @classmethod
+    def from_options(cls, options: Any) -> DnsDetector:
+        """Banned names are wired even without ``-D``, so ``ban-dns-name`` works
+        (p2pwall-rules queues DNS answers anyway); they are kept next to the store file."""
+        store = options["store-file"]
+        banned = BannedNames(f"{store}.names" if store else None)
+        banned.load()
+        return cls(options["dns-patterns"], banned, budget=options["dns-budget"])
 
     def __init__(
         self,
@@ -106,13 +132,15 @@ class DnsDetector:
         self._hosts = TokenBuckets(budget, burst)
         self._all = TokenBuckets(budget * _ALL_HOSTS, burst * _ALL_HOSTS, max_keys=1)
 
-    def reload(self, engine: Engine) -> list[str]:
+    def reload(self, engine: IEngine) -> list[str]:
         """(Re-)read the patterns file and block its .wsx literal IPs (on their listed port);
-        return the problems, which are logged too.
+        return the problems, which are logged too. Without a file (no ``-D``), nothing.
 
         Learned blocks stay. A file that cannot be read at all keeps the patterns in use, so a
         file missing for a moment while it is edited does not turn training off.
         """
+        if not self.path:
+            return []
         loaded = load_patterns(self.path)
         problems = list(loaded.problems)
         if loaded.sources or not self.patterns.sources:
@@ -123,7 +151,7 @@ class DnsDetector:
             log.warn("{problem}", problem=problem)
         patterns = self.patterns
         for address, port in patterns.ips:
-            engine.learn(address.packed, port, ANY_CLIENT, "dns", name=WSX)
+            engine.learn(address.packed, port, ANY_CLIENT, DNS_ORIGIN.name, name=WSX)
         log.info(
             "DNS training from {path}: {patterns} patterns, {names} .wsx names, {ips} .wsx IPs",
             path=self.path,
@@ -139,7 +167,7 @@ class DnsDetector:
             return BANNED
         return self.patterns.matches(name)
 
-    def inspect(self, packet: Packet, hook: int, engine: Engine) -> Verdict | None:
+    def inspect(self, packet: Packet, hook: int, engine: IEngine) -> Verdict | None:
         """Accept every DNS answer from outside, training on it first.
 
         Returning ACCEPT keeps the generic rules away from the answer, so a DNS server is never
@@ -154,7 +182,7 @@ class DnsDetector:
         if packet.sport != DNS_PORT or hook not in _HOOKS:
             return None
         if packet.indev in engine.green_ifindexes or packet.src in engine.green:
-            engine.stats["dns_from_green"] += 1
+            engine.count("dns_from_green")
             return None
         if hook == Hook.FORWARD and packet.dst not in engine.green:
             return None  # answers come in to green hosts; outbound "answers" get no free pass
@@ -169,10 +197,10 @@ class DnsDetector:
                 return self._passed(header, engine)
             started = perf_counter_ns()
             dns = dnswire.read(message)
-            engine.stats["dns_read_ns"] += perf_counter_ns() - started
-            engine.stats["dns_reads"] += 1
+            engine.count("dns_read_ns", perf_counter_ns() - started)
+            engine.count("dns_reads")
         except dnswire.Malformed as error:
-            engine.stats["dns_malformed"] += 1
+            engine.count("dns_malformed")
             engine.events.debug(
                 "D",
                 "malformed DNS message from {server}, {size} bytes: {error}",
@@ -195,15 +223,15 @@ class DnsDetector:
             patterns.patterns
             or patterns.names
             or len(self.banned)
-            or any(events.wants_debug(cls) for cls in _DEBUG_CLASSES)
+            or any(events.wants_debug(cls) for cls in self.debug_classes)
         )
 
-    def _within_budget(self, packet: Packet, hook: int, size: int, engine: Engine) -> bool:
+    def _within_budget(self, packet: Packet, hook: int, size: int, engine: IEngine) -> bool:
         host = packet.dst if hook == Hook.FORWARD else _GATEWAY
         now = engine.clock.seconds()
         if self._hosts.charge(host, size, now) and self._all.charge(None, size, now):
             return True
-        engine.stats["dns_over_budget"] += 1
+        engine.count("dns_over_budget")
         engine.events.debug(
             "D",
             "DNS answer from {server} to {host} not read: over the budget",
@@ -213,14 +241,14 @@ class DnsDetector:
         return False
 
     @staticmethod
-    def _passed(header: dnswire.Header, engine: Engine) -> Verdict | None:
+    def _passed(header: dnswire.Header, engine: IEngine) -> Verdict | None:
         """The pass for a response; a query from port 53 is no answer and gets none."""
         if not header.qr:
             return None
-        engine.stats["dns_answers"] += 1
+        engine.count("dns_answers")
         return Verdict.ACCEPT
 
-    def _train(self, dns: dnswire.Message, engine: Engine) -> None:
+    def _train(self, dns: dnswire.Message, engine: IEngine) -> None:
         cnames: dict[str, str] = {}
         addresses: dict[str, list[bytes]] = {}
         for rr in dns.answers:
@@ -243,7 +271,7 @@ class DnsDetector:
             engine.events.debug("D", "{name} trains the block list ({why})", name=name, why=why)
             for owner in chain:
                 for address in addresses.get(owner, ()):
-                    engine.learn(address, ANY_PORT, ANY_CLIENT, "dns", name=name)
+                    engine.learn(address, ANY_PORT, ANY_CLIENT, DNS_ORIGIN.name, name=name)
 
 
 def _debug(dns: dnswire.Message, server: str, events: IEventSink) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
-from ..interfaces import IDetector
+from ..interfaces import IDetector, IDetectorFactory, IEngine, IProbe
+from ..origins import Origin, Protocol
 from ..packet import ACCEPT, DROP, FORWARD, INPUT, TCP, UDP, Packet, Verdict, addr_text
 
 HELLO = 0x27
@@ -25,14 +27,48 @@ _MAX_HELLO = 7 + 32
 _NAME_CHARS = bytes(range(0x21, 0x7F))
 _HTTP_PEEK = 4096
 _DOWNLOAD_FIRST_BYTES = frozenset(b"G")
+
+FASTTRACK = Protocol("FastTrack", "fasttrack")
 # A hello or a download to a well-known service port (DNS, NTP, HTTPS...) names no FastTrack
-# peer, even for the host that sent it. Kazaa does listen on 80.
+# peer, even for the host that sent it. Kazaa does listen on 80. Store files before the
+# protocol-neutral core called these origins "udp" and "http".
 _LOW_FASTTRACK_PORTS = frozenset((80,))
 
 
-def learnable_port(port: int) -> bool:
-    """Whether a FastTrack peer may be learned on ``port``."""
-    return port >= 1024 or port in _LOW_FASTTRACK_PORTS
+def fasttrack_origins(udp_passes: bool = False) -> tuple[Origin, Origin]:
+    """The origins of peers learned from hellos and from downloads; ``udp_passes`` (``-n``)
+    lets UDP to them through, as ftwall's ``-n`` does."""
+
+    def origin(name: str, alias: str) -> Origin:
+        return Origin(
+            name,
+            FASTTRACK,
+            locks=True,
+            low_ports=_LOW_FASTTRACK_PORTS,
+            drops_udp=not udp_passes,
+            aliases=(alias,),
+        )
+
+    return origin("fasttrack-udp", "udp"), origin("fasttrack-http", "http")
+
+
+@implementer(IProbe)
+class HelloProbe:
+    """ftwall's probe: a copy of the client's own hello, from the port of the peer it last
+    greeted (where the rules queue its pong to the gateway)."""
+
+    protocol = FASTTRACK
+
+    def __init__(self, hello: bytes, port: int, source_port: int) -> None:
+        self.hello = hello
+        self.port = port
+        self.source_port = source_port
+
+    def payload(self) -> bytes:
+        return self.hello
+
+    def answers(self, packet: Packet) -> bool:
+        return packet.dport == self.source_port and is_pong(packet.payload)
 
 
 @dataclass(frozen=True)
@@ -138,11 +174,12 @@ def _endpoint(value: str | None, header: str) -> tuple[bytes, int, str] | None:
     return addr.packed, int(port), header
 
 
-def _outbound(packet: Packet, engine) -> bool:
+def _outbound(packet: Packet, engine: IEngine) -> bool:
     """From a green client to the outside: FastTrack between green hosts is not our business."""
     return packet.src in engine.green and packet.dst not in engine.green
 
 
+@provider(IDetectorFactory)
 @implementer(IDetector)
 class FastTrackDetector:
     """ftwall's FastTrack rules: hellos, probe replies and the HTTP safety net."""
@@ -150,8 +187,29 @@ class FastTrackDetector:
     name = "fasttrack"
     # Hellos (UDP, forwarded), probe replies (UDP to the gateway), download starts (TCP).
     wants = frozenset(((UDP, FORWARD), (UDP, INPUT), (TCP, FORWARD)))
+    opt_flags = [["no-udp-block", "n", "Do not drop FastTrack UDP (testing only, as ftwall -n)."]]
+    opt_parameters: list[list[Any]] = []
+    debug_classes = {"h": "FastTrack HTTP headers"}
+    counters = (
+        ("spoofs", "spoofs", "Forged pongs sent to FastTrack hellos."),
+        ("spoofs_skipped", "spoofs_skipped", "Hellos left unanswered over --max-spoofs."),
+        ("would_spoof", "dry_run_spoofs", "Pongs not sent in dry-run mode."),
+    )
 
-    def inspect(self, packet: Packet, hook: int, engine) -> Verdict | None:
+    def __init__(self, no_udp_block: bool = False) -> None:
+        """``no_udp_block`` (``-n``): hellos and UDP to FastTrack peers pass."""
+        self.no_udp_block = no_udp_block
+        self.origins = fasttrack_origins(no_udp_block)
+        self.udp_origin, self.http_origin = self.origins
+
+    @classmethod
+    def from_options(cls, options: Any) -> FastTrackDetector:
+        return cls(no_udp_block=bool(options["no-udp-block"]))
+
+    def reload(self, engine: IEngine) -> list[str]:
+        return []
+
+    def inspect(self, packet: Packet, hook: int, engine: IEngine) -> Verdict | None:
         payload = packet.payload
         if len(payload) < 5:
             return None
@@ -163,31 +221,31 @@ class FastTrackDetector:
             return self._download(packet, engine)
         return None
 
-    def _hello(self, packet: Packet, engine) -> Verdict | None:
+    def _hello(self, packet: Packet, engine: IEngine) -> Verdict | None:
         hello = parse_hello(packet.payload)
         if hello is None or not _outbound(packet, engine):
             return None
         if not engine.evidence(packet):
             return DROP  # forged: not answered, nothing learned, nobody locked
-        learnable = learnable_port(packet.dport)
-        if learnable:
-            engine.learn_from(packet, packet.dst, packet.dport, "udp")
-        client = engine.lock(packet.src, "FastTrack hello", packet)
-        if client is not None and learnable:
+        origin = self.udp_origin
+        engine.learn_from(packet, packet.dst, packet.dport, origin)
+        client = engine.lock(packet.src, "FastTrack hello", packet, FASTTRACK)
+        if client is not None and origin.learnable(packet.dport):
             # The probe comes from the greeted peer's port; the rules queue replies to the
             # gateway only on such ports (never DNS, DHCP or NTP on the gateway).
-            engine.clients.note_hello(client, bytes(packet.payload), packet.sport, packet.dport)
-        if engine.no_udp_block:
+            probe = HelloProbe(bytes(packet.payload), packet.sport, packet.dport)
+            engine.probe_with(packet.src, probe)
+        if self.no_udp_block:
             return ACCEPT
         engine.spoof(packet.dst, packet.dport, packet.src, packet.sport, build_pong(hello))
         return DROP
 
-    def _probe_reply(self, packet: Packet, engine) -> Verdict | None:
-        if is_pong(packet.payload) and engine.probe_answered(packet):
+    def _probe_reply(self, packet: Packet, engine: IEngine) -> Verdict | None:
+        if engine.probe_answered(packet, FASTTRACK.family):
             return DROP
         return None
 
-    def _download(self, packet: Packet, engine) -> Verdict | None:
+    def _download(self, packet: Packet, engine: IEngine) -> Verdict | None:
         download = parse_download(packet.payload)
         if download is None or not _outbound(packet, engine):
             return None
@@ -200,10 +258,9 @@ class FastTrackDetector:
         )
         if not engine.evidence(packet):
             return DROP
-        if learnable_port(packet.dport):
-            engine.learn_from(packet, packet.dst, packet.dport, "http")
+        origin = self.http_origin
+        engine.learn_from(packet, packet.dst, packet.dport, origin)
         for addr, port, header in download.named:
-            if learnable_port(port):
-                engine.learn_from(packet, addr, port, "http", name=header)
-        engine.lock(packet.src, "FastTrack HTTP download", packet)
+            engine.learn_from(packet, addr, port, origin, name=header)
+        engine.lock(packet.src, "FastTrack HTTP download", packet, FASTTRACK)
         return DROP

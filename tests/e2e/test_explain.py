@@ -29,7 +29,9 @@ class SeeWhyUndoAllowTests(LabCase):
         self.assertTrue(explained[1].startswith("lock locked until="), explained)
         self.assertIn('reason="FastTrack hello"', explained[2])
         self.assertIn(f"-> {peer}:{PEER_PORT}", explained[2])
-        self.assertIn(f"block {peer}:{PEER_PORT} client={ROGUE} origin=udp", "\n".join(explained))
+        self.assertIn(
+            f"block {peer}:{PEER_PORT} client={ROGUE} origin=fasttrack-udp", "\n".join(explained)
+        )
         self.assertTrue(explained[-1].startswith(f"OK {ROGUE}: locked until "), explained)
         outside = gateway.ctl(f"explain {peer}").stdout.splitlines()
         self.assertEqual(outside[0], f"address {peer} outside allowed=no")

@@ -32,7 +32,7 @@ class KazaaProofTests(LabCase):
         self.assertGreater(sum(report["connects_tried"].values()), 20)
         log = gateway.read_log()
         self.assertIn("client 198.18.1.10 identified: FastTrack hello", log)
-        self.assertGreaterEqual(log.count("learned (udp) from client 198.18.1.10"), 20)
+        self.assertGreaterEqual(log.count("learned (fasttrack-udp) from client 198.18.1.10"), 20)
         self.assertIn("(time lock)", log)
         self.assertGreaterEqual(
             log.count("probe answered by 198.18.1.10"), 4, "the lock lives on answered probes"
@@ -114,7 +114,9 @@ class HttpSafetyNetTests(LabCase):
             "198.18.1.10",
             log,
         )
-        self.assertIn(f"peer {peers[0][0]}:{PEER_PORT} learned (http) from client 198.18.1.10", log)
+        self.assertIn(
+            f"peer {peers[0][0]}:{PEER_PORT} learned (fasttrack-http) from client 198.18.1.10", log
+        )
         self.assertNotIn("peer 198.18.1.10", log, "a green address must never be blocked")
         self.assertFalse(self.web_ok("rogue"))
         self.assertTrue(self.tcp_ok("user", *peers[0]), "what rogue revealed blocks rogue only")
