@@ -439,7 +439,8 @@ def judge(result: RunResult) -> list[str]:
     """Why a row fails issue 11 §4 (empty: it passes).
 
     control: complete, user without failures. blocked and resume: 0 pieces and at most one
-    piece received (resume: on the wire to the client after the daemon started), identified
+    piece received (resume: incomplete, and at most one piece's bytes on the wire to the client
+    after the daemon started, whatever it had before), identified
     within 2 s of the first cleartext packet, user without failures and never named, locked
     with probes answered at the end, web back within the lock plus one probe interval (half the
     lock) plus 3 s of measuring slack.
@@ -452,8 +453,9 @@ def judge(result: RunResult) -> list[str]:
         if not result.complete:
             why.append("did not complete")
         return why
-    received = result.wire_in if result.kind == "resume" else result.received
-    if result.complete or result.pieces:
+    resume = result.kind == "resume"
+    received = result.wire_in if resume else result.received
+    if result.complete or (result.pieces and not resume):
         why.append(f"{result.pieces} pieces completed")
     if received is None or received > MAX_RECEIVED:
         why.append(f"received {received} bytes")

@@ -127,9 +127,11 @@ class JudgeTests(SynchronousTestCase):
         self.assertEqual(judge(row), [])
 
     def test_resume_counts_the_wire_after_the_daemon_started(self) -> None:
-        row = blocked(kind="resume", received=5_000_000, wire_in=1000)
+        row = blocked(kind="resume", received=5_000_000, pieces=19, wire_in=1000)
         self.assertEqual(judge(row), [])
         self.assertEqual(judge(dataclasses.replace(row, wire_in=10**6)), ["received 1000000 bytes"])
+        complete = dataclasses.replace(row, complete=True)
+        self.assertEqual(judge(complete), ["19 pieces completed"])
 
     def test_control_needs_completion_and_a_quiet_user(self) -> None:
         control = RunResult("aria2", "http", "control", True, 20, 80, 3.0, "exit 0", 0)
