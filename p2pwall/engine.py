@@ -282,6 +282,16 @@ class Engine:
             )
         return new
 
+    def learn_for(self, client: bytes, peer: bytes, port: int, origin: Origin) -> bool:
+        """Block ``peer:port`` for ``client`` alone: a peer named by a reply the client
+        received from an untrusted host (a tracker, a DHT node). Never for every host, however
+        many clients hear of it (one outside host can answer them all), and only on ports the
+        origin may learn; the reply must come to a green client from outside (the caller's
+        check)."""
+        if not port or not origin.learnable(port) or client not in self.green:
+            return False
+        return self.learn(peer, port, client, origin.name, seen_from=client)
+
     def block(self, peer: bytes, port: int = 0, client: bytes = ANY_CLIENT) -> bool:
         """An admin's block: kept until unblocked, never evicted or aged out."""
         return self.blocks.add(peer, port, client, MANUAL_NAME, self.clock.seconds())
@@ -309,8 +319,9 @@ class Engine:
         if client is None:
             return None
         name = protocol.name if protocol is not None else "manual"
-        if protocol is not None and protocol.locks_udp:
-            client.locks_udp = True
+        if protocol is not None:
+            client.protocols.add(name)
+            client.locks_udp = client.locks_udp or protocol.locks_udp
         client.renewed = (
             (now, name, reason, packet.proto, packet.sport, packet.dst, packet.dport)
             if packet is not None
@@ -365,6 +376,20 @@ class Engine:
         client = self.clients.get(addr)
         if client is not None:
             self.clients.set_probe(client, probe)
+
+    def probe_of(self, addr: bytes, family: str) -> IProbe | None:
+        """The probe ``addr`` gets for protocol ``family``, if it is a locked client with one."""
+        client = self.clients.get(addr)
+        return client.probes.get(family) if client is not None else None
+
+    def is_locked_for(self, addr: bytes, protocol: str) -> bool:
+        """Whether ``addr`` holds a running lock it got by speaking ``protocol`` (a name)."""
+        client = self.clients.get(addr)
+        return (
+            client is not None
+            and client.until > self.clock.seconds()
+            and protocol in client.protocols
+        )
 
     def probe_answered(self, packet: Packet, family: str) -> bool:
         """A probed client replied: its P2P client still runs, so its lock starts again.

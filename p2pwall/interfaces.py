@@ -82,6 +82,10 @@ class IEngine(Interface):
         """Block ``peer:port`` (an ``Origin``'s learnable port) for the host that sent
         ``packet``; for every host once a second host reveals it too."""
 
+    def learn_for(client, peer, port, origin):
+        """Block ``peer:port`` (an ``Origin``'s learnable port) for ``client`` alone: a peer
+        named in a reply from an untrusted outside host to ``client``."""
+
     def lock(addr, reason, packet=None, protocol=None):
         """(Re)start ``addr``'s time lock for ``protocol`` (an ``origins.Protocol``); the
         client, or ``None`` when nothing was locked."""
@@ -89,6 +93,12 @@ class IEngine(Interface):
     def probe_with(addr, probe):
         """Probe the locked client ``addr`` with ``probe`` (an ``IProbe``), replacing the
         probe of the same protocol family."""
+
+    def probe_of(addr, family):
+        """The ``IProbe`` of protocol ``family`` the locked client ``addr`` gets, or None."""
+
+    def is_locked_for(addr, protocol):
+        """Whether ``addr`` holds a running lock it got by speaking ``protocol`` (a name)."""
 
     def probe_answered(packet, family):
         """Whether ``packet`` answers the last probe of ``family`` sent to its source; if so

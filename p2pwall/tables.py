@@ -288,16 +288,17 @@ class Client:
     """A green host identified as a P2P client, with its time lock and probe state.
 
     ``probes`` holds one ``IProbe`` per protocol family the client was seen speaking (the
-    detectors give them); ``locks_udp`` is set once it is locked for a protocol whose lock
-    covers new UDP flows. ``probes_sent`` is counted by whoever sends the probes
-    ``LockTable.due`` asks for (the engine, which sends none in dry-run mode); ``last_probe``
-    is when they were asked for."""
+    detectors give them), ``protocols`` the names of the protocols it was locked for;
+    ``locks_udp`` is set once it is locked for a protocol whose lock covers new UDP flows.
+    ``probes_sent`` is counted by whoever sends the probes ``LockTable.due`` asks for (the
+    engine, which sends none in dry-run mode); ``last_probe`` is when they were asked for."""
 
     __slots__ = (
         "addr",
         "until",
         "since",
         "probes",
+        "protocols",
         "locks_udp",
         "probed_for",
         "last_probe",
@@ -314,6 +315,7 @@ class Client:
         self.since = now
         self.until = now
         self.probes: dict[str, IProbe] = {}
+        self.protocols: set[str] = set()
         self.locks_udp = False
         self.probed_for = -1.0
         self.last_probe: float | None = None

@@ -34,10 +34,12 @@ from zope.interface.verify import verifyClass, verifyObject
 import p2pwall
 from p2pwall import interfaces, netlink, nfqueue, testing
 from p2pwall.control import ControlProtocol
+from p2pwall.detectors.bittorrent import BitTorrentDetector, PingProbe
 from p2pwall.detectors.dns import DnsDetector
 from p2pwall.detectors.fasttrack import FastTrackDetector, HelloProbe
 from p2pwall.events import EventLog
 from p2pwall.fragments import IRuleFragment
+from p2pwall.fragments.bittorrent import BitTorrentRules
 from p2pwall.fragments.dns import DnsRules
 from p2pwall.fragments.fasttrack import FastTrackRules
 from p2pwall.handler import PacketHandler
@@ -138,6 +140,15 @@ PROVIDERS: dict[str, tuple[Build, tuple[InterfaceClass, ...]]] = {
     "p2pwall.detectors.fasttrack.HelloProbe": (
         lambda test: HelloProbe(b"hello", 1214, 2000),
         (interfaces.IProbe,),
+    ),
+    "p2pwall.detectors.bittorrent.BitTorrentDetector": (
+        lambda test: BitTorrentDetector(),
+        (interfaces.IDetector,),
+    ),
+    "p2pwall.detectors.bittorrent.PingProbe": (lambda test: PingProbe(6881), (interfaces.IProbe,)),
+    "p2pwall.fragments.bittorrent.BitTorrentRules": (
+        lambda test: BitTorrentRules(),
+        (IRuleFragment,),
     ),
     "p2pwall.engine.Engine": (lambda test: testing.make_engine(), (interfaces.IEngine,)),
     "p2pwall.fragments.fasttrack.FastTrackRules": (lambda test: FastTrackRules(), (IRuleFragment,)),
