@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .detectors.bittorrent import BitTorrentDetector
 from .detectors.dns import DnsDetector
 from .detectors.fasttrack import FastTrackDetector
+from .fragments.bittorrent import BitTorrentRules
 from .fragments.dns import DnsRules
 from .fragments.fasttrack import FastTrackRules
 
@@ -26,5 +28,6 @@ class Entry:
 
 REGISTRY: tuple[Entry, ...] = (
     Entry("fasttrack", FastTrackDetector, FastTrackRules),
+    Entry("bittorrent", BitTorrentDetector, BitTorrentRules),
     Entry("dns", DnsDetector, DnsRules),
 )

@@ -3,6 +3,7 @@ accepts it, applied twice, upgraded and deleted."""
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import uuid
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pwall.fragments.fasttrack import DOWNLOAD_MARKERS
+from p2pwall.fragments import FORWARD, INPUT, Rules
+from p2pwall.fragments.dns import DnsRules
+from p2pwall.registry import REGISTRY
 from p2pwall.tools.rules import Options, RuleSet, main, render
 
 
@@ -18,6 +21,15 @@ def rendered(*argv: str) -> str:
     options = Options()
     options.parseOptions(list(argv))
     return render(options)
+
+
+# Option sets that change the rules' text, each loaded into the kernel by the tests below.
+VARIANTS = (
+    ("--udp-packets", "0"),
+    ("--no-bypass", "--per-source-limit", "0"),
+    *[(f"--{name}",) for entry in REGISTRY for name, _ in entry.rules.flags],
+    tuple(f"--{name}" for entry in REGISTRY for name, _ in entry.rules.flags),
+)
 
 
 def v4_lines(text: str) -> list[str]:
@@ -94,11 +106,11 @@ class RuleTextTests(SynchronousTestCase):
         ])  # fmt: skip
         flushes = [index for index, line in enumerate(v4) if " -t mangle -F " in line]
         removals = [index for index, line in enumerate(v4) if " -t mangle -X " in line]
-        self.assertEqual(len(flushes), 4)
+        self.assertEqual(len(flushes), 5, "fwd, in, dl, BitTorrent's bt, lim")
         self.assertLess(max(flushes), min(removals), "no chain is removed while one jumps to it")
 
     def test_dns_answers_only_from_outside_in_the_reply_direction(self) -> None:
-        chains = RuleSet(("g0", "g1")).iptables_chains()
+        chains = RuleSet(("g0", "g1"), fragments=(DnsRules(),)).iptables_chains()
         for chain in ("p2pwall-fwd", "p2pwall-in"):
             rules = chains[chain]
             answers = [index for index, rule in enumerate(rules) if "REPLY" in rule]
@@ -119,7 +131,7 @@ class RuleTextTests(SynchronousTestCase):
         rules = chains["p2pwall-fwd"] + chains["p2pwall-in"]
         from_green = [rule for rule in rules if rule[:2] == ["-i", "g0"]
                       and rule[-1] != "RETURN" and rule[4] != "--syn"]  # fmt: skip
-        self.assertEqual(len(from_green), 3)
+        self.assertEqual(len(from_green), 4, "UDP, early data, both probe replies")
         for rule in from_green:
             self.assertIn("-m conntrack --ctdir ORIGINAL -j", " ".join(rule))
 
@@ -135,7 +147,7 @@ class RuleTextTests(SynchronousTestCase):
         chains = RuleSet(("g0",), bypass=False).iptables_chains()
         answers = [rule for rule in chains["p2pwall-fwd"] + chains["p2pwall-in"]
                    if "REPLY" in rule]  # fmt: skip
-        self.assertEqual(len(answers), 3)
+        self.assertEqual(len(answers), 5, "DNS's 3, BitTorrent's 2")
         self.assertTrue(all(rule[-1] == "--queue-bypass" for rule in answers))
         self.assertEqual(chains["p2pwall-lim"][-1], ["-j", "NFQUEUE", "--queue-num", "0"])
 
@@ -149,10 +161,13 @@ class RuleTextTests(SynchronousTestCase):
         self.assertIn(["--hashlimit-srcmask", "64"],
                       [rule[8:10] for rule in RuleSet(("g0",)).iptables_chains(ipv6=True)
                        ["p2pwall-lim"]])  # fmt: skip
-        for chain in ("p2pwall-fwd", "p2pwall-in", "p2pwall-dl"):
+        for chain in ("p2pwall-fwd", "p2pwall-in", "p2pwall-dl", "p2pwall-bt"):
             for rule in chains[chain]:
-                if rule[:2] == ["-i", "g0"] or chain == "p2pwall-dl":
-                    self.assertIn(rule[-1], ("p2pwall-lim", "p2pwall-dl", "RETURN"), rule)
+                if rule[:2] == ["-i", "g0"] or chain in ("p2pwall-dl", "p2pwall-bt"):
+                    target = rule[rule.index("-j") + 1]
+                    self.assertIn(target, ("p2pwall-lim", "p2pwall-dl", "p2pwall-bt", "RETURN",
+                                           "CONNMARK"), rule)  # fmt: skip
+        self.assertEqual(chains["p2pwall-bt"][-1], ["-j", "p2pwall-lim"], "marked, then limited")
         unlimited = RuleSet(("g0",), per_source_limit=0).iptables_chains()["p2pwall-lim"]
         self.assertEqual(unlimited, [["-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"]])
         text = rendered("-i", "eth1", "--per-source-limit", "250/s")
@@ -175,12 +190,15 @@ class RuleTextTests(SynchronousTestCase):
         every = rendered("-i", "eth1", "--udp-packets", "0")
         self.assertIn("-A p2pwall-fwd -i eth1 -p udp -m conntrack --ctdir ORIGINAL -j p2pwall-lim",
                       every)  # fmt: skip
-        text = rendered("-i", "eth1", "--no-bypass", "--no-dns", "--no-http", "--no-probes")
+        text = rendered("-i", "eth1", "--no-bypass", "--no-dns", "--no-http", "--no-probes",
+                        "--no-bittorrent")  # fmt: skip
         self.assertNotIn("--queue-bypass", text)
         self.assertNotIn("--sport 53", text)
         self.assertNotIn("RETURN", text)
         self.assertNotIn("string", text)
         self.assertNotIn("-j p2pwall-dl", text)
+        self.assertNotIn("-j p2pwall-bt", text)
+        self.assertNotIn("CONNMARK", text)
         self.assertNotIn("-A p2pwall-in", text)
 
     def test_nft_script(self) -> None:
@@ -228,13 +246,149 @@ class RuleTextTests(SynchronousTestCase):
             self.assertIn(f"p2pwall-rules: {message}", stderr.getvalue())
 
 
+class Probe:
+    """A fragment with one rule in every place, each naming where it went."""
+
+    name = "probe"
+    flags = ()
+    chains = ("p2pwall-probe",)
+
+    def __init__(self, tag: str = "a", chains: tuple[str, ...] = chains) -> None:
+        self.tag = tag
+        self.filled = chains
+
+    def iptables(self, context):
+        def rule(where: str) -> list[str]:
+            return ["-m", "comment", "--comment", f"{self.tag}-{where}", *context.limit]
+
+        return Rules(green={FORWARD: [rule("green-fwd")], INPUT: [rule("green-in")]},
+                     early=[rule("early")],
+                     outside={FORWARD: [rule("out-fwd")], INPUT: [rule("out-in")]},
+                     chains={name: [rule("own")] for name in self.filled})  # fmt: skip
+
+    def nft(self, context):
+        tag = self.tag
+        return Rules(green={FORWARD: [f"{tag}-green-fwd"], INPUT: [f"{tag}-green-in"]},
+                     early=[f"{tag}-early"],
+                     outside={FORWARD: [f"{tag}-out-fwd"], INPUT: [f"{tag}-out-in"]})  # fmt: skip
+
+
+def comments(rules: list[list[str]]) -> list[str]:
+    """Each rule as its interface match and the probe's tag, or its target for the core's."""
+    return [" ".join([*rule[:2], rule[rule.index("--comment") + 1] if "--comment" in rule
+                      else rule[-1]]) for rule in rules]  # fmt: skip
+
+
+class CompositionTests(SynchronousTestCase):
+    """How the core places what fragments give it, with probe fragments."""
+
+    def test_iptables_order_interfaces_and_guards(self) -> None:
+        chains = RuleSet(("g0", "g1"), fragments=(Probe("a"), Probe("b"))).iptables_chains()
+        self.assertEqual(comments(chains["p2pwall-fwd"]), [
+            "-i g0 p2pwall-lim", "-i g0 p2pwall-lim", "-i g0 p2pwall-dl",
+            "-i g0 a-green-fwd", "-i g0 b-green-fwd",
+            "-i g1 p2pwall-lim", "-i g1 p2pwall-lim", "-i g1 p2pwall-dl",
+            "-i g1 a-green-fwd", "-i g1 b-green-fwd",
+            "-i g0 RETURN", "-i g1 RETURN",
+            "-o g0 a-out-fwd", "-o g0 b-out-fwd", "-o g1 a-out-fwd", "-o g1 b-out-fwd",
+        ])  # fmt: skip
+        self.assertEqual(comments(chains["p2pwall-in"]), [
+            "-i g0 a-green-in", "-i g0 b-green-in", "-i g1 a-green-in", "-i g1 b-green-in",
+            "-i g0 RETURN", "-i g1 RETURN", "-i lo RETURN", "-m comment a-out-in",
+            "-m comment b-out-in",
+        ])  # fmt: skip
+        self.assertEqual(comments(chains["p2pwall-dl"]), ["-m comment a-early",
+                                                          "-m comment b-early"])  # fmt: skip
+
+    def test_no_guard_and_no_early_jump_without_rules_for_them(self) -> None:
+        chains = RuleSet(("g0",), fragments=()).iptables_chains()
+        self.assertEqual(comments(chains["p2pwall-fwd"]), ["-i g0 p2pwall-lim"] * 2)
+        self.assertEqual((chains["p2pwall-in"], chains["p2pwall-dl"]), ([], []))
+        self.assertNotIn("jump", RuleSet(("g0",), fragments=()).nft().split("policy accept;")[2]
+                         .split("}")[0])  # fmt: skip
+
+    def test_fragment_chains_are_created_filled_and_deleted(self) -> None:
+        rules = RuleSet(("g0",), fragments=(Probe(),))
+        lines = rules.iptables()
+        create = "iptables -t mangle -N p2pwall-probe 2>/dev/null || iptables -t mangle -F " \
+                 "p2pwall-probe"  # fmt: skip
+        first_rule = min(index for index, line in enumerate(lines) if " -A " in line)
+        self.assertLess(lines.index(create), first_rule)
+        self.assertIn("iptables -t mangle -A p2pwall-probe -m comment --comment a-own "
+                      "-j p2pwall-lim", lines)  # fmt: skip
+        delete = rules.iptables_delete()
+        self.assertIn("iptables -t mangle -X p2pwall-probe 2>/dev/null || true", delete)
+
+    def test_every_registered_chain_is_kept_and_deleted_whatever_is_turned_off(self) -> None:
+        """Re-applied or deleted with other options, no chain of an earlier run is left."""
+        nothing = RuleSet(("g0",), fragments=())
+        registered = [chain for entry in REGISTRY for chain in entry.rules.chains]
+        self.assertIn("p2pwall-bt", registered)
+        for chain in registered:
+            self.assertEqual(nothing.iptables_chains()[chain], [])
+            self.assertIn(f"iptables -t mangle -X {chain} 2>/dev/null || true",
+                          nothing.iptables_delete())  # fmt: skip
+
+    def test_a_chain_a_fragment_does_not_declare_is_refused(self) -> None:
+        stray = RuleSet(("g0",), fragments=(Probe(chains=("p2pwall-stray",)),))
+        self.assertRaises(ValueError, stray.iptables_chains)
+
+    def test_nft_order_and_interfaces(self) -> None:
+        text = RuleSet(("g0", "g1"), queue=2, fragments=(Probe("a"), Probe("b"))).nft()
+        forward = text[text.index("chain forward {") : text.index("chain input {")]
+        greens = '{ "g0", "g1" }'
+        early = f"iifname {greens} tcp flags & (syn | ack) == ack ct original packets < 5 " \
+                "ct direction original"  # fmt: skip
+        self.assertEqual([line.strip() for line in forward.splitlines()[4:-2]], [
+            f"{early} a-early", f"{early} b-early",
+            f"iifname {greens} a-green-fwd", f"iifname {greens} b-green-fwd",
+            f"iifname != {greens} oifname {greens} a-out-fwd",
+            f"iifname != {greens} oifname {greens} b-out-fwd",
+        ])  # fmt: skip
+        inbound = text[text.index("chain input {") : text.index("chain spoofed {")]
+        self.assertEqual([line.strip() for line in inbound.splitlines()[2:-2]], [
+            f"iifname {greens} a-green-in", f"iifname {greens} b-green-in",
+            'iifname != { "g0", "g1", "lo" } a-out-in', 'iifname != { "g0", "g1", "lo" } b-out-in',
+        ])  # fmt: skip
+
+
+class FlagTests(SynchronousTestCase):
+    """Each registered fragment's flags are p2pwall-rules flags, and each removes only rules
+    that its fragment brings (with the guards and jumps that only they needed)."""
+
+    def test_every_fragment_flag_is_an_option(self) -> None:
+        flags = {row[0] for row in Options.optFlags}
+        for entry in REGISTRY:
+            self.assertLessEqual({name for name, _ in entry.rules.flags}, flags, entry.name)
+
+    def test_each_flag_removes_exactly_its_fragments_rules(self) -> None:
+        core = {*rendered("-i", "g0", "-i", "g1", *[f"--{name}" for entry in REGISTRY
+                                                     for name, _ in entry.rules.flags])
+                .splitlines()}  # fmt: skip
+        for output in ("iptables", "nft"):
+            every = rendered("-i", "g0", "-i", "g1", "-F", output).splitlines()
+            for entry in REGISTRY:
+                alone = RuleSet(("g0", "g1"), fragments=(entry.rules(),))
+                text = alone.nft() if output == "nft" else "\n".join(
+                    alone.iptables() + alone.iptables("ip6tables"))  # fmt: skip
+                own = set(text.splitlines()) - core
+                for name, _ in entry.rules.flags:
+                    with self.subTest(output=output, flag=name):
+                        less = rendered("-i", "g0", "-i", "g1", "-F", output, f"--{name}")
+                        removed = [line for line in every if line not in less.splitlines()]
+                        self.assertTrue(removed, "the flag removes something")
+                        self.assertLessEqual(set(removed), own)
+                        self.assertEqual([line for line in less.splitlines() if line in every],
+                                         less.splitlines(), "and adds nothing")  # fmt: skip
+
+
 class KernelAcceptsRulesTests(SynchronousTestCase):
     """Run the printed rules with ``sh -e`` in a scratch network namespace (root only)."""
 
     def setUp(self) -> None:
         if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("iptables"):
             raise self.skipTest("needs root, ip and iptables to load rules in a namespace")
-        self.ns = f"p2pwr-{uuid.uuid4().hex[:6]}"
+        self.ns = f"p2prt{uuid.uuid4().hex[:8]}"
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         self.addCleanup(subprocess.run, ["ip", "netns", "del", self.ns], check=False)
 
@@ -260,8 +414,15 @@ class KernelAcceptsRulesTests(SynchronousTestCase):
         once = self.saved()
         self.assertIn("-A FORWARD -j p2pwall-fwd", once)
         self.assertIn("--hashlimit-srcmask 64", once)
-        self.assertEqual(self.run_in(["iptables", "-t", "mangle", "-S", "p2pwall-dl"]).stdout
-                         .count("-j p2pwall-lim"), len(DOWNLOAD_MARKERS))  # fmt: skip
+        rules = RuleSet(("lo", "eth9"), 5)
+        for command, chains in (("iptables", rules.iptables_chains()),
+                                ("ip6tables", rules.iptables_chains(ipv6=True))):  # fmt: skip
+            for chain in ("p2pwall-dl", "p2pwall-bt"):
+                listing = self.run_in([command, "-t", "mangle", "-S", chain]).stdout
+                self.assertEqual(listing.count(f"-A {chain} "), len(chains[chain]), chain)
+        handshake = self.run_in(["ip6tables", "-t", "mangle", "-S", "p2pwall-dl"]).stdout
+        self.assertIn("--from 60 --to 120", handshake)
+        self.assertIn("CONNMARK --set-xmark 0x1000000/0x1000000", once)
         self.sh(rendered("-i", "lo", "-i", "eth9", "-q", "5"))
         self.assertEqual(self.saved(), once)
         self.sh(rendered("-i", "lo", "--delete"))
@@ -288,13 +449,26 @@ class KernelAcceptsRulesTests(SynchronousTestCase):
             self.assertNotIn("p2pwall", filter_rules)
             self.sh(rendered("-i", "lo", "--delete"))
 
+    def test_every_switch_gives_rules_the_kernel_takes_and_delete_removes(self) -> None:
+        for argv in VARIANTS:
+            with self.subTest(argv=argv):
+                self.sh(rendered("-i", "lo", "-i", "eth9", *argv))
+                self.sh(rendered("-i", "lo", "-i", "eth9", *argv, "--delete"))
+                self.assertNotIn("p2pwall", self.saved())
+
     def test_nft_script_is_valid_apart_from_queue_support(self) -> None:
         if not shutil.which("nft"):
             raise self.skipTest("needs nft")
-        script = RuleSet(("lo", "eth9"), 5).nft()
-        if self.run_in(["nft", "-c", "-f", "-"], script).returncode != 0:
-            without_queue = script.replace("queue num 5 bypass", "counter")
-            result = self.run_in(["nft", "-c", "-f", "-"], without_queue)
-            self.assertEqual(result.returncode, 0, result.stderr)
+        queue = True
+        for argv in [(), *VARIANTS]:
+            with self.subTest(argv=argv):
+                script = rendered("-i", "lo", "-i", "eth9", "-q", "5", "-F", "nft", *argv)
+                script = script.removeprefix("nft -f - <<'EOF'\n").removesuffix("EOF\n")
+                if self.run_in(["nft", "-c", "-f", "-"], script).returncode != 0:
+                    queue = False
+                    script = re.sub(r"queue num 5( bypass)?", "counter", script)
+                result = self.run_in(["nft", "-c", "-f", "-"], script)
+                self.assertEqual(result.returncode, 0, result.stderr)
+        if not queue:
             raise self.skipTest("this kernel has no nft queue support (CONFIG_NFT_QUEUE); "
-                                "the rest of the nft script was validated")  # fmt: skip
+                                "the rest of the nft scripts was validated")  # fmt: skip
