@@ -110,7 +110,7 @@ class HttpSafetyNetTests(LabCase):
         log = gateway.read_log()
         self.assertIn("client 198.18.1.10 identified: FastTrack HTTP download", log)
         self.assertIn(
-            f"peer {self.SUPERNODE}:3531 learned (http: x-kazaa-supernodeip) from client "
+            f"peer {self.SUPERNODE}:3531 learned (fasttrack-http: x-kazaa-supernodeip) from client "
             "198.18.1.10",
             log,
         )
