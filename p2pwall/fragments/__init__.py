@@ -51,6 +51,7 @@ class IptablesContext:
     ipv6: bool
     limit: tuple[str, ...]  # the jump to the per-source limit chain (which then queues)
     answer: tuple[str, ...]  # NFQUEUE with --queue-bypass, whatever --no-bypass says
+    opened_by_sender: tuple[str, ...]  # the original direction (from green: green opened it)
     udp_start: tuple[str, ...]  # the first --udp-packets of flows the sender opened
     udp_reply_start: tuple[str, ...]  # the first --udp-packets in the reply direction
     reply: tuple[str, ...]  # ESTABLISHED, reply direction
@@ -63,6 +64,7 @@ class NftContext:
 
     limit: str
     answer: str
+    opened_by_sender: str
     udp_start: str
     udp_reply_start: str
     reply: str

@@ -7,6 +7,10 @@ This adds:
   tracker announce (iptables: ``info_hash=`` anywhere in the packet; nft, which has no string
   match: payload starting ``GET /announce``), which also sets ``ANNOUNCE_MARK`` on the
   connection, and the plain handshake ``\\x13BitTorrent protocol`` at the start of the payload;
+- from green, every later packet of a marked connection in the original direction (in on
+  green in the reply direction, it would be a forged tracker reply): conntrack counts the
+  packets the daemon drops, so without this the announce's third retransmission, past the
+  early-data window, would reach the tracker unqueued (a tracker connection is a few packets);
 - from green to the gateway: UDP to ``PROBE_PORT``, the replies to the detector's KRPC pings
   (the pings carry the spoof mark and are not tracked, so a reply opens a flow of its own);
 - from outside, in the reply direction, always with bypass: the first ``--udp-packets`` of each
@@ -74,8 +78,11 @@ class BitTorrentRules:
         tracker = ["-m", "connbytes", "--connbytes", f"0:{TRACKER_REPLY_PACKETS}",
                    "--connbytes-dir", "reply", "--connbytes-mode", "packets"]  # fmt: skip
         mark = f"{ANNOUNCE_MARK:#x}"
+        marked = ["-m", "connmark", "--mark", f"{mark}/{mark}"]
         return Rules(
-            green={INPUT: [["-p", "udp", "!", "--sport", str(DNS_PORT), "--dport",
+            green={FORWARD: [["-p", "tcp", *marked, *context.opened_by_sender,
+                              *context.limit]],
+                   INPUT: [["-p", "udp", "!", "--sport", str(DNS_PORT), "--dport",
                             str(PROBE_PORT), *context.udp_start, *context.limit]]},
             early=[
                 ["-m", "string", "--algo", "bm", "--string", ANNOUNCE_STRING, "-j",
@@ -85,7 +92,7 @@ class BitTorrentRules:
             ],
             outside={FORWARD: [
                 ["-p", "udp", "!", "--sport", str(DNS_PORT), *context.udp_reply_start, *reply],
-                ["-p", "tcp", "-m", "connmark", "--mark", f"{mark}/{mark}", *tracker, *reply],
+                ["-p", "tcp", *marked, *tracker, *reply],
             ]},
             chains={CHAIN_ANNOUNCE: [["-j", "CONNMARK", "--or-mark", mark],
                                      [*context.limit]]},
@@ -95,8 +102,10 @@ class BitTorrentRules:
         if not self.on:
             return Rules()
         mark = f"{ANNOUNCE_MARK:#010x}"
+        marked = f"meta l4proto tcp ct mark & {mark} == {mark}"
         return Rules(
-            green={INPUT: [words(f"udp sport != {DNS_PORT} udp dport {PROBE_PORT}",
+            green={FORWARD: [words(marked, context.opened_by_sender, context.limit)],
+                   INPUT: [words(f"udp sport != {DNS_PORT} udp dport {PROBE_PORT}",
                                  context.udp_start, context.limit)]},
             early=[
                 words(payload_starts(NFT_ANNOUNCE), f"ct mark set ct mark or {mark}",
@@ -106,7 +115,7 @@ class BitTorrentRules:
             outside={FORWARD: [
                 words(f"udp sport != {DNS_PORT}", context.reply, context.udp_reply_start,
                       context.answer),
-                words(f"meta l4proto tcp ct mark & {mark} == {mark}", context.reply,
+                words(marked, context.reply,
                       f"ct reply packets <= {TRACKER_REPLY_PACKETS}", context.answer),
             ]},
         )  # fmt: skip

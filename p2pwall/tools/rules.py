@@ -117,6 +117,7 @@ class RuleSet:
             ipv6=ipv6,
             limit=("-j", CHAIN_LIMIT),
             answer=tuple(self._target(bypass=True)),
+            opened_by_sender=OPENED_BY_SENDER,
             # Only flows a green host opened: a packet in on green in the reply direction (such
             # as a resolver's "answer" a green host routes back into its own query) is no flow
             # start.
@@ -206,6 +207,7 @@ class RuleSet:
         return NftContext(
             limit=f"jump {NFT_CHAIN_LIMIT}",
             answer=_nft_queue(self.queue, bypass=True),
+            opened_by_sender=NFT_OPENED_BY_SENDER,
             udp_start=words(
                 f"ct original packets <= {packets}" if packets else "", NFT_OPENED_BY_SENDER
             ),

@@ -1,4 +1,5 @@
-"""BitTorrent's queue rules in the kernel: each matches the packets it is for and no others.
+"""BitTorrent's queue rules in the kernel: each matches the packets it is for and no others,
+and what the daemon drops of an announce stays dropped.
 
 ``p2pwall-rules`` output applied in the lab's ``gw`` without a daemon (``--queue-bypass``: the
 queued packets pass), then traffic from ``user`` to a responder on ``pub``, and each rule's
@@ -46,7 +47,11 @@ while time.monotonic() < deadline:
             conn = tcp.accept()[0]
             conn.settimeout(2)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            request = conn.recv(4096)
+            try:
+                request = conn.recv(4096)
+            except OSError:  # nothing came: no answer
+                conn.close()
+                continue
             body = b"d8:intervali1800e5:peers6:" + bytes([198, 19, 0, 11, 26, 225]) + b"e"
             if b"info_hash=" not in request:
                 body = b"<html>" + b"x" * 64 + b"</html>"
@@ -61,15 +66,18 @@ while time.monotonic() < deadline:
                 sock.sendto(data, peer)
 """
 
-# argv: what to do, then its arguments; exits 0 when the exchange completed.
+# argv: what to do, then its arguments; exits 0 when the exchange completed (TCP: prints the
+# number of bytes the server sent back).
 CLIENT = """\
 import socket, sys
 what = sys.argv[1]
 if what == "tcp":
-    conn = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=3)
+    conn = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=4)
     conn.sendall(bytes.fromhex(sys.argv[4]))
-    while conn.recv(4096):
-        pass
+    received = 0
+    while data := conn.recv(4096):
+        received += len(data)
+    print(received)
 elif what == "udp":
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(1)
@@ -98,14 +106,15 @@ class BitTorrentRulesInTheKernelTests(LabCase):
                                       str(TRACKER_PORT), str(DHT_PORT)], log=log)  # fmt: skip
         for proto, port in (("tcp", TRACKER_PORT), ("udp", DHT_PORT), ("udp", 53)):
             self.lab.wait_listening("pub", proto, TRACKER, port, proc, log)
-        gateway = Gateway(self.lab, rule_options=["--no-probes", "--no-http"])
-        self.addCleanup(gateway.remove_rules)
-        gateway.install_rules()
+        self.gw = Gateway(self.lab, rule_options=["--no-probes", "--no-http"])
+        self.addCleanup(self.gw.close)
+        self.gw.install_rules()
         green = self.lab.green_if
         # Rules by chain and a piece of their text, as iptables -S lists them.
         self.rules = {
             "announce": ("p2pwall-dl", "info_hash="),
             "mark": ("p2pwall-bt", "CONNMARK"),
+            "marked, later": ("p2pwall-fwd", f"-i {green} -p tcp -m connmark"),
             "handshake": ("p2pwall-dl", "--hex-string"),
             "tracker reply": ("p2pwall-fwd", f"-o {green} -p tcp -m connmark"),
             "udp reply": ("p2pwall-fwd", f"-o {green} -p udp -m udp ! --sport 53"),
@@ -122,10 +131,11 @@ class BitTorrentRulesInTheKernelTests(LabCase):
             counted[name] = int(line.split(" -c ")[1].split()[0])
         return counted
 
-    def client(self, *argv: str) -> None:
+    def client(self, *argv: str) -> str:
         done = self.lab.run("user", [sys.executable, "-c", CLIENT, *argv], capture_output=True,
                             text=True, timeout=20)  # fmt: skip
         self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        return done.stdout.strip()
 
     def step(self, *argv: str) -> dict[str, int]:
         """What one exchange added to each rule's counter."""
@@ -142,6 +152,7 @@ class BitTorrentRulesInTheKernelTests(LabCase):
         announce = self.tcp(ANNOUNCE)
         self.assertEqual((announce.pop("announce"), announce.pop("mark")), (1, 1))
         replies = announce.pop("tracker reply", 0)
+        self.assertGreaterEqual(announce.pop("marked, later", 0), 1, "ACKs, FIN")
         self.assertEqual(announce, {})
         self.assertGreaterEqual(replies, SEGMENTS, "the announce's reply, segment by segment")
         self.assertLessEqual(replies, 7, "at most 8 reply packets, the SYN-ACK came unmarked")
@@ -152,3 +163,15 @@ class BitTorrentRulesInTheKernelTests(LabCase):
         dns = self.step("udp", TRACKER, "53", str(REPLIES))
         self.assertEqual(dns, {"dns answer": REPLIES}, "port 53 is DNS's, not BitTorrent's")
         self.assertEqual(self.step("udp", GW, str(DHT_PORT), "0"), {"probe reply": 1})
+
+    def test_an_announce_the_daemon_drops_never_reaches_the_tracker(self) -> None:
+        """Conntrack counts dropped packets: past the 4-packet early-data window the announce's
+        retransmission would pass unqueued, unless the marked connection stays queued."""
+        self.gw.start(extra=["-L", "c"])
+        before = self.counters()
+        received = self.client("tcp", TRACKER, str(TRACKER_PORT), ANNOUNCE.hex())
+        after = self.counters()
+        self.assertEqual(received, "0", "the tracker never saw the announce: it only closed")
+        self.assertGreaterEqual(after["marked, later"] - before["marked, later"], 2,
+                                "retransmissions, queued and dropped")  # fmt: skip
+        self.assertIn("identified: BitTorrent tracker announce", self.gw.read_log())

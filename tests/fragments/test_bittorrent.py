@@ -1,7 +1,7 @@
 """BitTorrent's fragment, rule by rule in both formats: tracker announces (marking their
-connection) and handshakes in early data, probe replies to the gateway's PROBE_PORT, and from
-outside the first reply packets of green's UDP flows (DNS's port left out) and of announce
-connections, always with bypass."""
+connection) and handshakes in early data, the rest of what green sends on a marked connection,
+probe replies to the gateway's PROBE_PORT, and from outside the first reply packets of green's
+UDP flows (DNS's port left out) and of announce connections, always with bypass."""
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -49,7 +49,13 @@ class BitTorrentIptablesTests(SynchronousTestCase):
         self.assertEqual(list(self.rules.green[INPUT]), [
             ["-p", "udp", "!", "--sport", "53", "--dport", "6881", *IPTABLES.udp_start, *LIMIT]
         ])  # fmt: skip
-        self.assertNotIn(FORWARD, self.rules.green, "green's UDP: the core's flow starts")
+
+    def test_every_later_packet_green_sends_on_a_marked_connection(self) -> None:
+        """The announce's retransmissions too, past the early-data window: the daemon's drop
+        holds. Only in the original direction: in on green as a reply, it is a forgery."""
+        self.assertEqual(list(self.rules.green[FORWARD]), [
+            ["-p", "tcp", "-m", "connmark", "--mark", "0x1000000/0x1000000", "-m", "conntrack",
+             "--ctdir", "ORIGINAL", *LIMIT]])  # fmt: skip
 
     def test_replies_from_outside_first_packets_only_always_bypass(self) -> None:
         udp, tracker = self.rules.outside[FORWARD]
@@ -83,6 +89,9 @@ class BitTorrentNftTests(SynchronousTestCase):
         ])  # fmt: skip
         self.assertEqual(list(rules.green[INPUT]), [
             "udp sport != 53 udp dport 6881 ct original packets <= 3 ct direction original "
+            "jump limited"])  # fmt: skip
+        self.assertEqual(list(rules.green[FORWARD]), [
+            "meta l4proto tcp ct mark & 0x01000000 == 0x01000000 ct direction original "
             "jump limited"])  # fmt: skip
         self.assertEqual(list(rules.outside[FORWARD]), [
             f"udp sport != 53 {NFT_REPLY} ct reply packets <= 3 queue num 2 bypass",

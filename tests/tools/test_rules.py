@@ -131,7 +131,7 @@ class RuleTextTests(SynchronousTestCase):
         rules = chains["p2pwall-fwd"] + chains["p2pwall-in"]
         from_green = [rule for rule in rules if rule[:2] == ["-i", "g0"]
                       and rule[-1] != "RETURN" and rule[4] != "--syn"]  # fmt: skip
-        self.assertEqual(len(from_green), 4, "UDP, early data, both probe replies")
+        self.assertEqual(len(from_green), 5, "UDP, early data, marked, both probe replies")
         for rule in from_green:
             self.assertIn("-m conntrack --ctdir ORIGINAL -j", " ".join(rule))
 
