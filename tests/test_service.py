@@ -421,7 +421,7 @@ class StartLineTests(DaemonCase):
             "green networks 198.18.1.0/24;",
             "time lock 30 s;",
             "UDP blocking on;",
-            "detectors fasttrack, dns; DNS patterns none (banned names only);",
+            "detectors fasttrack, bittorrent, dns; DNS patterns none (banned names only);",
             "queue 3 (reader native);",
             "store file none",
         ):

@@ -129,5 +129,5 @@ class StartLineTests(DaemonCase):
         self.assertIn("UDP blocking off (-n)", log)
         self.assertIn("WARNING: UDP blocking is OFF", log)
         for part in ("green networks 198.18.1.0/24", "time lock 120 s", "queue 0",
-                     "detectors fasttrack, dns;", "store file none"):  # fmt: skip
+                     "detectors fasttrack, bittorrent, dns;", "store file none"):  # fmt: skip
             self.assertIn(part, log)
