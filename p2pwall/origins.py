@@ -72,9 +72,6 @@ class Origins:
         self.locking = {o.name: o for o in self._by_name.values() if o.locks}
         self.udp_passes = frozenset(o.name for o in self._by_name.values() if not o.drops_udp)
 
-    def __iter__(self):
-        return iter(dict.fromkeys(self._by_name.values()))
-
     def resolve(self, name: str) -> Origin | None:
         """The origin called ``name`` now or by an older version; ``None`` if unknown."""
         return self._by_name.get(name)
