@@ -49,7 +49,7 @@ class OptionsTests(SynchronousTestCase):
             "-L",
             "uUm",
         )
-        self.assertEqual(options["debug-classes"], frozenset("daDthpl"))
+        self.assertEqual(options["debug-classes"], frozenset("daDthplb"))
         self.assertTrue(options["no-udp-block"])
         self.assertEqual(options["probe-source"], ipaddress.ip_address("198.18.1.1"))
         self.assertEqual((options["buffer"], options["time-lock"]), (65536, 30.0))

@@ -207,7 +207,11 @@ class BitTorrentDetector:
     # From outside, to green: the replies that name peers.
 
     def _reply(self, packet: Packet, engine: IEngine) -> None:
+        """Learn the peers a reply to a locked client names. The rules queue only the first
+        replies of flows green opened, from outside; the input interface is checked again."""
         client = packet.dst
+        if packet.indev in engine.green_ifindexes:
+            return
         if not engine.is_locked_for(client, BITTORRENT.name):
             return  # only a known client's replies are read: nobody else's traffic costs
         payload = packet.payload

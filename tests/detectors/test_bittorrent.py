@@ -200,6 +200,15 @@ class ReplyTests(DetectorCase):
         self.assertNotIn((packed(PEER), 6881, ANY_CLIENT), self.engine.blocks)
         self.assertEqual(self.send(tcp("198.18.1.30", PEER, 40000, 6881)), ACCEPT)
 
+    def test_a_reply_that_came_in_on_a_green_interface_teaches_nothing(self) -> None:
+        self.dht_query()
+        self.engine.green_ifindexes = frozenset({3})
+        packet = decode(udp(NODE, CLIENT, DHT_PORT, DHT_PORT, values_reply(b"gp", (PEER, 6881))))
+        assert packet is not None
+        packet.indev = 3
+        self.engine.verdict(packet, Hook.FORWARD)
+        self.assertEqual(len(self.engine.blocks), 0)
+
     def test_replies_to_a_host_that_is_no_client_teach_nothing(self) -> None:
         reply = values_reply(b"gp", (PEER, 6881))
         self.reply(udp(NODE, USER, DHT_PORT, DHT_PORT, reply))
