@@ -804,10 +804,10 @@ class ServiceTests(SynchronousTestCase):
         self.controller = control.factory.controller
         return service
 
-    def test_after_fasttrack_and_ban_dns_name_works_without_patterns(self) -> None:
+    def test_last_in_the_registry_and_ban_dns_name_works_without_patterns(self) -> None:
         service = self.build()
         self.assertIsInstance(service.engine.detectors[0], FastTrackDetector)
-        self.assertIs(service.engine.detectors[1], self.dns)
+        self.assertIs(service.engine.detectors[-1], self.dns)
         self.controller.ban_dns_name(["Peers.Example.NET."])
         message = answer("peers.example.net", rr("peers.example.net", "A", PEER))
         service.engine.verdict(decode(udp(SERVER, "198.18.1.5", 53, 4000, message)), Hook.FORWARD)
