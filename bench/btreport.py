@@ -57,11 +57,13 @@ HEADERS = (
 
 
 def size(count: int | None) -> str:
-    """Bytes in the unit that reads best (KiB below a MiB)."""
+    """Bytes in the unit that reads best."""
     if count is None:
         return "?"
+    if count < 1024:
+        return f"{count} B" if count else "0"
     if count < 1024 * 1024:
-        return f"{count / 1024:.0f} KiB" if count else "0"
+        return f"{count / 1024:.0f} KiB"
     return f"{count / (1024 * 1024):.1f} MiB"
 
 

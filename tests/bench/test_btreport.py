@@ -30,8 +30,8 @@ UNBLOCKED = dataclasses.replace(
 class CellTests(SynchronousTestCase):
     def test_sizes(self) -> None:
         self.assertEqual(
-            [btreport.size(n) for n in (None, 0, 1000, 262144, 20971520)],
-            ["?", "0", "1 KiB", "256 KiB", "20.0 MiB"],
+            [btreport.size(n) for n in (None, 0, 20, 1000, 262144, 20971520)],
+            ["?", "0", "20 B", "1000 B", "256 KiB", "20.0 MiB"],
         )
 
     def test_a_passing_row(self) -> None:
