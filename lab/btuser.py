@@ -1,7 +1,7 @@
 """The ordinary green user of the BitTorrent lab, and the UDP echo it talks to.
 
-    btuser.py load --web URL --dns IP --name NAME --expect IP --echo IP:PORT --seconds N
-                   [--report FILE]
+    btuser.py load --web URL --dns IP[:PORT] --name NAME --expect IP --echo IP:PORT
+                   --seconds N [--report FILE]
     btuser.py echo --bind IP:PORT --seconds N
 
 ``load`` browses (curl), resolves (dig) and sends small UDP requests (a new flow each time, so
@@ -36,8 +36,10 @@ def check_web(url: str) -> bool:
 
 
 def check_dns(server: str, name: str, expect: str) -> bool:
+    """``server`` is ``IP`` or ``IP:PORT``."""
+    ip, _, port = server.partition(":")
     done = subprocess.run(
-        ["dig", "+short", "+time=1", "+tries=1", f"@{server}", name],
+        ["dig", "+short", "+time=1", "+tries=1", "-p", port or "53", f"@{ip}", name],
         capture_output=True, text=True, timeout=10, check=False,
     )  # fmt: skip
     return done.stdout.split() == [expect]
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="role", required=True)
     run = sub.add_parser("load")
     run.add_argument("--web", required=True)
-    run.add_argument("--dns", required=True)
+    run.add_argument("--dns", required=True, metavar="IP[:PORT]")
     run.add_argument("--name", required=True)
     run.add_argument("--expect", required=True)
     run.add_argument("--echo", required=True, metavar="IP:PORT")
