@@ -11,8 +11,10 @@ This adds:
   green in the reply direction, it would be a forged tracker reply): conntrack counts the
   packets the daemon drops, so without this the announce's third retransmission, past the
   early-data window, would reach the tracker unqueued (a tracker connection is a few packets);
-- from green to the gateway: UDP to ``PROBE_PORT``, the replies to the detector's KRPC pings
-  (the pings carry the spoof mark and are not tracked, so a reply opens a flow of its own);
+- from green to the gateway: every UDP packet to ``PROBE_PORT``, the replies to the detector's
+  KRPC pings (the pings carry the spoof mark and are not tracked, so the replies of one client
+  are one flow that lives on while probes come more often than the conntrack timeout: limiting
+  it to its first packets would stop queueing the fourth answer and release a running client);
 - from outside, in the reply direction, always with bypass: the first ``--udp-packets`` of each
   UDP flow a green host opened (DHT responses with ``values``, UDP tracker announce replies),
   DNS's port left to the DNS fragment, and the first ``TRACKER_REPLY_PACKETS`` of connections
@@ -83,7 +85,7 @@ class BitTorrentRules:
             green={FORWARD: [["-p", "tcp", *marked, *context.opened_by_sender,
                               *context.limit]],
                    INPUT: [["-p", "udp", "!", "--sport", str(DNS_PORT), "--dport",
-                            str(PROBE_PORT), *context.udp_start, *context.limit]]},
+                            str(PROBE_PORT), *context.opened_by_sender, *context.limit]]},
             early=[
                 ["-m", "string", "--algo", "bm", "--string", ANNOUNCE_STRING, "-j",
                  CHAIN_ANNOUNCE],
@@ -106,7 +108,7 @@ class BitTorrentRules:
         return Rules(
             green={FORWARD: [words(marked, context.opened_by_sender, context.limit)],
                    INPUT: [words(f"udp sport != {DNS_PORT} udp dport {PROBE_PORT}",
-                                 context.udp_start, context.limit)]},
+                                 context.opened_by_sender, context.limit)]},
             early=[
                 words(payload_starts(NFT_ANNOUNCE), f"ct mark set ct mark or {mark}",
                       context.limit),

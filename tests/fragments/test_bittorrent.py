@@ -44,10 +44,12 @@ class BitTorrentIptablesTests(SynchronousTestCase):
         v6 = BitTorrentRules().iptables(IP6TABLES).early[1]
         self.assertEqual(v6[4:8], ["--from", "60", "--to", "120"])
 
-    def test_probe_replies_to_the_gateways_probe_port(self) -> None:
+    def test_every_probe_reply_to_the_gateways_probe_port(self) -> None:
+        """Not only a flow's first packets: one client's answers are one long-lived flow."""
         self.assertEqual(PROBE_PORT, 6881)
         self.assertEqual(list(self.rules.green[INPUT]), [
-            ["-p", "udp", "!", "--sport", "53", "--dport", "6881", *IPTABLES.udp_start, *LIMIT]
+            ["-p", "udp", "!", "--sport", "53", "--dport", "6881", *IPTABLES.opened_by_sender,
+             *LIMIT]
         ])  # fmt: skip
 
     def test_every_later_packet_green_sends_on_a_marked_connection(self) -> None:
@@ -88,8 +90,7 @@ class BitTorrentNftTests(SynchronousTestCase):
             "@ih,0,128 0x13426974546f7272656e742070726f74 @ih,128,32 0x6f636f6c jump limited",
         ])  # fmt: skip
         self.assertEqual(list(rules.green[INPUT]), [
-            "udp sport != 53 udp dport 6881 ct original packets <= 3 ct direction original "
-            "jump limited"])  # fmt: skip
+            "udp sport != 53 udp dport 6881 ct direction original jump limited"])  # fmt: skip
         self.assertEqual(list(rules.green[FORWARD]), [
             "meta l4proto tcp ct mark & 0x01000000 == 0x01000000 ct direction original "
             "jump limited"])  # fmt: skip
