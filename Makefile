@@ -11,6 +11,7 @@ need-root:
 	@[ "$$(id -u)" = 0 ] || { echo "make $(MAKECMDGOALS) needs root: the lab builds network namespaces, veth links and NFQUEUE rules (sudo make $(MAKECMDGOALS))" >&2; exit 2; }
 
 demo: need-root deps
+	bash scripts/install-bt-lab.sh
 	$(BIN)/python -m lab.demo
 
 test: deps lint

@@ -3,7 +3,8 @@
 Builds the lab, starts ``twistd -n p2pwall`` behind the rules ``p2pwall-rules`` prints, runs the
 simulated client through its three phases while an ordinary user browses, shows a live line
 per second (the client's phase and tries, what the daemon learned and dropped, the user's
-requests), then a summary table, and tears everything down.
+requests), then a summary table, and tears everything down. Then the second act
+(``lab/btdemo.py``): a real BitTorrent client, encryption required, with its bytes on screen.
 
     sudo make demo            # or: python -m lab.demo [--scale 1.0] [--time-lock 6]
 """
@@ -18,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from . import btdemo
 from .gateway import Gateway
 from .netlab import FTCLIENT, Lab, LabError
 
@@ -170,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="client time factor (0.1-3)")
     parser.add_argument("--time-lock", type=float, default=6.0, help="daemon -t, seconds")
+    parser.add_argument(
+        "--no-bittorrent",
+        action="store_true",
+        help="skip the second act, a real BitTorrent client (lab/btdemo.py)",
+    )
     args = parser.parse_args(argv)
     if not 0.1 <= args.scale <= 3 or not 1 <= args.time_lock <= 60:
         parser.error("--scale must be 0.1-3 and --time-lock 1-60")
@@ -178,10 +185,13 @@ def main(argv: list[str] | None = None) -> int:
               "rules for its lab. Run: sudo make demo", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        return run(args.scale, args.time_lock)
+        kazaa = run(args.scale, args.time_lock)
     except LabError as error:
         print(f"p2pwall demo: {error}", file=sys.stderr)
-        return 1
+        kazaa = 1
+    if args.no_bittorrent:
+        return kazaa
+    return btdemo.main([]) or kazaa
 
 
 if __name__ == "__main__":
