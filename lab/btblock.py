@@ -77,6 +77,7 @@ class RunResult:
     probes_sent: int | None = None
     probes_answered: int | None = None
     locked_at_end: bool | None = None
+    lock_lapsed: bool | None = None
     web_back: float | None = None
     wire_in: int | None = None
     note: str = ""
@@ -142,6 +143,13 @@ def touched(events: list[dict[str, Any]], host: str) -> tuple[bool, int]:
     named = any(e.get("class") == "c" and e.get("client") == host for e in events)
     drops = sum(1 for e in events if e.get("class") in ("t", "u") and e.get("src_addr") == host)
     return named, drops
+
+
+def lapsed(events: list[dict[str, Any]], client: str) -> bool:
+    """Whether ``client``'s lock lapsed while it still ran: a ``cleared`` event followed by a
+    later event naming it (the lock that ends after the client quits is followed by none)."""
+    mine = [e for e in events if e.get("class") == "c" and e.get("client") == client]
+    return any(" cleared" in str(e.get("message", "")) for e in mine[:-1])
 
 
 def user_failures(report: dict[str, Any]) -> dict[str, int]:
@@ -347,6 +355,7 @@ def blocked_run(
         probes_sent=last.probes_sent,
         probes_answered=last.probes_answered,
         locked_at_end=last.locked,
+        lock_lapsed=lapsed(logged, ip),
         web_back=back,
         wire_in=bytes_from(data, ip, SEEDERS),
     )
@@ -426,6 +435,7 @@ def resume_run(
         probes_sent=explained.probes_sent,
         probes_answered=explained.probes_answered,
         locked_at_end=explained.locked,
+        lock_lapsed=lapsed(logged, ip),
         web_back=back,
         wire_in=after,
         note=f"daemon started after {started['sent']} bytes to the client",
@@ -442,8 +452,8 @@ def judge(result: RunResult) -> list[str]:
     piece received (resume: incomplete, and at most one piece's bytes on the wire to the client
     after the daemon started, whatever it had before), identified
     within 2 s of the first cleartext packet, user without failures and never named, locked
-    with probes answered at the end, web back within the lock plus one probe interval (half the
-    lock) plus 3 s of measuring slack.
+    with probes answered at the end and no lapse of the lock before, web back within the lock
+    plus one probe interval (half the lock) plus 3 s of measuring slack.
     """
     why = []
     failures = sum(result.user_failures.values())
@@ -468,6 +478,8 @@ def judge(result: RunResult) -> list[str]:
         why.append("the user was identified")
     if not result.locked_at_end or not result.probes_answered:
         why.append(f"not kept locked by probes (answered {result.probes_answered})")
+    if result.lock_lapsed:
+        why.append("the lock lapsed while the client ran")
     lock = result.time_lock or 0
     if result.web_back is None or result.web_back > lock * 1.5 + 3:
         why.append(f"web back after {result.web_back} s")

@@ -4,8 +4,9 @@ through the HTTP tracker behind ``p2pwall-rules`` and ``twistd p2pwall`` in the 
 Asserted, per client: the swarm works (a control run without the daemon completes), then with
 the daemon 0 pieces completed and at most one piece (256 KiB) of payload received in 120 s, the
 client identified within 2 s of its first cleartext BitTorrent packet, the ordinary user's web,
-DNS and UDP without a failure and never identified, the client still locked with probes
-answered when it stops, and its host's web back within the lock plus one probe interval.
+DNS and UDP without a failure and never identified, the client locked all along (no lapse)
+with probes answered when it stops, and its host's web back within the lock plus one probe
+interval.
 
 One swarm serves the whole class (built by the first test, torn down after the last, or at
 exit). Skips unless root with the clients and tcpdump installed
@@ -95,6 +96,7 @@ class BlockedHttpTrackerTests(SynchronousTestCase):
         self.assertFalse(result.user_identified, "the ordinary user was identified")
         self.assertTrue(result.locked_at_end, "not locked when the client stopped")
         self.assertGreater(result.probes_answered, 0, "no probe answered while it idled")
+        self.assertFalse(result.lock_lapsed, "the lock lapsed while the client ran")
         self.assertIsNotNone(result.web_back, "web never came back after the client quit")
         self.assertLessEqual(result.web_back, TIME_LOCK * 1.5 + 3)
 

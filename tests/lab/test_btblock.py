@@ -43,7 +43,8 @@ def blocked(**changes: object) -> RunResult:
         "aria2", "http", "blocked", False, 0, 0, 120.0, "exit 7", 0,
         time_lock=30, user_rounds=200, user_failures={"web": 0, "dns": 0, "udp": 0},
         user_identified=False, user_drops=0, first_cleartext=100.0, identified_at=100.4,
-        probes_sent=7, probes_answered=7, locked_at_end=True, web_back=31.0, wire_in=0,
+        probes_sent=7, probes_answered=7, locked_at_end=True, lock_lapsed=False, web_back=31.0,
+        wire_in=0,
     )  # fmt: skip
     return dataclasses.replace(row, **changes)
 
@@ -73,6 +74,21 @@ class EventTests(SynchronousTestCase):
         self.assertEqual(btblock.touched(events, "198.18.1.10"), (True, 1))
         self.assertEqual(btblock.touched(events, "198.18.1.30"), (False, 1))
         self.assertEqual(btblock.touched(events, "198.18.1.99"), (False, 0))
+
+    def test_a_lock_that_lapsed_while_the_client_ran(self) -> None:
+        identified = event("c", "client 198.18.1.10 identified: x", 1.0, client="198.18.1.10")
+        cleared = event("c", "client 198.18.1.10 cleared: time lock expired", 40.0,
+                        client="198.18.1.10")  # fmt: skip
+        again = event("c", "client 198.18.1.10 identified: y", 50.0, client="198.18.1.10")
+        other = event("c", "client 198.18.1.11 identified: z", 60.0, client="198.18.1.11")
+        read = btblock.read_events
+        self.assertFalse(
+            btblock.lapsed(read("\n".join([identified, cleared, other])), "198.18.1.10")
+        )
+        self.assertTrue(
+            btblock.lapsed(read("\n".join([identified, cleared, again])), "198.18.1.10")
+        )
+        self.assertFalse(btblock.lapsed([], "198.18.1.10"))
 
     def test_user_failures(self) -> None:
         report = {"rounds": 3, "web": {"ok": 2, "failed": 1}, "dns": {"ok": 3, "failed": 0}}
@@ -117,6 +133,7 @@ class JudgeTests(SynchronousTestCase):
             ({"user_identified": True}, "the user was identified"),
             ({"locked_at_end": False}, "not kept locked by probes (answered 7)"),
             ({"probes_answered": 0}, "not kept locked by probes (answered 0)"),
+            ({"lock_lapsed": True}, "the lock lapsed while the client ran"),
             ({"web_back": None}, "web back after None s"),
             ({"web_back": 48.5}, "web back after 48.5 s"),
         ):
