@@ -6,7 +6,8 @@ in ``gw``, started before the client), each with the ordinary user's web, DNS an
 the two rows the issue asks to measure honestly: ``resume`` (the client transferring before the
 daemon starts) and ``https-only`` (DHT, PEX and LSD off, the tracker only behind TLS). One swarm
 serves every run, one run at a time. Prints the Markdown table (``--out`` also writes it,
-``--json`` every measurement, ``--splice FILE`` replaces the generated part of FILE).
+``--json`` every measurement, ``--splice FILE`` replaces the generated part of FILE;
+``--from-json`` renders a saved ``--json`` file again without running anything).
 
 A blocked run leeches for ``--seconds`` (120) under a ``--time-lock`` of 30 s (the daemon's
 default is 120; a short lock keeps each run's "web back after quitting" wait short).
@@ -105,7 +106,8 @@ def probes_cell(row: RunResult) -> str:
     if row.probes_sent is None:
         return "—"
     locked = "locked" if row.locked_at_end else "not locked"
-    return f"{row.probes_sent}/{row.probes_answered}, {locked}"
+    lapsed = ", lapsed" if row.lock_lapsed else ""
+    return f"{row.probes_sent}/{row.probes_answered}, {locked}{lapsed}"
 
 
 def verdict(control: RunResult | None, blocked: RunResult) -> str:
@@ -214,6 +216,17 @@ def measure(
     return rows, raw
 
 
+def rows_from_json(raw: Sequence[dict]) -> list[list[str]]:
+    """The table's rows again from ``--json`` output (verdicts judged anew)."""
+    return [
+        cells(
+            RunResult.from_json(item["control"]) if item["control"] else None,
+            RunResult.from_json(item["run"]),
+        )
+        for item in raw
+    ]
+
+
 def header(clients: Sequence[str], leech: float, lock: int, started: str, took: float) -> str:
     return (
         f"BitTorrent lab, {started} UTC, {took / 60:.0f} min: {', '.join(clients)}; 20 MiB "
@@ -236,7 +249,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the table here")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--splice", type=Path, help="replace the generated part of this file")
+    parser.add_argument(
+        "--from-json", type=Path, metavar="FILE", help="render a saved --json run; run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        try:
+            saved = json.loads(args.from_json.read_text())
+            rows = rows_from_json(saved["rows"])
+            text = saved["header"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"btreport: {args.from_json}: not a saved run ({exc})", file=sys.stderr)
+            return 2
+        return _emit(render(rows, text), rows, args)
     try:
         clients = parse_clients(args.clients)
         sources = [s for s in args.sources.split(",") if s]
@@ -259,12 +284,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"btreport: {exc}", file=sys.stderr)
         return 2
     took = time.monotonic() - start
-    report = render(rows, header(clients, args.seconds, args.time_lock, started, took))
+    text = header(clients, args.seconds, args.time_lock, started, took)
+    if args.json:
+        args.json.write_text(json.dumps({"header": text, "rows": raw}, indent=1) + "\n")
+    return _emit(render(rows, text), rows, args)
+
+
+def _emit(report: str, rows: Sequence[Sequence[str]], args: argparse.Namespace) -> int:
+    """Print the report, write it where asked; 0 when every row passes."""
     print(report)
     if args.out:
         args.out.write_text(report)
-    if args.json:
-        args.json.write_text(json.dumps(raw, indent=1) + "\n")
     if args.splice:
         args.splice.write_text(splice(args.splice.read_text(), report, BEGIN, END))
     return 0 if all(row[-1] == "pass" for row in rows) else 1

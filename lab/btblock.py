@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,12 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "identified_after": self.identified_after}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        """The inverse of ``to_json`` (the derived ``identified_after`` is left out)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 # -- reading the daemon's answers -------------------------------------------------------------

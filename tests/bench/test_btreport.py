@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
+from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -99,6 +101,44 @@ class RenderTests(SynchronousTestCase):
         text = btreport.header(["aria2"], 120, 30, "2026-12-01 05:00", 600)
         self.assertIn("`--time-lock 30` (probes every 15 s)", text)
         self.assertIn("within 48 s of quitting", text)
+
+
+class SavedRunTests(SynchronousTestCase):
+    def test_a_result_survives_json(self) -> None:
+        self.assertEqual(RunResult.from_json(json.loads(json.dumps(BLOCKED.to_json()))), BLOCKED)
+
+    def test_a_saved_run_renders_the_same_table(self) -> None:
+        saved = Path(self.mktemp())
+        raw = [
+            {"control": CONTROL.to_json(), "run": BLOCKED.to_json(), "verdict": "pass"},
+            {"control": None, "run": dataclasses.replace(BLOCKED, lock_lapsed=True).to_json()},
+        ]
+        saved.write_text(json.dumps({"header": "Saved.", "rows": raw}))
+        out = Path(self.mktemp())
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output):
+            code = btreport.main(["--from-json", str(saved), "--out", str(out)])
+        self.assertEqual(code, 1)
+        expected = btreport.render(
+            [
+                btreport.cells(CONTROL, BLOCKED),
+                btreport.cells(None, RunResult.from_json(raw[1]["run"])),
+            ],
+            "Saved.",
+        )
+        self.assertEqual(out.read_text(), expected)
+        self.assertEqual(output.getvalue(), expected + "\n")
+        self.assertIn("| 7/7, locked, lapsed |", expected)
+        self.assertTrue(expected.rstrip().endswith("FAIL: the lock lapsed while the client ran |"))
+
+    def test_a_bad_saved_run_is_one_line(self) -> None:
+        saved = Path(self.mktemp())
+        saved.write_text("[1, 2]")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = btreport.main(["--from-json", str(saved)])
+        self.assertEqual((code, err.getvalue().count("\n")), (2, 1))
+        self.assertIn("not a saved run", err.getvalue())
 
 
 class ArgumentTests(SynchronousTestCase):
