@@ -1,8 +1,9 @@
 """``python -m bench.btreport``: issue 11 §4's table, measured in the BitTorrent lab (root).
 
-For each client and source (HTTP tracker, UDP tracker, DHT-only magnet): a control run (no
-daemon: the client must complete) and a blocked run (``p2pwall-rules`` and ``twistd p2pwall``
-in ``gw``, started before the client), each with the ordinary user's web, DNS and UDP load; then
+For each client and source (HTTP tracker, UDP tracker, DHT-only magnet): a blocked run
+(``p2pwall-rules`` and ``twistd p2pwall`` in ``gw``, started before the client) and, after all
+of the client's blocked runs, a control run (no daemon: the client must complete, which proves
+the swarm works), each with the ordinary user's web, DNS and UDP load; then
 the two rows the issue asks to measure honestly: ``resume`` (the client transferring before the
 daemon starts) and ``https-only`` (DHT, PEX and LSD off, the tracker only behind TLS). One swarm
 serves every run, one run at a time. Prints the Markdown table (``--out`` also writes it,
@@ -189,19 +190,21 @@ def measure(
             except LabError as exc:
                 https = str(exc)
         for client in clients:
+            # Every blocked run before any control run of the client: a client that completed
+            # is known to the tracker and the DHT at its address and port, and the seeders then
+            # connect to it from outside, which is the resume row's question, not this one's.
+            blocked = {source: blocked_run(lab, client, source, leech, lock) for source in sources}
             pairs: list[tuple[RunResult | None, RunResult]] = []
             for source in sources:
-                control = control_run(lab, client, source, leech)
-                pairs.append((control, blocked_run(lab, client, source, leech, lock)))
+                pairs.append((control_run(lab, client, source, leech), blocked[source]))
                 progress(f"{client} {source}: {verdict(*pairs[-1])}")
             if "resume" in extra:
                 pairs.append((None, resume_run(lab, client, "http", leech, lock)))
                 progress(f"{client} resume: {verdict(*pairs[-1])}")
             if "https-only" in extra and https is None:
-                control = control_run(lab, client, "https", leech, dht=False)
-                blocked = blocked_run(lab, client, "https", leech, lock, dht=False)
-                pairs.append((control, blocked))
-                progress(f"{client} https-only: {verdict(control, blocked)}")
+                tls = blocked_run(lab, client, "https", leech, lock, dht=False)
+                pairs.append((control_run(lab, client, "https", leech, dht=False), tls))
+                progress(f"{client} https-only: {verdict(*pairs[-1])}")
             elif "https-only" in extra:
                 rows.append(not_measured(client, "https-only, DHT off", https or ""))
             for control, blocked in pairs:
