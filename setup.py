@@ -14,7 +14,13 @@ setup(
     long_description_content_type="text/markdown",
     license="GPL-2.0-or-later",
     python_requires=">=3.11",
-    packages=["p2pwall", "p2pwall.detectors", "p2pwall.fragments", "p2pwall.tools", "twisted.plugins"],
+    packages=[
+        "p2pwall",
+        "p2pwall.detectors",
+        "p2pwall.fragments",
+        "p2pwall.tools",
+        "twisted.plugins",
+    ],
     package_data={"twisted": ["plugins/p2pwall_plugin.py"]},
     install_requires=[
         "twisted>=24.3,<27",
