@@ -125,8 +125,8 @@ def first_cleartext(data: bytes, client: str, since: float = 0.0) -> float | Non
 
 def bytes_from(data: bytes, client: str, sources: Iterable[str], since: float = 0.0) -> int:
     """Payload bytes on the wire from ``sources`` to ``client`` at or after ``since``: TCP, and
-    UDP that is not KRPC (uTP). An upper bound on the BitTorrent payload the client got from
-    them, whatever the client itself reports."""
+    UDP that is not KRPC (uTP). A cross-check of what the client itself reports (protocol
+    overhead counts too; a capture may miss packets of a download at full speed)."""
     senders = set(sources)
     return sum(
         seg.length
