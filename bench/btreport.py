@@ -237,7 +237,7 @@ def header(clients: Sequence[str], leech: float, lock: int, started: str, took: 
         f"with `--time-lock {lock}` (probes every {lock / 2:.0f} s); pass = 0 pieces, at most "
         f"one piece (262,144 bytes) received, identified within 2 s of the client's first "
         f"cleartext BitTorrent packet (lab capture on gw's green0), the user's web/DNS/UDP "
-        f"without a failure and never identified, locked with probes answered at the end, web "
+        f"without a failure and never identified, locked all along with probes answered, web "
         f"back within {lock * 1.5 + 3:.0f} s of quitting (lock + one probe interval + 3 s)."
     )
 
