@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench deps clean need-root
+.PHONY: demo test lint bench bt-matrix bt-report deps clean need-root
 
 deps:
 	bash scripts/install-deps.sh
@@ -22,6 +22,16 @@ lint: deps
 
 bench: need-root deps
 	$(BIN)/python -m bench.run
+
+# The real BitTorrent clients behind the daemon (issue 11): the e2e matrix (~13 min) and the
+# full report (~1 h), which rewrites the table in README.md.
+bt-matrix: need-root deps
+	bash scripts/install-bt-lab.sh
+	P2PWALL_BT_MATRIX=1 $(BIN)/python -m twisted.trial tests.e2e.test_btblock
+
+bt-report: need-root deps
+	bash scripts/install-bt-lab.sh
+	$(BIN)/python -m bench.btreport --splice README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 PACKAGES=(aria2 transmission-cli transmission-daemon qbittorrent-nox rtorrent python3-libtorrent
-          opentracker)
+          opentracker tcpdump socat openssl)
 
 if [ "$(id -u)" != 0 ]; then
   echo "install-bt-lab: run as root (apt-get install ${PACKAGES[*]})" >&2
