@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from p2pwall.events import EventLog
+from p2pwall.options import Options
 from p2pwall.packet import Hook, Verdict, decode
+from p2pwall.registry import REGISTRY
 from p2pwall.tables import ANY_CLIENT, BlockTable
 from p2pwall.testing import make_engine, packed, tcp, udp
 
@@ -55,8 +57,12 @@ def peer_key(index: int) -> bytes:
 
 
 def engine_with_peers(peers: int):
-    """``make_engine`` with a quiet event log and ``peers`` learned peers."""
-    engine = make_engine(max_peers=max(1000, peers * 2))
+    """``make_engine`` with the daemon's detectors (the registry's, default options), a quiet
+    event log and ``peers`` learned peers."""
+    options = Options()
+    options.parseOptions([])
+    detectors = [entry.detector.from_options(options) for entry in REGISTRY]
+    engine = make_engine(max_peers=max(1000, peers * 2), detectors=detectors)
     engine.events = EventLog()  # make_engine's MemoryEvents records every packet
     for index in range(peers):
         engine.learn(peer_key(index), PEER_PORT, ANY_CLIENT, "fasttrack-udp")

@@ -14,10 +14,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.bencode import encode
-from p2pwall.detectors.bittorrent import PROBE_PORT, BitTorrentDetector, PingProbe
+from p2pwall.detectors.bittorrent import PROBE_PORT, BitTorrentDetector, PingProbe, candidate
 from p2pwall.detectors.btwire import CONNECT_MAGIC, krpc_ping, parse_krpc
 from p2pwall.neighbours import KernelNeighbours
-from p2pwall.packet import ACCEPT, DROP, Hook, Packet, Verdict, decode
+from p2pwall.packet import ACCEPT, DROP, TCP, UDP, Hook, Packet, Verdict, decode
 from p2pwall.tables import ANY_CLIENT
 from p2pwall.testing import make_engine, packed, tcp, udp
 
@@ -151,6 +151,29 @@ class IdentificationTests(DetectorCase):
         self.send(udp(USER, NODE, DHT_PORT, DHT_PORT, GET_PEERS), mac=MAC_CLIENT)
         self.assertFalse(self.locked(USER))
         self.assertEqual(self.engine.stats["forged_source"], 1)
+
+
+class CandidateTests(SynchronousTestCase):
+    """The first-bytes test most packets stop at: it lets every signal and reply through."""
+
+    def test_signals_and_replies_pass(self) -> None:
+        connect = struct.pack("!QII", CONNECT_MAGIC, 0, 77)
+        announce = struct.pack("!QII", 12345, 1, 77) + bytes(86)
+        reply = struct.pack("!IIIII", 1, 77, 1800, 0, 1) + compact((PEER, 6881))
+        for proto, payload in (
+            (UDP, GET_PEERS), (UDP, connect), (UDP, announce), (UDP, reply),
+            (UDP, bytes((0x41, 0)) + bytes(18)), (TCP, ANNOUNCE), (TCP, tracker_reply()),
+            (TCP, b"\x13BitTorrent protocol" + bytes(48)),
+        ):  # fmt: skip
+            self.assertTrue(candidate(proto, payload), payload[:20])
+
+    def test_ordinary_payloads_stop_at_the_first_bytes(self) -> None:
+        for proto, payload in (
+            (UDP, bytes(64)), (UDP, b"\x17\xfe\xfd" + bytes(61)),
+            (TCP, b"\x16\x03\x01" + bytes(60)),
+            (TCP, b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ):  # fmt: skip
+            self.assertFalse(candidate(proto, payload), payload[:20])
 
 
 class LockTests(DetectorCase):
