@@ -18,6 +18,7 @@ setup(
         "p2pwall",
         "p2pwall.detectors",
         "p2pwall.fragments",
+        "p2pwall.kernel",
         "p2pwall.tools",
         "twisted.plugins",
     ],

@@ -105,8 +105,9 @@ class ReloadService(Service):
     """SIGHUP, always handled: its default action would end the daemon on the spot, without
     writing the store file or removing the pidfile.
 
-    With ``-D`` the DNS patterns are loaded at start (after the store, so .wsx IPs are blocked
-    fresh) and again on each SIGHUP, as daemons do. Each SIGHUP first calls ``reopen``'s
+    With ``-D`` the DNS patterns are loaded at start (``initial``, after the store, so .wsx IPs
+    are blocked fresh) and again on each SIGHUP, as daemons do (``reload``, which also writes
+    the kernel's sets anew with ``--enforce kernel``). Each SIGHUP first calls ``reopen``'s
     functions: the ``--json-events`` file is opened anew, after logrotate moved it. With neither,
     a SIGHUP is logged as having nothing to reload. twistd's own ``--logfile`` rotates on
     SIGUSR1 (twistd's handler). The signal handler only hands the work to the reactor."""
@@ -116,16 +117,18 @@ class ReloadService(Service):
         reload: Callable[[], object] | None,
         reactor: IReactorThreads,
         reopen: Sequence[Callable[[], object]] = (),
+        initial: Callable[[], object] | None = None,
     ) -> None:
         self._reload = reload
+        self._initial = initial
         self._reactor = reactor
         self._reopen = tuple(reopen)
         self._previous: Callable | int | None = None
 
     def startService(self) -> None:
         super().startService()
-        if self._reload is not None:
-            self._reload()
+        if self._initial is not None:
+            self._initial()
         previous = signal.signal(signal.SIGHUP, self._hangup)
         self._previous = signal.SIG_DFL if previous is None else previous
 

@@ -65,6 +65,8 @@ _VERDICT_KEYS = ("accept_udp", "accept_tcp", "drop_udp", "drop_tcp")
 _DRY_RUN_KEYS = ("would_drop_udp", "would_drop_tcp")
 
 _SYN_ACK = TCP_SYN | TCP_ACK
+# The protocol named for a lock the kernel made by itself: it does not say which.
+KERNEL_LOCK = "kernel"
 # A lock that covers new UDP flows still lets the client resolve names.
 DNS_PORT = 53
 HOOK_NUMBERS = 256
@@ -328,29 +330,48 @@ class Engine:
             else (now, name, reason, 0, 0, b"", 0)
         )
         if new:
-            client.identified = client.renewed
-            self.stats["clients_locked"] += 1
-            mac = packet.mac if packet is not None else None
-            self.events.event(
-                "c",
-                "client {client} identified: {reason}{_mac}",
-                client=addr_text(addr),
-                reason=reason,
-                _mac=f" mac={mac_text(mac)}" if mac and self.events.wants("m") else "",
-                # The same, structured, for JSON readers.
-                protocol=name,
-                mac=mac_text(mac) if mac else None,
-                peer=endpoint_text(packet.dst, packet.dport) if packet is not None else None,
-            )
-            self.events.debug(
-                "t",
-                "time lock on {client} for {seconds}s",
-                client=addr_text(addr),
-                seconds=self.clients.seconds,
-            )
-            for observer in self.observers:
-                observer.client_locked(addr)
+            self._identified(client, reason, packet)
         return client
+
+    def kernel_locked(self, addr: bytes, until: float, udp: bool) -> None:
+        """The kernel (re)locked ``addr`` until ``until`` by itself (``--enforce kernel``: it
+        tried a learned peer, a packet the daemon never saw): mirror it, so probes and
+        ``explain`` know. ``udp``: the kernel's lock covers its new UDP flows too."""
+        now = self.clock.seconds()
+        client, new = self.clients.extend(addr, until, now)
+        if client is None:
+            return
+        client.locks_udp = client.locks_udp or udp
+        if new:
+            reason = "tried a learned peer (locked by the kernel)"
+            client.renewed = (now, KERNEL_LOCK, reason, 0, 0, b"", 0)
+            self._identified(client, reason, None)
+
+    def _identified(self, client: Client, reason: str, packet: Packet | None) -> None:
+        """A green host's first lock: it is a P2P client."""
+        client.identified = client.renewed
+        self.stats["clients_locked"] += 1
+        addr = client.addr
+        mac = packet.mac if packet is not None else None
+        self.events.event(
+            "c",
+            "client {client} identified: {reason}{_mac}",
+            client=addr_text(addr),
+            reason=reason,
+            _mac=f" mac={mac_text(mac)}" if mac and self.events.wants("m") else "",
+            # The same, structured, for JSON readers.
+            protocol=client.renewed[1] if client.renewed else "manual",
+            mac=mac_text(mac) if mac else None,
+            peer=endpoint_text(packet.dst, packet.dport) if packet is not None else None,
+        )
+        self.events.debug(
+            "t",
+            "time lock on {client} for {seconds}s",
+            client=addr_text(addr),
+            seconds=self.clients.seconds,
+        )
+        for observer in self.observers:
+            observer.client_locked(addr)
 
     def unlock(self, addr: bytes, reason: str = "unlocked from the control port") -> bool:
         """Release ``addr``'s lock now; False when it holds none."""

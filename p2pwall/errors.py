@@ -8,3 +8,8 @@ class StartError(Exception):
 
     Its message is the one line the admin sees; the daemon exits non-zero with it, never with a
     traceback."""
+
+
+class KernelSetsError(Exception):
+    """The kernel refused a batch of set changes, or p2pwall's sets are not there
+    (``--enforce kernel``); the message is one line."""

@@ -211,3 +211,33 @@ class IPacketHandler(Interface):
 
     def stats():
         """The handler's counters, as the control port's ``stats`` shows them."""
+
+
+class IKernelSets(Interface):
+    """The kernel's sets that enforce what the daemon learned (``--enforce kernel``), written
+    in batches: each call is one transaction the kernel applies whole or refuses
+    (``KernelSetsError``, one line). Elements and locks are ``kernel.elements``'."""
+
+    name = Attribute("Which sets: 'nft' or 'ipset'.")
+
+    def check(lock_seconds):
+        """Fail when the sets are missing, or time locks out after another time than the
+        daemon's ``lock_seconds``."""
+
+    def load(blocks, allowed):
+        """Replace every block element with ``blocks`` ((``Element``, action) pairs) and the
+        allowed networks with ``allowed``; the number of elements written."""
+
+    def set_allowed(networks):
+        """Replace the allowed networks."""
+
+    def apply(add, replace, remove, locks, unlocks):
+        """One batch: new (``Element``, action) pairs, pairs whose element is there with
+        another action, ``Element``s to remove, ``Lock``s to (re)start for their seconds, and
+        (family, address text) pairs to unlock."""
+
+    def locks():
+        """The clients the sets hold locked, as ``Lock``s with their seconds left."""
+
+    def clear():
+        """Empty every block and lock set (accept-all: the kernel drops nothing)."""

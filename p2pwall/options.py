@@ -20,6 +20,8 @@ DEFAULT_CONTROL = "tcp:4120:interface=127.0.0.1"
 # (accepted packets, U and T, are most of the traffic and only on request).
 DEFAULT_JSON_CLASSES = "utcpx"
 READERS = ("native", "netfilterqueue")
+# queue: the daemon drops what it decides to; kernel: the kernel drops by p2pwall's sets.
+ENFORCE_MODES = ("queue", "kernel")
 
 
 def _classes_help(known: dict[str, str]) -> str:
@@ -91,6 +93,9 @@ class Options(VersionOption, usage.Options):
         ["reader", None, "native", "Queue reader: native (whole packets, batch verdicts, "
          "--fail-open) or netfilterqueue (the NetfilterQueue package: packets cut at 4016 "
          "bytes, one verdict call per packet, no --fail-open)."],
+        ["enforce", None, "queue", "queue (the daemon drops queued packets) or kernel (the "
+         "kernel drops by p2pwall's nft sets, which the daemon fills: apply p2pwall-rules "
+         "--enforce kernel)."],
         ["control", None, DEFAULT_CONTROL, "Control port endpoint (tcp:..., unix:...)."],
         ["dump-dir", None, None, "Directory where 'dump-blocks FILE' and 'dump-dns-names FILE' "
          "write (off by default)."],
@@ -120,6 +125,7 @@ class Options(VersionOption, usage.Options):
             "green-if": usage.CompleteNetInterfaces(),
             "failure-verdict": usage.CompleteList(["accept", "drop"]),
             "reader": usage.CompleteList(list(READERS)),
+            "enforce": usage.CompleteList(list(ENFORCE_MODES)),
         }
     )
 
@@ -181,6 +187,13 @@ class Options(VersionOption, usage.Options):
                     raise usage.UsageError(str(error)) from None
         if self["failure-verdict"] not in ("accept", "drop"):
             raise usage.UsageError("--failure-verdict must be 'accept' or 'drop'")
+        if self["enforce"] not in ENFORCE_MODES:
+            raise usage.UsageError(f"--enforce must be one of {', '.join(ENFORCE_MODES)}")
+        if self["enforce"] == "kernel" and self["dry-run"]:
+            raise usage.UsageError(
+                "--dry-run needs --enforce queue: the kernel's sets would drop what a dry run "
+                "only logs"
+            )
         if self["reader"] not in READERS:
             raise usage.UsageError(f"--reader must be one of {', '.join(READERS)}")
         if self["fail-open"] and self["reader"] != "native":

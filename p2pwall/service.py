@@ -7,7 +7,9 @@ consults the block and lock tables and acts through the spoofer and the event lo
 ``build_services`` adds what keeps it running: timers send probes and expire locks, age learned
 blocks, re-read the gateway's addresses and green interfaces, and flush the store file; SIGHUP
 reloads (and reopens the ``--json-events`` file); the control port and the metrics endpoint
-listen. Services start in the order they are added (privileged start
+listen. With ``--enforce kernel`` the kernel drops by p2pwall's sets (``p2pwall.kernel``):
+``KernelService`` writes what the engine learns into them and reads back the locks the
+kernel makes by itself. Services start in the order they are added (privileged start
 first, for all of them, then start) and stop in reverse: the store is loaded and the raw sockets
 opened before the queue is bound, and the queue is released first.
 
@@ -37,11 +39,13 @@ from .control import ControlFactory, ControlService
 from .daemon import CapabilityService, LaunchStderr, ReloadService, one_line_failures
 from .detectors.dns import DnsDetector
 from .engine import Engine
-from .errors import StartError
+from .errors import KernelSetsError, StartError
 from .events import EventLog, JsonEventFile
 from .handler import PacketHandler
 from .hooks import CommandHooks
-from .interfaces import INeighbours, ISpoofer
+from .interfaces import IKernelSets, INeighbours, ISpoofer
+from .kernel.nftsets import NftSets
+from .kernel.sync import POLL_INTERVAL, FlushingSpoofer, KernelSync
 from .localaddrs import AddressWatch
 from .metrics import DaemonCollector, MetricsService, MetricsSite
 from .neighbours import KernelNeighbours
@@ -70,16 +74,39 @@ def makeService(
     spoofer: ISpoofer | None = None,
     read_addresses: Callable[[], list[LinkAddress]] = addresses,
     neighbours: INeighbours | None = None,
+    kernel_sets: Callable[[], IKernelSets] = NftSets,
 ) -> DaemonService:
     """Build the daemon; tests pass a fake reactor, packet source (what the chosen reader
-    reads: a ``FakeKernelQueue``, a ``FakeNetfilterQueue``), spoofer, address list and
-    neighbour table."""
+    reads: a ``FakeKernelQueue``, a ``FakeNetfilterQueue``), spoofer, address list,
+    neighbour table and kernel sets (``--enforce kernel``)."""
     if reactor is None:
         from twisted.internet import reactor  # type: ignore[no-redef]
     with one_line_failures():
         json_events = open_json_events(options["json-events"])
         engine = build_engine(options, reactor, spoofer, neighbours, json_events)
-        return build_services(options, engine, reactor, packet_source, read_addresses, json_events)
+        kernel = open_kernel_sync(options, engine, reactor, kernel_sets)
+        return build_services(
+            options, engine, reactor, packet_source, read_addresses, json_events, kernel
+        )
+
+
+def open_kernel_sync(
+    options: Options,
+    engine: Engine,
+    reactor: IReactorTime,
+    kernel_sets: Callable[[], IKernelSets],
+) -> KernelSync | None:
+    """With ``--enforce kernel``, what keeps the kernel's sets equal to the engine's tables;
+    a one-line ``StartError`` when the sets cannot be opened."""
+    if options["enforce"] != "kernel":
+        return None
+    try:
+        sync = KernelSync(engine, kernel_sets(), reactor)
+    except KernelSetsError as error:
+        raise StartError(str(error)) from None
+    # A forged pong only once the kernel knows the peer it names (``FlushingSpoofer``).
+    engine.spoofer = FlushingSpoofer(engine.spoofer, sync)
+    return sync
 
 
 def open_json_events(path: str | None) -> JsonEventFile | None:
@@ -137,6 +164,27 @@ def reload_detectors(engine: Engine) -> list[str]:
     return [problem for detector in engine.detectors for problem in detector.reload(engine)]
 
 
+def reload_function(
+    engine: Engine, patterns: str | None, kernel: KernelSync | None
+) -> Callable[[], list[str]] | None:
+    """What SIGHUP and the control port's ``reload`` do: the detectors re-read their files
+    (with ``-D``), then the kernel's sets are written anew (``--enforce kernel``); ``None``
+    when there is nothing to reload. The problems, one line each."""
+    if not patterns and kernel is None:
+        return None
+
+    def reload() -> list[str]:
+        problems = reload_detectors(engine) if patterns else []
+        if kernel is not None:
+            try:
+                kernel.load()
+            except KernelSetsError as error:
+                problems.append(str(error))
+        return problems
+
+    return reload
+
+
 def build_services(
     options: Options,
     engine: Engine,
@@ -144,6 +192,7 @@ def build_services(
     packet_source: Callable[[], Any] | None,
     read_addresses: Callable[[], list[LinkAddress]],
     json_events: JsonEventFile | None = None,
+    kernel: KernelSync | None = None,
 ) -> DaemonService:
     """Everything around the engine, in start order; the queue comes last."""
     watch = AddressWatch(engine, options["green-if"], options["green"], read_addresses)
@@ -171,11 +220,17 @@ def build_services(
         hooks.setServiceParent(top)
 
     timer(tick_interval(options["time-lock"]), engine.tick, reactor).setServiceParent(top)
+    if kernel is not None:
+        # After the store: the first copy into the kernel holds what it loaded.
+        KernelService(kernel).setServiceParent(top)
+        timer(POLL_INTERVAL, kernel.poll, reactor).setServiceParent(top)
 
-    # Only the DNS patterns (-D) are read from a file today.
-    reload = partial(reload_detectors, engine) if options["dns-patterns"] else None
+    # Only the DNS patterns (-D) are read from a file today; a reload also copies the tables
+    # into the kernel's sets anew.
+    reload = reload_function(engine, options["dns-patterns"], kernel)
     reopen = [json_events.reopen] if json_events else []
-    ReloadService(reload, reactor, reopen).setServiceParent(top)
+    initial = partial(reload_detectors, engine) if options["dns-patterns"] else None
+    ReloadService(reload, reactor, reopen, initial).setServiceParent(top)
 
     queue_stats = partial(read_queue_stats, options["queue"])
 
@@ -201,19 +256,25 @@ def build_services(
         MetricsService(options["metrics"], MetricsSite(collector), reactor).setServiceParent(top)
 
     reading = QueueService(
-        partial(open_reader, options, engine, reactor, packet_source), options["queue"]
+        partial(open_reader, options, engine, reactor, packet_source, kernel), options["queue"]
     )
     reading.setServiceParent(top)
     return top
 
 
 def open_reader(
-    options: Options, engine: Engine, reactor: Reactor, transport: Callable[[], Any] | None
+    options: Options,
+    engine: Engine,
+    reactor: Reactor,
+    transport: Callable[[], Any] | None,
+    kernel: KernelSync | None = None,
 ) -> QueueReader:
     """Bind the queue with the ``--reader`` chosen: ``transport`` opens what it reads (by
     default a ``KernelQueue``, or a ``NetfilterQueue`` from the package). ``OSError`` when the
-    kernel refuses."""
+    kernel refuses. With kernel enforcement, what a packet taught reaches the kernel's sets
+    before its verdict (``KernelSync.deciding``)."""
     queue_num = options["queue"]
+    decide = kernel.deciding(engine.verdict) if kernel is not None else engine.verdict
     name = f"NFQUEUE {queue_num}"
     failure_verdict = Verdict[options["failure-verdict"].upper()]
     if options["reader"] == "netfilterqueue":
@@ -224,7 +285,7 @@ def open_reader(
                 "--reader netfilterqueue needs the NetfilterQueue package (pip install "
                 "NetfilterQueue; it builds against libnetfilter-queue-dev)"
             ) from None
-        handler = PacketHandler(engine.verdict, failure_verdict, NetfilterQueueReader.copy_range)
+        handler = PacketHandler(decide, failure_verdict, NetfilterQueueReader.copy_range)
         return NetfilterQueueReader(
             nfq,
             queue_num,
@@ -242,7 +303,7 @@ def open_reader(
         fail_open=options["fail-open"],
     )
     queue = open_queue()
-    handler = PacketHandler(engine.verdict, failure_verdict, NativeReader.copy_range)
+    handler = PacketHandler(decide, failure_verdict, NativeReader.copy_range)
     return NativeReader(queue, handler, reactor, name=name)
 
 
@@ -286,7 +347,8 @@ def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
         f"FastTrack UDP blocking {'off (-n)' if options['no-udp-block'] else 'on'}; "
         f"detectors {detectors}; DNS patterns {patterns}; "
         f"queue {options['queue']} (reader {options['reader']}); "
-        f"store file {options['store-file'] or 'none'}"
+        f"store file {options['store-file'] or 'none'}; "
+        f"enforced by {'the kernel (nft sets)' if options['enforce'] == 'kernel' else 'the queue'}"
         f"{'; ACCEPT-ALL' if options['accept-all'] else ''}"
         f"{'; DRY RUN' if options['dry-run'] else ''}"
         f"{'; allowed ' + ','.join(map(str, options['allow'])) if options['allow'] else ''}"
@@ -372,6 +434,25 @@ class AddressService(Service):
     def stopService(self) -> None:
         super().stopService()
         self._timer.stopService()
+
+
+class KernelService(Service):
+    """Checks and fills the kernel's sets at start (a one-line ``StartError`` when they are
+    missing or refuse), follows the tables while running."""
+
+    def __init__(self, sync: KernelSync) -> None:
+        self.sync = sync
+
+    def startService(self) -> None:
+        try:
+            self.sync.start()
+        except KernelSetsError as error:
+            raise StartError(str(error)) from None
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.sync.stop()
 
 
 class SpooferService(Service):

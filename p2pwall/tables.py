@@ -12,12 +12,48 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .interfaces import IProbe
 from .origins import MANUAL_NAME as MANUAL
 
 ANY_PORT = 0
 ANY_CLIENT = b""
+
+
+class Journal:
+    """The keys of a table changed since a writer last drained it, for a writer that mirrors
+    the table elsewhere (the kernel sets, ``kernel.sync``). It looks each key's state up when
+    it drains, so a key changed many times costs one write; ``existed`` says whether the
+    mirror may hold the key already (it changed or went, rather than came). Bounded: past
+    ``cap`` keys it only remembers that it overflowed, and the writer copies the whole table.
+    """
+
+    def __init__(self, cap: int, on_first: Callable[[], None] | None = None) -> None:
+        self.cap = cap
+        # Called when the first key arrives after a drain: the writer schedules its write.
+        self.on_first = on_first
+        self.keys: dict[Any, bool] = {}
+        self.overflowed = False
+
+    def note(self, key: object, existed: bool = True) -> None:
+        if self.overflowed:
+            return
+        if not self.keys and self.on_first is not None:
+            self.on_first()
+        if len(self.keys) >= self.cap:
+            self.overflowed = True
+            self.keys.clear()
+            return
+        # The first note since the drain tells what the mirror holds.
+        self.keys.setdefault(key, existed)
+
+    def drain(self) -> tuple[dict[Any, bool], bool]:
+        """The changed keys (with ``existed``) and whether some were lost to the cap; empties
+        the journal."""
+        keys, overflowed = self.keys, self.overflowed
+        self.keys, self.overflowed = {}, False
+        return keys, overflowed
 
 
 class Block:
@@ -78,12 +114,19 @@ class BlockTable:
         self.evicted = 0
         self.changes = 0
         self.refreshes = 0
+        # Set by a writer that mirrors the table (the kernel sets): every add, removal and
+        # origin change notes its key.
+        self.journal: Journal | None = None
 
     def __len__(self) -> int:
         return len(self._blocks)
 
     def __contains__(self, key: BlockKey) -> bool:
         return key in self._blocks
+
+    def get(self, key: BlockKey) -> Block | None:
+        """The block under exactly ``key`` (``match`` is what packets use)."""
+        return self._blocks.get(key)
 
     def add(
         self,
@@ -106,6 +149,7 @@ class BlockTable:
                 block.origin = MANUAL
                 self._manual += 1
                 self.changes += 1
+                self._note(key)
             return False
         if len(self._blocks) >= self.cap and not self._evict():
             return False
@@ -117,6 +161,7 @@ class BlockTable:
         if origin == MANUAL:
             self._manual += 1
         self.changes += 1
+        self._note(key, existed=False)
         return True
 
     def remove(self, peer: bytes, port: int, client: bytes) -> bool:
@@ -128,7 +173,12 @@ class BlockTable:
         if block.origin == MANUAL:
             self._manual -= 1
         self.changes += 1
+        self._note((peer, port, client))
         return True
+
+    def _note(self, key: BlockKey, existed: bool = True) -> None:
+        if self.journal is not None:
+            self.journal.note(key, existed)
 
     def match(self, peer: bytes, port: int, client: bytes, now: float) -> Block | None:
         """The block that covers traffic from ``client`` to ``peer:port``, touched as seen.
@@ -232,6 +282,7 @@ class BlockTable:
             del blocks[key]
             if key[2]:
                 self._client_specific -= 1
+            self._note(key)
         self.changes += 1
 
     def _to_end(self, keys: list[BlockKey]) -> None:
@@ -357,6 +408,10 @@ class LockTable:
         self._heap: list[tuple[float, int, bytes]] = []
         self._seq = 0
         self.evicted = 0
+        # Set by a writer that mirrors the locks (the kernel sets): every lock, renewal and
+        # early release notes the client's address. An expiry is not noted: the mirror's
+        # copy expires by itself.
+        self.journal: Journal | None = None
 
     @property
     def enabled(self) -> bool:
@@ -377,6 +432,18 @@ class LockTable:
 
     def lock(self, addr: bytes, now: float) -> tuple[Client | None, bool]:
         """(Re)start ``addr``'s time lock; returns the client and whether it is newly locked."""
+        client, new = self._lock(addr, now, now + self.seconds)
+        if client is not None and self.journal is not None:
+            self.journal.note(addr)
+        return client, new
+
+    def extend(self, addr: bytes, until: float, now: float) -> tuple[Client | None, bool]:
+        """Make ``addr``'s lock run until ``until`` at least, as a mirror says it does (a lock
+        the kernel renewed by itself). Not noted in the journal, which would only write it
+        back. The client and whether it is newly locked."""
+        return self._lock(addr, now, until)
+
+    def _lock(self, addr: bytes, now: float, until: float) -> tuple[Client | None, bool]:
         if not self.enabled:
             return None, False
         client = self._clients.get(addr)
@@ -386,7 +453,7 @@ class LockTable:
                 self._evict()
             client = Client(addr, now)
             self._clients[addr] = client
-        client.until = now + self.seconds
+        client.until = max(client.until, until)
         if new:
             self._schedule(client)
         return client, new
@@ -400,7 +467,11 @@ class LockTable:
             self._schedule(client)
 
     def release(self, addr: bytes) -> Client | None:
-        return self._clients.pop(addr, None)
+        """End ``addr``'s lock before its time (an expired lock is gone already)."""
+        client = self._clients.pop(addr, None)
+        if client is not None and self.journal is not None:
+            self.journal.note(addr)
+        return client
 
     def due(self, now: float, probes: int = NO_LIMIT, limit: int = NO_LIMIT) -> Iterator[Due]:
         """Yield the probes and expiries that are due at ``now``, updating state as it goes.

@@ -1,13 +1,15 @@
 """Public test doubles: a fake kernel queue and a fake NetfilterQueue package, a recording
-spoofer, packet crafting and an engine factory, so tests (ours and those of new detectors) run
-without root or a network."""
+spoofer, fake kernel sets, packet crafting and an engine factory, so tests (ours and those of
+new detectors) run without root or a network."""
 
 from __future__ import annotations
 
+import copy
 import errno
 import ipaddress
+import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import Clock
@@ -18,9 +20,11 @@ from . import netlink
 from .detectors.dns import DNS_ORIGIN
 from .detectors.fasttrack import FastTrackDetector
 from .engine import Engine
+from .errors import KernelSetsError
 from .events import EventLog
-from .interfaces import IDetector, IPacketSource, IProbe, ISpoofer, IVerdictTarget
-from .networks import GreenNetworks
+from .interfaces import IDetector, IKernelSets, IPacketSource, IProbe, ISpoofer, IVerdictTarget
+from .kernel.elements import Element, Lock
+from .networks import GreenNetworks, Network
 from .origins import Origins, Protocol
 from .packet import Hook, Packet, Verdict
 from .tables import BlockTable, LockTable
@@ -359,3 +363,86 @@ def make_engine(
         events=MemoryEvents(),
         **kwargs,
     )
+
+
+@implementer(IKernelSets)
+class FakeKernelSets:
+    """Kernel sets in memory, as strict as nft: adding an element that is there with another
+    action, or removing one that is not, fails the whole batch (``KernelSetsError``) and
+    changes nothing. ``kernel_lock`` plays the kernel locking a client by itself; ``refuse``
+    makes the next calls fail."""
+
+    name = "fake"
+
+    def __init__(self, lock_seconds: float = 120) -> None:
+        self.lock_seconds = lock_seconds
+        self.blocks: dict[Element, str] = {}
+        # (family, address text) -> (seconds left, covers UDP flows)
+        self.locked: dict[tuple[int, str], tuple[float, bool]] = {}
+        self.allowed: list[Network] = []
+        self.present = True
+        self.refuse = 0
+        self.batches = 0
+        self.loads = 0
+
+    def _refused(self) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise KernelSetsError("nft: Could not process rule: Operation not permitted")
+
+    def check(self, lock_seconds: float) -> None:
+        if not self.present:
+            raise KernelSetsError("no set locked4 in table inet p2pwall")
+        if math.ceil(lock_seconds) != self.lock_seconds:
+            raise KernelSetsError(f"the kernel's lock set times out after {self.lock_seconds} s")
+
+    def load(self, blocks: Iterable[tuple[Element, str]], allowed: Sequence[Network]) -> int:
+        self._refused()
+        self.blocks = dict(blocks)
+        self.allowed = list(allowed)
+        self.loads += 1
+        return len(self.blocks)
+
+    def set_allowed(self, networks: Sequence[Network]) -> None:
+        self._refused()
+        self.allowed = list(networks)
+
+    def apply(
+        self,
+        add: Sequence[tuple[Element, str]],
+        replace: Sequence[tuple[Element, str]],
+        remove: Sequence[Element],
+        locks: Sequence[Lock],
+        unlocks: Sequence[tuple[int, str]],
+    ) -> None:
+        self._refused()
+        blocks = copy.copy(self.blocks)
+        for item, action in add:
+            if blocks.setdefault(item, action) != action:
+                raise KernelSetsError(f"nft: File exists: {item}")
+        for item, action in replace:
+            if blocks.pop(item, None) is None:
+                raise KernelSetsError(f"nft: No such file or directory: {item}")
+            blocks[item] = action
+        for item in remove:
+            if blocks.pop(item, None) is None:
+                raise KernelSetsError(f"nft: No such file or directory: {item}")
+        self.blocks = blocks
+        for lock in locks:
+            self.locked[lock.family, lock.addr] = (lock.seconds, lock.flows)
+        for key in unlocks:
+            self.locked.pop(key, None)
+        self.batches += 1
+
+    def kernel_lock(self, addr: str, seconds: float, flows: bool = False) -> None:
+        family = ipaddress.ip_address(addr).version
+        self.locked[family, addr] = (seconds, flows)
+
+    def locks(self) -> list[Lock]:
+        self._refused()
+        return [Lock(a, f, seconds, flows) for (f, a), (seconds, flows) in self.locked.items()]
+
+    def clear(self) -> None:
+        self._refused()
+        self.blocks.clear()
+        self.locked.clear()

@@ -11,7 +11,8 @@
 # that was there before is kept. --purge also removes the daemon's data (/var/lib/p2pwall,
 # /var/log/p2pwall).
 #
-# System packages: python3-venv (a virtualenv needs ensurepip) and iptables (or nftables),
+# System packages: python3-venv (a virtualenv needs ensurepip), iptables (or nftables) and
+# python3-nftables (--enforce kernel writes its sets through it, linked into the virtualenv),
 # installed if missing. A Python package pip finds no wheel for (NetfilterQueue has none) is
 # compiled with build packages installed for the time of the build only (docs/install.md).
 set -euo pipefail
@@ -112,6 +113,7 @@ system_packages() {
   local need=()
   "$python" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
   command -v iptables >/dev/null || command -v nft >/dev/null || need+=(iptables)
+  [ -d /usr/lib/python3/dist-packages/nftables ] || need+=(python3-nftables)
   [ ${#need[@]} -gt 0 ] || return 0
   if [ -n "$root" ] || [ "$(id -u)" != 0 ]; then
     die "missing system packages: ${need[*]} (apt-get install ${need[*]})"
@@ -226,6 +228,7 @@ install() {
   "$python" -m venv --clear "$prefix"
   write_manifest "${entries[@]}"
   build_packages
+  bash "$SOURCE/scripts/link-nftables.sh" "$prefix/bin/python"
   # twistd finds plugins through a cache it cannot write at run time (ProtectSystem=strict).
   "$prefix/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
   bash "$SOURCE/scripts/check-plugin.sh" "$prefix/bin/twistd"

@@ -44,6 +44,8 @@ from p2pwall.fragments.dns import DnsRules
 from p2pwall.fragments.fasttrack import FastTrackRules
 from p2pwall.handler import PacketHandler
 from p2pwall.hooks import CommandHooks
+from p2pwall.kernel.nftsets import NftSets
+from p2pwall.kernel.sync import FlushingSpoofer, KernelSync
 from p2pwall.neighbours import KernelNeighbours
 from p2pwall.nfq_package import NetfilterQueueReader, NfqPacket
 from p2pwall.nfqueue import NativeReader
@@ -51,6 +53,8 @@ from p2pwall.packet import ACCEPT
 from p2pwall.registry import REGISTRY
 from p2pwall.spoof import RawSpoofer
 from p2pwall.store import ClientDirectory
+
+from .kernel.support import RecordingNft
 
 
 class AckingNetlinkSocket:
@@ -169,7 +173,22 @@ PROVIDERS: dict[str, tuple[Build, tuple[InterfaceClass, ...]]] = {
         lambda test: ControlProtocol(),
         (IHalfCloseableProtocol, IProtocol),
     ),
+    "p2pwall.kernel.nftsets.NftSets": (
+        lambda test: NftSets(RecordingNft()),
+        (interfaces.IKernelSets,),
+    ),
+    "p2pwall.kernel.sync.FlushingSpoofer": (
+        lambda test: FlushingSpoofer(
+            testing.RecordingSpoofer(),
+            KernelSync(testing.make_engine(), testing.FakeKernelSets(), Clock()),
+        ),
+        (interfaces.ISpoofer,),
+    ),
     # The public fakes.
+    "p2pwall.testing.FakeKernelSets": (
+        lambda test: testing.FakeKernelSets(),
+        (interfaces.IKernelSets,),
+    ),
     "p2pwall.testing.FakeKernelQueue": (
         fake_kernel_queue,
         (interfaces.IPacketSource, interfaces.IVerdictTarget),

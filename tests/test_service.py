@@ -22,6 +22,7 @@ from p2pwall.daemon import StartFailed
 from p2pwall.detectors import dns as dns_module
 from p2pwall.errors import StartError
 from p2pwall.hooks import CommandHooks
+from p2pwall.kernel.elements import Element
 from p2pwall.metrics import MetricsSite
 from p2pwall.neighbours import KernelNeighbours
 from p2pwall.options import Options
@@ -38,6 +39,7 @@ from p2pwall.store import StoreFile
 from p2pwall.testing import (
     ORIGINS,
     FakeKernelQueue,
+    FakeKernelSets,
     FakeNetfilterQueue,
     RecordingSpoofer,
     ThreadsReactor,
@@ -702,3 +704,54 @@ class CapabilityTests(SynchronousTestCase):
             "([Errno 1] Operation not permitted): every verdict would fail; run without --uid\n"
             "0x0\n",
         )
+
+
+class KernelEnforcementTests(DaemonCase):
+    """``--enforce kernel``: the kernel's sets follow the engine (FakeKernelSets here; the real
+    nft sets in tests/e2e)."""
+
+    def build_kernel(self, *argv: str):
+        self.sets = FakeKernelSets(lock_seconds=10)
+        return self.build("--enforce", "kernel", "-t", "10", *argv, kernel_sets=lambda: self.sets)
+
+    def test_a_learned_peer_is_in_the_kernel_before_the_pong_names_it(self) -> None:
+        """The forged pong makes the client connect at once: its SYN, which the daemon never
+        sees, must meet the peer in the kernel's set."""
+        self.build_kernel()
+        seen_at_send = []
+        send = self.spoofer.send_udp
+        self.spoofer.send_udp = lambda *a: (seen_at_send.append(dict(self.sets.blocks)), send(*a))
+        hello = self.source.queue(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
+        self.read()
+        self.assertEqual(self.source.verdict(hello), Verdict.DROP)
+        peer = Element(4, "peer_port_client", ("198.19.1.1", 2000, "198.18.1.10"))
+        self.assertEqual(seen_at_send, [{peer: "lock"}])
+        self.assertIn((4, "198.18.1.10"), self.sets.locked)
+
+    def test_start_copies_the_store_and_a_reload_copies_again(self) -> None:
+        path = self.mktemp()
+        engine = make_engine()
+        engine.block(packed("198.19.9.9"), 6881)
+        StoreFile(path, 86400, ORIGINS).save(engine.blocks, now=1_000_000)
+        service = self.build_kernel("-f", path)
+        self.assertEqual(self.sets.blocks, {Element(4, "peer_port", ("198.19.9.9", 6881)): "block"})
+        self.assertEqual(self.sets.loads, 1)
+        service.engine.block(packed("198.19.9.10"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        self.assertEqual(self.sets.loads, 2)
+        self.assertEqual(len(self.sets.blocks), 2)
+
+    def test_missing_sets_end_the_start_with_one_line(self) -> None:
+        self.sets = FakeKernelSets(lock_seconds=10)
+        self.sets.present = False
+        with self.assertRaises(StartFailed) as caught:
+            self.build("--enforce", "kernel", "-t", "10", kernel_sets=lambda: self.sets)
+        self.assertEqual(caught.exception.code, "no set locked4 in table inet p2pwall")
+
+    def test_the_start_line_says_who_enforces(self) -> None:
+        self.build_kernel()
+        self.assertIn("enforced by the kernel (nft sets)", self.start_line())
+
+    def test_a_dry_run_cannot_start_with_kernel_enforcement(self) -> None:
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(["--enforce", "kernel", "--dry-run"])

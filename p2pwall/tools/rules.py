@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from twisted.python import usage
 
 from ..fragments import FORWARD, INPUT, IptablesContext, NftContext, Rules, words
+from ..kernel import nftrules
 from ..registry import REGISTRY
 from ..spoof import SPOOF_MARK
 from ..version import VersionOption
@@ -52,6 +53,8 @@ NFT_REPLY = "ct state established ct direction reply"
 HASHLIMIT_NAME = "p2pwall"
 IPV6_SOURCE_BITS = 64  # one IPv6 host owns a /64: the limit counts per /64
 DEFAULT_PER_SOURCE_LIMIT = 1000
+DEFAULT_LOCK_SECONDS = 120
+ENFORCE_MODES = ("queue", "kernel")
 MAX_PER_SOURCE_LIMIT = 100_000
 UDP_FLOW_NOTE = """\
 Only the first packets of each UDP flow a green host opens are queued (--udp-packets, default
@@ -93,6 +96,14 @@ class RuleSet:
     udp_packets: int = 3
     per_source_limit: int = DEFAULT_PER_SOURCE_LIMIT
     fragments: tuple[object, ...] = field(default_factory=all_fragments)
+    # "kernel": the kernel drops by p2pwall's sets (``p2pwall.kernel``), SYNs are not queued.
+    enforce: str = "queue"
+    lock_seconds: int = DEFAULT_LOCK_SECONDS
+    lock_established: bool = False
+
+    @property
+    def kernel(self) -> bool:
+        return self.enforce == "kernel"
 
     def _target(self, bypass: bool) -> list[str]:
         target = ["-j", "NFQUEUE", "--queue-num", str(self.queue)]
@@ -136,7 +147,8 @@ class RuleSet:
         forward, inbound = [], []
         for green in self.green_ifs:
             forward.append(["-i", green, "-p", "udp", *udp_start, "-j", limit])
-            forward.append(["-i", green, "-p", "tcp", "--syn", "-j", limit])
+            if not self.kernel:
+                forward.append(["-i", green, "-p", "tcp", "--syn", "-j", limit])
             if early:
                 # One connbytes test per data packet, then the fragments' string matches in
                 # their own chain: bulk data costs one match here, not one per marker.
@@ -224,9 +236,10 @@ class RuleSet:
         limit = context.limit
         parts = [fragment.nft(context) for fragment in self.fragments]
         early = f"{green} tcp flags & (syn | ack) == ack {NFT_EARLY_PACKETS} {NFT_OPENED_BY_SENDER}"
+        syn = [] if self.kernel else [f"{green} tcp flags & (syn | ack) == syn {limit}"]
         forward = [
             f"{green} meta l4proto udp {context.udp_start} {limit}",
-            f"{green} tcp flags & (syn | ack) == syn {limit}",
+            *syn,
             *[f"{early} {rule}" for part in parts for rule in part.early],
             *[f"{green} {rule}" for rule in _hooked(parts, "green", FORWARD)],
             *[f"iifname != {greens} oifname {greens} {rule}"
@@ -249,25 +262,47 @@ class RuleSet:
                             "timeout 60s; }")  # fmt: skip
                 limited.append(f"update @{name} {{ {key} {rate} }} counter drop")
         limited.append(_nft_queue(self.queue, self.bypass))
-        lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}",
-                 f"table inet {NFT_TABLE} {{", *sets]  # fmt: skip
-        for name, hook, priority, rules in (
-            (NFT_CHAIN_LIMIT, None, None, limited),
-            ("forward", "forward", "mangle", forward),
-            ("input", "input", "mangle", inbound),
-            ("spoofed", "output", "raw", [f"meta mark {hex(SPOOF_MARK)} notrack"]),
-        ):
-            lines.append(f"  chain {name} {{")
-            if hook:
-                lines.append(f"    type filter hook {hook} priority {priority}; policy accept;")
-            lines += [f"    {rule}" for rule in rules]
-            lines.append("  }")
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        kernel_sets, kernel_chains = self.kernel_parts() if self.kernel else ([], [])
+        return _nft_table(
+            [*sets, *kernel_sets],
+            [
+                (NFT_CHAIN_LIMIT, None, None, limited),
+                ("forward", "forward", "mangle", forward),
+                ("input", "input", "mangle", inbound),
+                ("spoofed", "output", "raw", [f"meta mark {hex(SPOOF_MARK)} notrack"]),
+                *kernel_chains,
+            ],
+        )
+
+    def kernel_parts(self) -> tuple[list[str], list[tuple[str, str | None, str | None, list[str]]]]:
+        """The sets and chains of kernel enforcement (``p2pwall.kernel.nftrules``)."""
+        chains = nftrules.chains(_nft_names(self.green_ifs), self.lock_established)
+        return nftrules.declarations(self.lock_seconds), [
+            (name, hook, nftrules.CHAIN_PRIORITY if hook else None, rules)
+            for name, hook, rules in chains
+        ]
+
+    def kernel_nft(self) -> str:
+        """The kernel-enforcement table alone, next to iptables queue rules."""
+        return _nft_table(*self.kernel_parts())
 
     @staticmethod
     def nft_delete() -> str:
         return f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n"
+
+
+def _nft_table(sets: list[str], chains: list[tuple[str, str | None, str | None, list[str]]]) -> str:
+    """Our ``inet`` table, replaced whole in one transaction (applying twice changes nothing)."""
+    lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}",
+             f"table inet {NFT_TABLE} {{", *sets]  # fmt: skip
+    for name, hook, priority, rules in chains:
+        lines.append(f"  chain {name} {{")
+        if hook:
+            lines.append(f"    type filter hook {hook} priority {priority}; policy accept;")
+        lines += [f"    {rule}" for rule in rules]
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def _hooked(parts: list[Rules], where: str, hook: str) -> list:
@@ -341,10 +376,20 @@ class Options(VersionOption, usage.Options):
             str(DEFAULT_PER_SOURCE_LIMIT),
             "Drop a green source's flow starts above N/s (burst 2N); 0: no limit.",
         ],  # fmt: skip
-    ]
+        ["enforce", None, "queue", "queue (the daemon drops queued packets) or kernel (the "
+         "kernel drops by p2pwall's nft sets, which the daemon fills; SYNs are not queued)."],
+        ["lock-time", None, DEFAULT_LOCK_SECONDS, "With --enforce kernel: seconds a lock "
+         "the kernel (re)starts lasts; the daemon's -t.", int],
+    ]  # fmt: skip
     optFlags = [
         ["no-bypass", None, "Drop instead of forwarding while no daemon reads the queue."],
         *[[name, None, text] for entry in REGISTRY for name, text in entry.rules.flags],
+        [
+            "lock-established",
+            None,
+            "With --enforce kernel: a locked client loses its "
+            "established flows too (DNS excepted), not only new ones.",
+        ],
         ["delete", None, "Print the commands that remove the rules instead."],
     ]
 
@@ -374,6 +419,12 @@ class Options(VersionOption, usage.Options):
             self["per-source-limit"] = per_second(str(self["per-source-limit"]))
         except ValueError as error:
             raise usage.UsageError(str(error)) from None
+        if self["enforce"] not in ENFORCE_MODES:
+            raise usage.UsageError(f"--enforce must be one of {', '.join(ENFORCE_MODES)}")
+        if not 1 <= self["lock-time"] <= 86400 * 365:
+            raise usage.UsageError("--lock-time must be between 1 and 31536000 seconds")
+        if self["lock-established"] and self["enforce"] != "kernel":
+            raise usage.UsageError("--lock-established needs --enforce kernel")
 
 
 def render(options: Options) -> str:
@@ -383,6 +434,9 @@ def render(options: Options) -> str:
         bypass=not options["no-bypass"],
         udp_packets=options["udp-packets"],
         per_source_limit=options["per-source-limit"],
+        enforce=options["enforce"],
+        lock_seconds=options["lock-time"],
+        lock_established=options["lock-established"],
         fragments=tuple(
             entry.rules(frozenset(name for name, _ in entry.rules.flags if options[name]))
             for entry in REGISTRY
@@ -394,7 +448,14 @@ def render(options: Options) -> str:
     lines = []
     for command in ("iptables", "ip6tables"):
         lines += rules.iptables_delete(command) if options["delete"] else rules.iptables(command)
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    # With kernel enforcement the sets live in an nft table next to the queue rules; --delete
+    # removes it too (quietly: there may be none, or no nft at all).
+    if options["delete"]:
+        text += _quietly(["nft", "delete", "table", "inet", NFT_TABLE]) + "\n"
+    elif rules.kernel:
+        text += f"nft -f - <<'EOF'\n{rules.kernel_nft()}EOF\n"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

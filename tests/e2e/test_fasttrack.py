@@ -8,6 +8,7 @@ import time
 from lab.gateway import nft_queue_supported
 from lab.netlab import PEER_PORT
 
+from .kernelsets import kernel_drops, kernel_options
 from .support import LabCase
 
 TIME_LOCK = 3.0
@@ -23,8 +24,12 @@ class KazaaProofTests(LabCase):
         hidden = [f"--hidden-peer={ip}:{port}" for ip, port in self.lab.peers[20:]]
         return ["--peers-file", str(cache), *hidden]
 
-    def kazaa_run(self, rules: str) -> None:
-        gateway = self.gateway("-t", str(TIME_LOCK), "-L", "tcp", "-d", "tp", rules=rules)
+    def kazaa_run(self, rules: str, enforce: str = "queue") -> None:
+        kernel = enforce == "kernel"
+        daemon, rule_options = kernel_options(TIME_LOCK) if kernel else (["-t", str(TIME_LOCK)], [])
+        gateway = self.gateway(
+            *daemon, "-L", "tcp", "-d", "tp", rules=rules, rule_options=rule_options
+        )
         report = self.ftclient(*self.cache_and_hidden(), "--scale", SCALE, "--linger", "7")
         self.assertEqual(report["breakthroughs"], [], "a FastTrack connection got through")
         self.assertGreater(report["pongs_received"], 10)
@@ -33,7 +38,8 @@ class KazaaProofTests(LabCase):
         log = gateway.read_log()
         self.assertIn("client 198.18.1.10 identified: FastTrack hello", log)
         self.assertGreaterEqual(log.count("learned (fasttrack-udp) from client 198.18.1.10"), 20)
-        self.assertIn("(time lock)", log)
+        if not kernel:
+            self.assertIn("(time lock)", log)
         self.assertGreaterEqual(
             log.count("probe answered by 198.18.1.10"), 4, "the lock lives on answered probes"
         )
@@ -48,9 +54,16 @@ class KazaaProofTests(LabCase):
         while cleared not in gateway.read_log() and time.monotonic() < deadline:
             time.sleep(0.1)
         self.assertIn(cleared, gateway.read_log())
+        if kernel:
+            # The kernel dropped the connections; the daemon saw no SYN.
+            self.assertEqual(gateway.stats()["drop_tcp"], "0")
+            self.assertGreater(kernel_drops(self.lab, "lock"), 20)
 
     def test_three_phases_end_with_no_breakthrough_iptables(self) -> None:
         self.kazaa_run("iptables")
+
+    def test_three_phases_end_with_no_breakthrough_kernel_enforcement(self) -> None:
+        self.kazaa_run("iptables", enforce="kernel")
 
     def test_three_phases_end_with_no_breakthrough_nft(self) -> None:
         if not nft_queue_supported(self.lab):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.fragments import FORWARD, INPUT, Rules
@@ -29,6 +30,8 @@ VARIANTS = (
     ("--no-bypass", "--per-source-limit", "0"),
     *[(f"--{name}",) for entry in REGISTRY for name, _ in entry.rules.flags],
     tuple(f"--{name}" for entry in REGISTRY for name, _ in entry.rules.flags),
+    ("--enforce", "kernel"),
+    ("--enforce", "kernel", "--lock-established", "--lock-time", "60"),
 )
 
 
@@ -246,6 +249,45 @@ class RuleTextTests(SynchronousTestCase):
             self.assertIn(f"p2pwall-rules: {message}", stderr.getvalue())
 
 
+class KernelEnforcementRuleTests(SynchronousTestCase):
+    """``--enforce kernel``: SYNs stay in the kernel, which drops by p2pwall's sets."""
+
+    def test_syns_are_not_queued(self) -> None:
+        for argv in (("-i", "g0"), ("-i", "g0", "-F", "nft")):
+            queued = rendered(*argv)
+            kernel = rendered(*argv, "--enforce", "kernel")
+            self.assertTrue("--syn -j p2pwall-lim" in queued or "== syn jump limited" in queued)
+            self.assertNotIn("--syn -j p2pwall-lim", kernel)
+            self.assertNotIn("== syn jump limited", kernel)
+            # Everything else is queued as before: the daemon still learns.
+            self.assertEqual(queued.count("NFQUEUE") + queued.count("queue num"),
+                             kernel.count("NFQUEUE") + kernel.count("queue num"))  # fmt: skip
+
+    def test_iptables_queue_rules_come_with_the_nft_table_of_the_sets(self) -> None:
+        text = rendered("-i", "g0", "--enforce", "kernel", "--lock-time", "45")
+        iptables, script = text.split("nft -f - <<'EOF'\n")
+        self.assertIn("iptables -t mangle", iptables)
+        self.assertIn("set locked4 { type ipv4_addr; size 65536; flags dynamic,timeout; "
+                      "timeout 45s; }", script)  # fmt: skip
+        self.assertIn("type filter hook forward priority mangle - 10;", script)
+        self.assertNotIn("queue", script)
+        self.assertTrue(script.endswith("}\nEOF\n"))
+
+    def test_nft_format_holds_queue_rules_and_sets_in_one_table(self) -> None:
+        script = rendered("-i", "g0", "-F", "nft", "--enforce", "kernel")
+        self.assertEqual(script.count("table inet p2pwall {"), 1)
+        self.assertIn("map peer_port_client6", script)
+        self.assertIn("queue num 0", script)
+
+    def test_delete_removes_the_sets_table_too(self) -> None:
+        self.assertIn("nft delete table inet p2pwall", rendered("-i", "g0", "--delete"))
+
+    def test_lock_options_need_kernel_enforcement(self) -> None:
+        for argv in (("--lock-established",), ("--enforce", "sets"), ("--lock-time", "0")):
+            with self.subTest(argv=argv), self.assertRaises(usage.UsageError):
+                rendered("-i", "g0", *argv)
+
+
 class Probe:
     """A fragment with one rule in every place, each naming where it went."""
 
@@ -455,6 +497,7 @@ class KernelAcceptsRulesTests(SynchronousTestCase):
                 self.sh(rendered("-i", "lo", "-i", "eth9", *argv))
                 self.sh(rendered("-i", "lo", "-i", "eth9", *argv, "--delete"))
                 self.assertNotIn("p2pwall", self.saved())
+                self.assertNotIn("p2pwall", self.run_in(["nft", "list", "tables"]).stdout)
 
     def test_nft_script_is_valid_apart_from_queue_support(self) -> None:
         if not shutil.which("nft"):

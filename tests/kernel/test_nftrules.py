@@ -1,0 +1,55 @@
+"""The nft table of kernel enforcement, as p2pwall-rules prints it."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pwall.kernel import nftrules
+
+
+def chain(name: str, lock_established: bool = False) -> list[str]:
+    return next(rules for n, _, rules in nftrules.chains('"g0"', lock_established) if n == name)
+
+
+class NftRulesTests(SynchronousTestCase):
+    def test_lock_sets_time_out_after_the_lock(self) -> None:
+        lines = nftrules.declarations(90)
+        locked = [line for line in lines if " set locked" in line]
+        self.assertEqual(len(locked), 4)
+        self.assertTrue(all("timeout 90s" in line and "dynamic" in line for line in locked))
+
+    def test_new_flows_meet_every_shape_of_both_families(self) -> None:
+        rules = chain("new_from_green")
+        vmaps = [rule.split("@")[1] for rule in rules if "vmap" in rule]
+        self.assertEqual(
+            sorted(vmaps),
+            sorted(f"{s}{f}" for s in nftrules.SHAPES.values() for f in (4, 6)),
+        )
+
+    def test_only_new_flows_are_matched_unless_established_are_locked(self) -> None:
+        self.assertEqual(chain("from_green"), ["ct state new jump new_from_green"])
+        established = chain("from_green", lock_established=True)
+        self.assertIn("ip saddr @locked4 tcp dport != 53 counter drop", established)
+        self.assertIn("ip6 saddr @locked_flows6 udp dport != 53 counter drop", established)
+
+    def test_locking_chains_restart_the_lock_and_drop(self) -> None:
+        lock = chain("lock_flows")
+        self.assertIn("meta nfproto ipv4 update @locked_flows4 { ip saddr }", lock)
+        self.assertEqual(lock[-1], "counter drop")
+        # A FastTrack peer keeps a BitTorrent client's UDP lock running, never starts one.
+        self.assertIn(
+            "meta nfproto ipv4 ip saddr @locked_flows4 update @locked_flows4 { ip saddr }",
+            chain("lock"),
+        )
+        self.assertEqual(chain("block"), ["counter drop"])
+        self.assertEqual(chain("lock_udp_passes")[-2:], ["meta l4proto udp accept", "counter drop"])
+
+    def test_locked_clients_keep_dns(self) -> None:
+        rules = chain("new_from_green")
+        self.assertIn("ip saddr @locked_flows4 udp dport != 53 counter drop", rules)
+        self.assertIn("ip saddr @locked4 meta l4proto tcp counter drop", rules)
+
+    def test_allowed_networks_skip_everything_first(self) -> None:
+        enforce = chain("enforce")
+        self.assertEqual(enforce[0], "ip saddr @allowed4 accept")
+        self.assertTrue(enforce[-2].startswith('iifname "g0"'))
