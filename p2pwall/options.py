@@ -10,6 +10,7 @@ from .allow import parse_network
 from .coerce import number as _number
 from .events import DEBUG_CLASSES, EVENT_CLASSES, parse_classes
 from .hooks import parse_command
+from .kernel.backends import SET_KINDS
 from .metrics import metrics_endpoint
 from .networks import DEFAULT_GREEN
 from .registry import REGISTRY
@@ -96,6 +97,8 @@ class Options(VersionOption, usage.Options):
         ["enforce", None, "queue", "queue (the daemon drops queued packets) or kernel (the "
          "kernel drops by p2pwall's nft sets, which the daemon fills: apply p2pwall-rules "
          "--enforce kernel)."],
+        ["sets", None, "nft", "With --enforce kernel, where the sets are: "
+         + " or ".join(SET_KINDS) + " (as p2pwall-rules --sets)."],
         ["control", None, DEFAULT_CONTROL, "Control port endpoint (tcp:..., unix:...)."],
         ["dump-dir", None, None, "Directory where 'dump-blocks FILE' and 'dump-dns-names FILE' "
          "write (off by default)."],
@@ -189,6 +192,8 @@ class Options(VersionOption, usage.Options):
             raise usage.UsageError("--failure-verdict must be 'accept' or 'drop'")
         if self["enforce"] not in ENFORCE_MODES:
             raise usage.UsageError(f"--enforce must be one of {', '.join(ENFORCE_MODES)}")
+        if self["sets"] not in SET_KINDS:
+            raise usage.UsageError(f"--sets must be one of {', '.join(SET_KINDS)}")
         if self["enforce"] == "kernel" and self["dry-run"]:
             raise usage.UsageError(
                 "--dry-run needs --enforce queue: the kernel's sets would drop what a dry run "

@@ -44,7 +44,7 @@ from .events import EventLog, JsonEventFile
 from .handler import PacketHandler
 from .hooks import CommandHooks
 from .interfaces import IKernelSets, INeighbours, ISpoofer
-from .kernel.nftsets import NftSets
+from .kernel.backends import open_sets
 from .kernel.sync import POLL_INTERVAL, FlushingSpoofer, KernelSync
 from .localaddrs import AddressWatch
 from .metrics import DaemonCollector, MetricsService, MetricsSite
@@ -74,7 +74,7 @@ def makeService(
     spoofer: ISpoofer | None = None,
     read_addresses: Callable[[], list[LinkAddress]] = addresses,
     neighbours: INeighbours | None = None,
-    kernel_sets: Callable[[], IKernelSets] = NftSets,
+    kernel_sets: Callable[[str], IKernelSets] = open_sets,
 ) -> DaemonService:
     """Build the daemon; tests pass a fake reactor, packet source (what the chosen reader
     reads: a ``FakeKernelQueue``, a ``FakeNetfilterQueue``), spoofer, address list,
@@ -94,14 +94,14 @@ def open_kernel_sync(
     options: Options,
     engine: Engine,
     reactor: IReactorTime,
-    kernel_sets: Callable[[], IKernelSets],
+    kernel_sets: Callable[[str], IKernelSets],
 ) -> KernelSync | None:
     """With ``--enforce kernel``, what keeps the kernel's sets equal to the engine's tables;
     a one-line ``StartError`` when the sets cannot be opened."""
     if options["enforce"] != "kernel":
         return None
     try:
-        sync = KernelSync(engine, kernel_sets(), reactor)
+        sync = KernelSync(engine, kernel_sets(options["sets"]), reactor)
     except KernelSetsError as error:
         raise StartError(str(error)) from None
     # A forged pong only once the kernel knows the peer it names (``FlushingSpoofer``).
@@ -340,6 +340,8 @@ def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
     detectors = ", ".join(detector.name for detector in engine.detectors)
     patterns = options["dns-patterns"] or "none (banned names only)"
     interfaces = ",".join(watch.interfaces) or "none found"
+    kernel = options["enforce"] == "kernel"
+    enforcer = f"the kernel ({options['sets']} sets)" if kernel else "the queue"
     return (
         f"p2pwall: green networks {engine.green}; "
         f"green interfaces {interfaces}{' (--green-if)' if options['green-if'] else ''}; "
@@ -348,7 +350,7 @@ def settings_line(options: Options, engine: Engine, watch: AddressWatch) -> str:
         f"detectors {detectors}; DNS patterns {patterns}; "
         f"queue {options['queue']} (reader {options['reader']}); "
         f"store file {options['store-file'] or 'none'}; "
-        f"enforced by {'the kernel (nft sets)' if options['enforce'] == 'kernel' else 'the queue'}"
+        f"enforced by {enforcer}"
         f"{'; ACCEPT-ALL' if options['accept-all'] else ''}"
         f"{'; DRY RUN' if options['dry-run'] else ''}"
         f"{'; allowed ' + ','.join(map(str, options['allow'])) if options['allow'] else ''}"

@@ -712,7 +712,8 @@ class KernelEnforcementTests(DaemonCase):
 
     def build_kernel(self, *argv: str):
         self.sets = FakeKernelSets(lock_seconds=10)
-        return self.build("--enforce", "kernel", "-t", "10", *argv, kernel_sets=lambda: self.sets)
+        argv = ("--enforce", "kernel", "-t", "10", *argv)
+        return self.build(*argv, kernel_sets=lambda kind: self.sets)
 
     def test_a_learned_peer_is_in_the_kernel_before_the_pong_names_it(self) -> None:
         """The forged pong makes the client connect at once: its SYN, which the daemon never
@@ -745,7 +746,7 @@ class KernelEnforcementTests(DaemonCase):
         self.sets = FakeKernelSets(lock_seconds=10)
         self.sets.present = False
         with self.assertRaises(StartFailed) as caught:
-            self.build("--enforce", "kernel", "-t", "10", kernel_sets=lambda: self.sets)
+            self.build("--enforce", "kernel", "-t", "10", kernel_sets=lambda kind: self.sets)
         self.assertEqual(caught.exception.code, "no set locked4 in table inet p2pwall")
 
     def test_the_start_line_says_who_enforces(self) -> None:

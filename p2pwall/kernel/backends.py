@@ -1,0 +1,15 @@
+"""The kernel sets ``--sets`` names: nft (libnftables) or ipset (iptables-legacy gateways)."""
+
+from __future__ import annotations
+
+from ..interfaces import IKernelSets
+from .nftsets import NftSets
+
+SET_KINDS = ("nft",)
+
+
+def open_sets(kind: str) -> IKernelSets:
+    """The sets of ``kind``, opened; ``KernelSetsError`` (one line) when they cannot be."""
+    if kind == "nft":
+        return NftSets()
+    raise ValueError(f"unknown kernel sets {kind!r}")
