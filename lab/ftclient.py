@@ -10,6 +10,8 @@ shrinks so tests can run it in seconds:
    mixed evenly with ``--hidden-peer`` addresses that were never pinged.
 3. Serial TCP (10 s): one connect at a time, 3 s timeout, 0.2 s apart.
 
+Peers are all IPv4 or all IPv6 (``[ip]:port``), and so is the client's socket.
+
 Then it lingers ``--linger`` seconds (not scaled). All the while it answers any
 0x27 hello on its own UDP port (ftwall's probe) with a 0x28 pong. ``--no-udp``
 skips phase 1 and UDP entirely, and every TCP connection it makes carries a Kazaa
@@ -38,7 +40,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TextIO
 
 from twisted.internet import defer, error, protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -140,7 +142,7 @@ class Config:
 
 
 def fmt(peer: Peer) -> str:
-    return f"{peer[0]}:{peer[1]}"
+    return ftwire.endpoint(*peer)
 
 
 def mix(cache: Sequence[Peer], hidden: Sequence[Peer]) -> list[Peer]:
@@ -214,7 +216,7 @@ class Client:
             mode="no-udp" if cfg.no_udp else "udp",
             name=cfg.name,
             enc=cfg.enc,
-            own=f"{cfg.own_ip}:{cfg.port}",
+            own=ftwire.endpoint(cfg.own_ip, cfg.port),
             scale=cfg.scale,
             timing={k: round(v, 4) for k, v in asdict(self.t).items() if isinstance(v, float)},
             cache_size=len(cfg.cache),
@@ -426,7 +428,8 @@ class Client:
         """One TCP connect; a completed handshake is a breakthrough."""
         key = str(phase)
         self.report.connects_tried[key] += 1
-        endpoint = TCP4ClientEndpoint(self.reactor, peer[0], peer[1], timeout=timeout)
+        kind = TCP6ClientEndpoint if ":" in peer[0] else TCP4ClientEndpoint
+        endpoint = kind(self.reactor, peer[0], peer[1], timeout=timeout)
         proto: protocol.Protocol
         if self.cfg.no_udp:
             proto = Downloader(self.download_request(peer), self.t.reply_timeout, self.reactor)
@@ -496,7 +499,8 @@ class _InboundFactory(protocol.ServerFactory):
 
 def own_address(towards: str) -> str:
     """The source address the kernel picks for ``towards`` (a UDP connect sends nothing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    family = socket.AF_INET6 if ":" in towards else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.connect((towards, 9))
         return str(sock.getsockname()[0])
 
@@ -561,6 +565,12 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, str | None]:
         parser.error(str(err))
     if not cache:
         parser.error("give at least one --peer or a --peers-file")
+    # One socket of one family talks to every peer: IPv4 or IPv6 throughout.
+    ipv6 = ":" in cache[0][0]
+    named = [ip for ip, _ in [*cache, *hidden, *([supernode] if supernode else [])]]
+    mixed = [ip for ip in [*named, *([own_ip] if own_ip else [])] if (":" in ip) != ipv6]
+    if mixed:
+        parser.error(f"peers, --supernode and --ip must all be IPv{6 if ipv6 else 4}: {mixed[0]}")
     if len(cache) + len(hidden) > MAX_PEERS:
         parser.error(f"at most {MAX_PEERS} peers")
     if not 0.01 <= args.scale <= 10:
@@ -575,7 +585,7 @@ def parse_args(argv: Sequence[str]) -> tuple[Config, str | None]:
         name=args.name,
         enc=int(args.enc, 16),
         port=args.port,
-        bind=own_ip or "",
+        bind=own_ip or ("::" if ipv6 else ""),
         own_ip=own_ip or own_address(cache[0][0]),
         supernode=fmt(supernode or cache[0]),
         username=args.username,

@@ -5,7 +5,8 @@ TCP socket that accepts sessions and serves ``GET /.hash=`` downloads, so the
 simulated client has something real to break through to. One line per event on
 stdout lets tests see exactly which packets got past the gateway.
 
-    python lab/ftpeers.py --peer 198.19.1.1:1214 --peers-file F --duration 60
+    python lab/ftpeers.py --peer 198.19.1.1:1214 --peer [2001:2:0:1001::1]:1214 \\
+        --peers-file F --duration 60
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class PeerUDP(protocol.DatagramProtocol):
         self.load = zlib.crc32(me.encode()) % 90 + 5
 
     def datagramReceived(self, data: bytes, addr: tuple[str, int]) -> None:
-        src = f"{addr[0]}:{addr[1]}"
+        src = ftwire.endpoint(addr[0], addr[1])
         hello = ftwire.parse_hello(data)
         if hello is None:
             self.log("udp-other", peer=self.me, src=src, len=len(data), first=f"{data[:1].hex()}")
@@ -81,7 +82,7 @@ class PeerSession(protocol.Protocol):
 
     def connectionMade(self) -> None:
         remote = self.transport.getPeer()
-        self.src = f"{remote.host}:{remote.port}"
+        self.src = ftwire.endpoint(remote.host, remote.port)
         self.log("tcp-accept", peer=self.me, src=self.src)
 
     def dataReceived(self, data: bytes) -> None:
@@ -135,7 +136,7 @@ def start_peers(
 ) -> None:
     """Listen on every peer address, before the reactor runs, so a clash fails loudly."""
     for ip, port in peers:
-        me = f"{ip}:{port}"
+        me = ftwire.endpoint(ip, port)
         reactor.listenUDP(port, PeerUDP(me, log, started), interface=ip)
         reactor.listenTCP(port, PeerFactory(me, log), interface=ip)
 

@@ -27,7 +27,12 @@ SESSION_RAND = bytes.fromhex("fa00b62b")
 _NAME_RE = re.compile(rb"[\x21-\x7e]{1,32}")
 
 # The simulators must never talk to anything but the lab (or loopback, for tests).
-ALLOWED_NETS = (ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("127.0.0.0/8"))
+ALLOWED_NETS = (
+    ipaddress.ip_network("198.18.0.0/15"),
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("2001:2::/48"),
+    ipaddress.ip_network("::1/128"),
+)
 
 
 @dataclass(frozen=True)
@@ -155,29 +160,47 @@ def build_download_reply(body: bytes, *, username: str, network: str) -> bytes:
 
 
 def is_allowed(ip: str) -> bool:
-    """True for addresses the simulators may send to: the lab's 198.18.0.0/15 or loopback."""
+    """True for addresses the simulators may send to: the lab's 198.18.0.0/15 and
+    2001:2::/48, or loopback."""
     try:
-        addr = ipaddress.IPv4Address(ip)
+        addr = ipaddress.ip_address(ip)
     except ValueError:
         return False
     return any(addr in net for net in ALLOWED_NETS)
 
 
 def parse_addr(text: str, default_port: int = 1214) -> tuple[str, int]:
-    """``a.b.c.d[:port]`` -> (ip, port), refusing anything outside the lab's ranges."""
-    host, sep, port = text.strip().partition(":")
+    """``a.b.c.d[:port]``, ``[v6][:port]`` or a bare IPv6 address -> (ip, port), refusing
+    anything outside the lab's ranges."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        sep, port = rest[:1], rest[1:]
+        if not bracket or rest[:1] not in ("", ":"):
+            raise ValueError(f"bad [IPv6]:port: {text!r}")
+    elif text.count(":") > 1:
+        host, sep, port = text, "", ""
+    else:
+        host, sep, port = text.partition(":")
     if not is_allowed(host):
-        raise ValueError(f"not a lab IPv4 address (198.18.0.0/15 or loopback): {text!r}")
+        raise ValueError(f"not a lab address (198.18.0.0/15, 2001:2::/48 or loopback): {text!r}")
     if sep and not port.isdigit():
         raise ValueError(f"bad port: {text!r}")
     number = int(port) if sep else default_port
     if not 0 < number < 65536:
         raise ValueError(f"port out of range: {text!r}")
-    return host, number
+    # The text the sockets give back for it (an IPv6 address compressed), so the two compare.
+    return str(ipaddress.ip_address(host)), number
+
+
+def endpoint(ip: str, port: int) -> str:
+    """``ip:port``, or ``[ip]:port`` for IPv6: how the lab's peers files and logs write one."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def read_peers_file(path: str, default_port: int = 1214) -> list[tuple[str, int]]:
-    """One ``ip[:port]`` a line; blank lines and ``#`` comments are skipped."""
+    """One ``ip[:port]`` (IPv6: ``[ip][:port]``) a line; blank lines and ``#`` comments are
+    skipped."""
     peers = []
     with open(path, encoding="ascii") as handle:
         for line in handle:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .netlab import Lab, LabError
+from .netlab import GREEN_NET6, Lab, LabError
 
 BIN = Path(sys.executable).parent
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -25,6 +25,8 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 # runs the working tree, never a stale installed copy.
 ENV = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
 GREEN_NET = "198.18.1.0/24"
+# The daemon's --green: the green LAN, both families.
+GREEN_OPTIONS = ("--green", GREEN_NET, "--green", str(GREEN_NET6))
 CONTROL_PORT = 4120
 
 
@@ -42,13 +44,15 @@ def nft_queue_supported(lab: Lab) -> bool:
 
 # Where the kernel has no nft ``queue`` (CONFIG_NFT_QUEUE), the nft rule set still does all the
 # choosing: each ``queue`` statement becomes a mark (one for ``bypass``, one without), and
-# xtables NFQUEUE rules, appended to the mangle table's FORWARD and INPUT chains (run after the
-# nft chains), hand the marked packets to the daemon. Like the printed rules, the hand-off queues
-# from mangle, so a packet the daemon accepts still meets the admin's filter rules.
+# xtables NFQUEUE rules (iptables and ip6tables), appended to the mangle table's FORWARD and
+# INPUT chains (run after the nft chains), hand the marked packets to the daemon. Like the
+# printed rules, the hand-off queues from mangle, so a packet the daemon accepts still meets the
+# admin's filter rules.
 HANDOFF_MARK = 0x70320001
 FAIL_CLOSED_MARK = 0x70320002
 RULE_SETS = ("iptables", "nft", "nft-xt")
 HANDOFF_TABLE = "mangle"
+HANDOFF_TOOLS = ("iptables", "ip6tables")
 
 
 def nft_via_xtables(script: str, queue: int) -> str:
@@ -78,7 +82,8 @@ def handoff_rules(queue: int) -> list[list[str]]:
 
 
 class Gateway:
-    """``twistd -n p2pwall`` plus its queue rules in the lab's ``gw`` namespace."""
+    """``twistd -n p2pwall`` plus its queue rules in the lab's ``gw`` namespace; its green
+    networks are the lab's green LAN, IPv4 and IPv6."""
 
     def __init__(
         self,
@@ -125,10 +130,11 @@ class Gateway:
         if printed.returncode:
             raise LabError(f"p2pwall-rules failed: {printed.stderr}")
         self._gw_shell(nft_via_xtables(printed.stdout, self.queue))
-        mangle = ["iptables", "-t", HANDOFF_TABLE]
-        for rule in handoff_rules(self.queue):
-            check, add = shlex.join([*mangle, "-C", *rule]), shlex.join([*mangle, "-A", *rule])
-            self._gw_shell(f"{check} 2>/dev/null || {add}")
+        for tool in HANDOFF_TOOLS:
+            mangle = [tool, "-t", HANDOFF_TABLE]
+            for rule in handoff_rules(self.queue):
+                check = shlex.join([*mangle, "-C", *rule])
+                self._gw_shell(f"{check} 2>/dev/null || {shlex.join([*mangle, '-A', *rule])}")
 
     def _gw_shell(self, command: str, check: bool = True) -> None:
         done = self.lab.run(
@@ -141,15 +147,16 @@ class Gateway:
         if self._rules_installed:
             self._gw_shell(self.rules_command(delete=True), check=False)
             if self.rules == "nft-xt":
-                for rule in handoff_rules(self.queue):
-                    delete = shlex.join(["iptables", "-t", HANDOFF_TABLE, "-D", *rule])
-                    self._gw_shell(f"while {delete} 2>/dev/null; do :; done")
+                for tool in HANDOFF_TOOLS:
+                    for rule in handoff_rules(self.queue):
+                        delete = shlex.join([tool, "-t", HANDOFF_TABLE, "-D", *rule])
+                        self._gw_shell(f"while {delete} 2>/dev/null; do :; done")
             self._rules_installed = False
 
     def argv(self, extra: Sequence[str] = ()) -> list[str]:
         """The daemon's command line (a subclass may start it differently)."""
         return [str(BIN / "twistd"), "-n", "--pidfile=", "p2pwall", "--queue", str(self.queue),
-                "--green", GREEN_NET, *self.options, *extra]  # fmt: skip
+                *GREEN_OPTIONS, *self.options, *extra]  # fmt: skip
 
     def start(self, extra: Sequence[str] = (), wait: float = 20.0) -> None:
         """Start the daemon and wait until it reads the queue."""

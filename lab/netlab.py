@@ -1,18 +1,22 @@
 """A throw-away network of Linux namespaces in which p2pwall can be tried for real.
 
-Topology (all addresses in 198.18.0.0/15, the benchmarking range, so nothing can
-leak to a real network)::
+Topology (all addresses in the benchmarking ranges, 198.18.0.0/15 and 2001:2::/48, so
+nothing can leak to a real network)::
 
     rogue 198.18.1.10 ─┐                      ┌─ pub 198.19.255.2 ("the internet")
                        ├─ green0 (bridge) ─ gw ─ public0 198.19.255.1
     user  198.18.1.20 ─┘   198.18.1.1/24         peers 198.19.1.1..N, web 198.19.0.80,
                                                  dns 198.19.0.53 (all /32 on pub's eth0)
 
-``gw`` routes between green and public without NAT: it is where the daemon and its
-iptables/nft rules go. Bridged green-to-green traffic skips iptables there
-(bridge-nf-call-* = 0) as on a real switch, and IPv6 is off in every namespace so
-the daemon sees only the traffic a test makes. Namespace names are
-``p2pw<6 hex>-<host>``, unique per run, so concurrent runs never collide.
+The lab is dual-stack: every host and service has an IPv6 twin (``v6``) whose /64 mirrors
+its IPv4 /24: 198.18.C.D is 2001:2:0:C::D (the green LAN is 2001:2:0:1::/64) and 198.19.C.D
+is 2001:2:0:1CCC::D (web 2001:2:0:1000::80, peers 2001:2:0:1001::1..N), the decimal digits
+written as they are. ``gw`` routes between green and public without NAT, for both families:
+it is where the daemon and its iptables/nft rules go. Bridged green-to-green traffic skips
+iptables there (bridge-nf-call-* = 0) as on a real switch. Addresses skip duplicate address
+detection and hosts take no router advertisements, so an address works as soon as it is
+set and the daemon sees only the traffic a test makes (and neighbour discovery). Namespace
+names are ``p2pw<6 hex>-<host>``, unique per run, so concurrent runs never collide.
 
     python -m lab.netlab up [--peers N] [--web] [--dns NAME=IP ...] [--ftpeers SECONDS]
     python -m lab.netlab status
@@ -42,12 +46,27 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from .ftwire import endpoint
+
 HERE = Path(__file__).resolve().parent
 FTCLIENT = HERE / "ftclient.py"
 FTPEERS = HERE / "ftpeers.py"
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 PUBLIC_NET = ipaddress.ip_network("198.19.0.0/16")
+# RFC 5180's IPv6 benchmarking prefix; 2001:2:0:1000::/52 holds the twins of 198.19.0.0/16.
+LAB_NET6 = ipaddress.ip_network("2001:2::/48")
+PUBLIC_NET6 = ipaddress.ip_network("2001:2:0:1000::/52")
+GREEN_NET6 = ipaddress.ip_network("2001:2:0:1::/64")
+GREEN_SIDE6 = ipaddress.ip_network("2001:2::/52")  # the twins of 198.18.0.0/16
+# Every namespace: IPv6 on, no duplicate address detection (an address works at once), no
+# router advertisements taken (the lab's routes are static).
+IPV6_SYSCTLS = tuple(
+    f"net.ipv6.conf.{conf}.{key}=0"
+    for conf in ("all", "default")
+    for key in ("disable_ipv6", "accept_dad", "accept_ra")
+)
+NODAD = "nodad"
 GREEN_PREFIX = 24
 GW_GREEN = "198.18.1.1"
 GREEN_HOSTS = {"rogue": "198.18.1.10", "user": "198.18.1.20"}
@@ -68,16 +87,41 @@ class LabError(RuntimeError):
     """The lab could not be built or used; the message says what to do."""
 
 
+def _host_nets(ip: str) -> list[str]:
+    """A public host's addresses on pub: an IPv4 /32 and its twin, or an IPv6 /128 alone."""
+    return [f"{ip}/128"] if ":" in ip else [f"{ip}/32", f"{v6(ip)}/128"]
+
+
 def peer_address(index: int) -> str:
-    """The ``index``-th (0-based) simulated peer: 198.19.1.1, 198.19.1.2, ..."""
+    """The ``index``-th (0-based) simulated peer: 198.19.1.1, 198.19.1.2, ... (their IPv6
+    twins, 2001:2:0:1001::1, ..., are ``v6`` of these)."""
     if not 0 <= index < MAX_PEERS:
         raise ValueError(f"peer index out of range 0..{MAX_PEERS - 1}: {index}")
     return f"198.19.1.{index + 1}"
 
 
-def check_lab_addr(ip: str, net: ipaddress.IPv4Network = LAB_NET) -> str:
-    """Refuse any address outside the lab's ranges: nothing may leak out."""
-    if ipaddress.IPv4Address(ip) not in net:
+def v6(ip: str) -> str:
+    """The IPv6 twin of a lab IPv4 address: 198.18.C.D is 2001:2:0:C::D, 198.19.C.D is
+    2001:2:0:1CCC::D (C on three digits), the decimal digits kept as they are, so a twin
+    reads like its original."""
+    _, b, c, d = check_lab_addr(ip, LAB_NET).split(".")
+    subnet = c if b == "18" else f"1{int(c):03d}"
+    return str(ipaddress.IPv6Address(f"2001:2:0:{subnet}::{d}"))
+
+
+def check_lab_addr(
+    ip: str,
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None,
+) -> str:
+    """Refuse any address outside the lab's ranges (``net``, by default 198.18.0.0/15 for an
+    IPv4 address and 2001:2::/48 for an IPv6 one): nothing may leak out."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise LabError(f"not an IP address: {ip!r}") from None
+    if net is None:
+        net = LAB_NET if addr.version == 4 else LAB_NET6
+    if addr not in net:
         raise LabError(f"{ip} is outside {net}: the lab only uses that range")
     return ip
 
@@ -160,6 +204,7 @@ class Lab:
         self.prefix = f"p2pw{self.run_id}-"
         self.peer_addrs = [peer_address(i) for i in range(peers)]
         self.workdir = workdir_for(self.run_id)
+        # IPv4 addresses also get their IPv6 twin on pub; IPv6 ones stand alone.
         self.public_addrs: list[str] = [*self.peer_addrs, WEB_ADDR, DNS_ADDR]
         for ip in extra_addrs:
             self._public_addr_ok(ip)
@@ -182,8 +227,9 @@ class Lab:
     def namespaces(self) -> list[str]:
         return [self.prefix + host for host in HOSTS]
 
-    def addr(self, host: str) -> str:
-        """The address of ``host``; ``gw`` is its green side, ``gw-public`` the other."""
+    def addr(self, host: str, family: int = 4) -> str:
+        """The address of ``host`` (``family`` 6: its IPv6 twin); ``gw`` is its green side,
+        ``gw-public`` the other."""
         table = {
             **GREEN_HOSTS,
             "gw": GW_GREEN,
@@ -194,11 +240,21 @@ class Lab:
         }
         if host not in table:
             raise LabError(f"no address for {host!r}; known: {', '.join(table)}")
-        return table[host]
+        if family not in (4, 6):
+            raise LabError(f"family is 4 or 6, not {family!r}")
+        return table[host] if family == 4 else v6(table[host])
 
     @property
     def peers(self) -> list[tuple[str, int]]:
         return [(ip, PEER_PORT) for ip in self.peer_addrs]
+
+    @property
+    def peers6(self) -> list[tuple[str, int]]:
+        """The IPv6 twins of ``peers``, served by the same ``start_peers``."""
+        return [(v6(ip), port) for ip, port in self.peers]
+
+    def peers_of(self, family: int) -> list[tuple[str, int]]:
+        return self.peers if family == 4 else self.peers6
 
     # -- building -------------------------------------------------------------
 
@@ -237,42 +293,49 @@ class Lab:
             name = self.ns(host)
             if name not in existing:
                 self._ip("netns", "add", name)
-            # Before any interface exists, so new ones inherit "no IPv6".
-            self._sysctl(
-                host,
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            )
+            # Before any interface exists, so new ones inherit them: IPv6 on, an address
+            # usable at once (no duplicate address detection), no router advertisements.
+            self._sysctl(host, *IPV6_SYSCTLS)
             self._ip("-n", name, "link", "set", "lo", "up")
         gw = self.ns("gw")
         self._sysctl(
             "gw",
             "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
             "net.bridge.bridge-nf-call-iptables=0",
             "net.bridge.bridge-nf-call-ip6tables=0",
             "net.bridge.bridge-nf-call-arptables=0",
         )
         if not self._has_link("gw", self.green_if):
             self._ip("-n", gw, "link", "add", self.green_if, "type", "bridge")
-        self._ip("-n", gw, "addr", "replace", f"{GW_GREEN}/{GREEN_PREFIX}", "dev", self.green_if)
+        self._addr("gw", GW_GREEN, GREEN_PREFIX, self.green_if)
         self._ip("-n", gw, "link", "set", self.green_if, "up")
         for host, ip in GREEN_HOSTS.items():
             port = f"g-{host}"
             self._veth(port, host)
             self._ip("-n", gw, "link", "set", port, "master", self.green_if, "up")
-            self._ip("-n", self.ns(host), "addr", "replace", f"{ip}/{GREEN_PREFIX}", "dev", "eth0")
+            self._addr(host, ip, GREEN_PREFIX, "eth0")
             self._ip("-n", self.ns(host), "link", "set", "eth0", "up")
             self._ip("-n", self.ns(host), "route", "replace", "default", "via", GW_GREEN)
+            self._ip("-n", self.ns(host), "-6", "route", "replace", "default", "via", v6(GW_GREEN))
         pub = self.ns("pub")
         self._veth(self.public_if, "pub")
-        self._ip("-n", gw, "addr", "replace", f"{GW_PUBLIC}/24", "dev", self.public_if)
+        self._addr("gw", GW_PUBLIC, 24, self.public_if)
         self._ip("-n", gw, "link", "set", self.public_if, "up")
-        self._ip("-n", pub, "addr", "replace", f"{PUB_LINK}/24", "dev", "eth0")
+        self._addr("pub", PUB_LINK, 24, "eth0")
         self._ip("-n", pub, "link", "set", "eth0", "up")
         self._ip("-n", gw, "route", "replace", str(PUBLIC_NET), "via", PUB_LINK)
+        self._ip("-n", gw, "route", "replace", str(PUBLIC_NET6), "via", v6(PUB_LINK))
         self._ip("-n", pub, "route", "replace", "198.18.0.0/16", "via", GW_PUBLIC)
-        batch = "".join(f"addr replace {ip}/32 dev eth0\n" for ip in self.public_addrs)
+        self._ip("-n", pub, "route", "replace", str(GREEN_SIDE6), "via", v6(GW_PUBLIC))
+        batch = "".join(f"addr replace {net} dev eth0 {NODAD}\n" for ip in self.public_addrs
+                        for net in _host_nets(ip))  # fmt: skip
         self._ip("-n", pub, "-batch", "-", stdin=batch)
+
+    def _addr(self, host: str, ip: str, prefix: int, dev: str) -> None:
+        """Put ``ip``/``prefix`` and its IPv6 twin (a /64) on ``dev`` in ``host``."""
+        for net in (f"{ip}/{prefix}", f"{v6(ip)}/64"):
+            self._ip("-n", self.ns(host), "addr", "replace", net, "dev", dev, *NODAD.split())
 
     def _veth(self, gw_end: str, host: str) -> None:
         """A veth pair: ``gw_end`` in gw, ``eth0`` in ``host`` (kept if it exists already)."""
@@ -281,17 +344,22 @@ class Lab:
                      "eth0", "netns", self.ns(host))  # fmt: skip
 
     def add_public_addr(self, ip: str) -> None:
-        """Give ``pub`` one more /32, e.g. a host a DNS record points at."""
+        """Give ``pub`` one more /32 (and its IPv6 twin), or one more IPv6 /128, e.g. a host a
+        DNS record points at."""
         self._public_addr_ok(ip)
-        self._ip("-n", self.ns("pub"), "addr", "replace", f"{ip}/32", "dev", "eth0")
+        for net in _host_nets(ip):
+            self._ip("-n", self.ns("pub"), "addr", "replace", net, "dev", "eth0", *NODAD.split())
         if ip not in self.public_addrs:
             self.public_addrs.append(ip)
             self.save_state(detached=False)
 
     @staticmethod
     def _public_addr_ok(ip: str) -> None:
-        check_lab_addr(ip, PUBLIC_NET)
-        if ipaddress.IPv4Address(ip) in ipaddress.ip_network(f"{PUB_LINK}/24", strict=False):
+        link = ipaddress.ip_network(f"{PUB_LINK}/24", strict=False)
+        if ":" in ip:
+            link = ipaddress.ip_network(f"{v6(PUB_LINK)}/64", strict=False)
+        check_lab_addr(ip, PUBLIC_NET6 if ":" in ip else PUBLIC_NET)
+        if ipaddress.ip_address(ip) in link:
             raise LabError(f"{ip} is in the gw-pub link subnet")
 
     def _ip(self, *args: str, stdin: str | None = None) -> None:
@@ -356,9 +424,9 @@ class Lab:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def write_peers_file(self, name: str, peers: Iterable[tuple[str, int]]) -> Path:
-        """Write ``ip:port`` lines to a workdir file for --peers-file."""
+        """Write ``ip:port`` (IPv6: ``[ip]:port``) lines to a workdir file for --peers-file."""
         path = self.logpath(name)
-        path.write_text("".join(f"{check_lab_addr(ip)}:{port}\n" for ip, port in peers))
+        path.write_text("".join(f"{endpoint(check_lab_addr(ip), port)}\n" for ip, port in peers))
         return path
 
     def wait_listening(
@@ -372,7 +440,7 @@ class Lab:
         timeout: float = 10.0,
     ) -> None:
         """Block until ``ip:port`` listens in ``host``; fail early if ``proc`` died."""
-        where = ["src", f"{ip}:{port}"]
+        where = ["src", endpoint(ip, port)]
         await_listener(self.run, host, proto, where, proc, (log, partial(self.read_log, log)),
                        timeout)  # fmt: skip
 
@@ -382,26 +450,29 @@ class Lab:
             stop_process(old)
 
     def start_web(self, directory: str | os.PathLike[str] | None = None) -> subprocess.Popen[bytes]:
-        """``python -m http.server`` on 198.19.0.80:80: the "normal web" a locked client loses."""
-        self._restart("web")
+        """``python -m http.server`` on 198.19.0.80:80 and another on its IPv6 twin: the
+        "normal web" a locked client loses. Returns the IPv4 one."""
         root = Path(directory) if directory is not None else self.workdir / "www"
         if directory is None:
             root.mkdir(exist_ok=True)
             (root / "index.html").write_text("<html><body>p2pwall lab web</body></html>\n")
-        argv = [sys.executable, "-m", "http.server", "--bind", WEB_ADDR, "--directory", str(root)]
-        proc = self.spawn("pub", [*argv, "80"], log="web.log")
-        self.services["web"] = proc
-        self.wait_listening("pub", "tcp", WEB_ADDR, 80, proc, "web.log")
+        for service, ip in (("web6", v6(WEB_ADDR)), ("web", WEB_ADDR)):
+            self._restart(service)
+            argv = [sys.executable, "-m", "http.server", "--bind", ip, "--directory", str(root)]
+            proc = self.spawn("pub", [*argv, "80"], log=f"{service}.log")
+            self.services[service] = proc
+            self.wait_listening("pub", "tcp", ip, 80, proc, f"{service}.log")
         return proc
 
     def start_dns(
         self, records: Mapping[str, Sequence[str] | str], options: Sequence[str] = ()
     ) -> subprocess.Popen[bytes]:
-        """dnsmasq on 198.19.0.53 answering only ``records`` (name -> A addresses), with
-        ``options`` added to its command line.
+        """dnsmasq on 198.19.0.53 and its IPv6 twin answering only ``records`` (name -> A
+        and AAAA addresses), with ``options`` added to its command line.
 
-        Addresses in 198.19.0.0/16 are also put on ``pub``, so connections to them
-        reach the public side (a listener there, or a RST) instead of vanishing.
+        Addresses in 198.19.0.0/16 or 2001:2:0:1000::/52 are also put on ``pub``, so
+        connections to them reach the public side (a listener there, or a RST) instead of
+        vanishing.
         """
         self._restart("dns")
         argv = [
@@ -411,7 +482,7 @@ class Lab:
             "--no-resolv",
             "--no-hosts",
             "--bind-interfaces",
-            f"--listen-address={DNS_ADDR}",
+            f"--listen-address={DNS_ADDR},{v6(DNS_ADDR)}",
             "--port=53",
             f"--pid-file={self.workdir / 'dnsmasq.pid'}",
             f"--log-facility={self.workdir / 'dnsmasq.log'}",
@@ -424,12 +495,14 @@ class Lab:
                 raise LabError(f"not a DNS name: {name!r}")
             for ip in [ips] if isinstance(ips, str) else ips:
                 check_lab_addr(ip)
-                if ipaddress.IPv4Address(ip) in PUBLIC_NET and ip not in self.public_addrs:
+                public = ipaddress.ip_address(ip) in (PUBLIC_NET6 if ":" in ip else PUBLIC_NET)
+                if public and ip not in self.public_addrs:
                     self.add_public_addr(ip)
                 argv.append(f"--host-record={name.rstrip('.')},{ip}")
         proc = self.spawn("pub", argv, log="dnsmasq.out")
         self.services["dns"] = proc
-        self.wait_listening("pub", "udp", DNS_ADDR, 53, proc, "dnsmasq.out")
+        for ip in (DNS_ADDR, v6(DNS_ADDR)):
+            self.wait_listening("pub", "udp", ip, 53, proc, "dnsmasq.out")
         return proc
 
     def start_peers(
@@ -438,8 +511,9 @@ class Lab:
         duration: float = 120.0,
         log: str = "ftpeers.log",
     ) -> subprocess.Popen[bytes]:
-        """Run ``ftpeers.py`` in ``pub`` for ``peers`` (default: all of the lab's)."""
-        chosen = list(self.peers if peers is None else peers)
+        """Run ``ftpeers.py`` in ``pub`` for ``peers`` (default: all of the lab's, IPv4 and
+        IPv6)."""
+        chosen = list(self.peers + self.peers6 if peers is None else peers)
         path = self.write_peers_file(f"{log}.peers", chosen)
         argv = [
             sys.executable,
@@ -610,9 +684,10 @@ def _cli_up(args: argparse.Namespace) -> int:
     lab.detach()
     print(f"lab {lab.run_id} is up; workdir {lab.workdir}")
     for host in HOSTS:
-        print(f"  {host:6} {lab.ns(host):22} {lab.addr(host)}")
+        print(f"  {host:6} {lab.ns(host):22} {lab.addr(host):14} {lab.addr(host, 6)}")
     print(f"  green interface in gw: {lab.green_if}; public: {lab.public_if}")
     print(f"  peers: {len(lab.peer_addrs)} ({', '.join(lab.peer_addrs[:3])}, ...) port {PEER_PORT}")
+    print(f"         and their IPv6 twins ({', '.join(v6(ip) for ip in lab.peer_addrs[:2])}, ...)")
     print(f"  run something:  ip netns exec {lab.ns('rogue')} curl http://{WEB_ADDR}/")
     print(f"  remove it:      python -m lab.netlab down {lab.run_id}")
     return 0
@@ -658,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--peers", type=int, default=40, help="number of peer addresses in pub")
     up.add_argument("--run-id", help="6 hex digits; default random (re-running completes a lab)")
     up.add_argument("--web", action="store_true", help="start the web server on 198.19.0.80")
-    up.add_argument("--dns", action="append", metavar="NAME=IP", help="serve an A record")
+    up.add_argument("--dns", action="append", metavar="NAME=IP", help="serve an A or AAAA record")
     up.add_argument("--ftpeers", type=float, metavar="SECONDS", help="run ftpeers this long")
     up.set_defaults(func=_cli_up)
     status = sub.add_parser("status", help="list lab runs, their namespaces and processes")

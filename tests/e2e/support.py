@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from lab.gateway import Gateway
 from lab.netlab import FTCLIENT, Lab
 
-TOOLS = ("ip", "iptables", "curl", "nc", "dig", "dnsmasq", "sysctl", "ss")
+TOOLS = ("ip", "iptables", "ip6tables", "curl", "nc", "dig", "dnsmasq", "sysctl", "ss")
 
 
 def skip_reason() -> str | None:
@@ -29,10 +29,14 @@ def skip_reason() -> str | None:
 
 
 class LabCase(SynchronousTestCase):
-    """A lab with simulated peers and a web server; ``gateway()`` starts the real daemon."""
+    """A lab with simulated peers and a web server; ``gateway()`` starts the real daemon.
+
+    The lab is dual-stack; ``family`` (4 or 6) is the one the helpers use (``addr``,
+    ``web_ok``)."""
 
     peers = 20
     peer_seconds = 90.0
+    family = 4
 
     def setUp(self) -> None:
         reason = skip_reason()
@@ -67,12 +71,17 @@ class LabCase(SynchronousTestCase):
         self.assertEqual(done.returncode, 0, done.stderr[-3000:])
         return json.loads(report.read_text())
 
+    def addr(self, host: str) -> str:
+        """``host``'s address in this test's ``family``."""
+        return self.lab.addr(host, self.family)
+
     def web_ok(self, host: str, timeout: float = 2.0) -> bool:
         """One real HTTP request from ``host`` to the lab's web server."""
+        web = self.addr("web")
         done = self.lab.run(
             host,
-            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", str(timeout),
-             f"http://{self.lab.addr('web')}/"],
+            ["curl", "-s", "-g", "-o", "/dev/null", "-w", "%{http_code}", "-m", str(timeout),
+             f"http://[{web}]/" if self.family == 6 else f"http://{web}/"],
             capture_output=True,
             text=True,
         )  # fmt: skip

@@ -1,0 +1,190 @@
+"""IPv6 end to end: the Kazaa-proof run, the DNS training run and the restart run of
+test_fasttrack and test_dns, over the lab's IPv6 twins (2001:2::/48), with each enforcement
+mode: the daemon drops what it learned (``queue``) or the kernel does (``kernel``)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+from lab.netlab import PEER_PORT, v6
+
+from .test_poison import HELLO, ForgeryCase
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "dns-patterns.conf"
+TIME_LOCK = 3.0
+ROGUE = v6("198.18.1.10")
+USER = v6("198.18.1.20")
+WINMX = v6("198.19.2.1")
+OPENNAP = v6("198.19.2.2")
+LISTENER_PORT = 8888
+# The ordinary user's loop: web and DNS (AAAA) over IPv6, both must work every round.
+USER_LOOP = (
+    "ok=0; for i in $(seq {rounds}); do "
+    "c=$(curl -s -g -o /dev/null -w '%{{http_code}}' -m 2 'http://[{web}]/'); "
+    "d=$(dig +short +time=1 +tries=1 @{dns} AAAA www.example.test); "
+    '[ "$c" = 200 ] && [ "$d" = {web} ] && ok=$((ok+1)); sleep 0.3; done; '
+    "echo ok=$ok"
+)
+
+
+class Ipv6Runs:
+    """The three runs, over IPv6, with the daemon in ``enforce`` mode: a mixin, so that only
+    its subclasses, one per mode, are collected as tests."""
+
+    family = 6
+    peers = 24
+    enforce: str
+
+    def enforcing(self, *options: str, time_lock: float = TIME_LOCK):
+        """``gateway()`` with this class's enforcement mode and a ``time_lock``."""
+        lock = ["-t", f"{time_lock:g}"]
+        if self.enforce == "queue":
+            return self.gateway(*lock, *options)
+        kernel = ["--enforce", "kernel"]
+        return self.gateway(*lock, *kernel, *options,
+                            rule_options=[*kernel, "--lock-time", str(int(time_lock))])  # fmt: skip
+
+    def test_kazaa_proof_three_phases_no_breakthrough_user_unaffected(self) -> None:
+        self.lab.start_dns({"www.example.test": self.addr("web")})
+        gateway = self.enforcing("-L", "tcp", "-d", "tp")
+        rounds = 30
+        loop = USER_LOOP.format(rounds=rounds, web=self.addr("web"), dns=self.addr("dns"))
+        user = self.lab.spawn("user", ["sh", "-c", loop], log="user.log")
+        cache = self.lab.write_peers_file("cache", self.lab.peers6[:20])
+        hidden = [f"--hidden-peer=[{ip}]:{port}" for ip, port in self.lab.peers6[20:]]
+        report = self.ftclient("--peers-file", str(cache), *hidden, "--scale", "0.5",
+                               "--linger", "7")  # fmt: skip
+        quit_at = time.monotonic()
+        # The client lingered, answering probes, until a moment ago: still locked.
+        self.assertFalse(self.web_ok("rogue", timeout=1), "the lock lives on answered probes")
+        self.assertEqual(report["own"], f"[{ROGUE}]:{PEER_PORT}")
+        self.assertEqual(report["breakthroughs"], [], "a FastTrack connection got through")
+        self.assertGreater(report["pongs_received"], 10, "forged IPv6 pongs")
+        self.assertGreaterEqual(report["probes_answered"], 4)
+        self.assertGreater(sum(report["connects_tried"].values()), 20)
+        self.assertNotIn(f"src=[{ROGUE}]", self.lab.read_log("ftpeers.log"), "a hello got out")
+        log = gateway.read_log()
+        self.assertIn(f"client {ROGUE} identified: FastTrack hello", log)
+        self.assertGreaterEqual(log.count(f"learned (fasttrack-udp) from client {ROGUE}"), 20)
+        self.assertIn(f"peer [{self.lab.peers6[0][0]}]:{PEER_PORT} learned", log)
+        stats = gateway.stats()
+        self.assertNotIn("forged_source", stats, "the neighbour table knows rogue's MAC")
+        if self.enforce == "queue":
+            self.assertIn("(time lock)", log)
+        else:
+            self.assertEqual(stats["drop_tcp"], "0", "the kernel drops; the daemon sees no SYN")
+        self.assertGreaterEqual(log.count(f"probe answered by {ROGUE}"), 4)
+        while not self.web_ok("rogue", timeout=1):
+            self.assertLess(time.monotonic() - quit_at, TIME_LOCK * 1.5 + 3, "lock never released")
+            time.sleep(0.2)
+        user.wait(60)
+        self.assertEqual(self.lab.read_log("user.log").strip(), f"ok={rounds}")
+
+    def test_a_forged_hello_with_the_users_address_locks_nobody(self) -> None:
+        """The MAC check reads the neighbour table (NDP) for IPv6 too: a hello from rogue's MAC
+        with the user's address teaches nothing; the user's own hello does lock it."""
+        from scapy.layers.inet import UDP
+        from scapy.layers.inet6 import IPv6
+
+        gateway = self.enforcing("-L", "c", time_lock=30)
+        peer = self.lab.peers6[0][0]
+        hello = IPv6(src=USER, dst=peer) / UDP(sport=PEER_PORT, dport=PEER_PORT) / HELLO
+        self.send_frames("rogue", *[self.forged_from_rogue(hello)] * 5)
+        time.sleep(1)
+        self.assertTrue(self.web_ok("user"), "the user lost the web")
+        self.assertNotIn(f"client {USER} identified", gateway.read_log())
+        self.assertGreaterEqual(int(gateway.stats()["forged_source"]), 1)
+        send = ["nc", "-u", "-w", "1", "-p", str(PEER_PORT), peer, str(PEER_PORT)]
+        self.lab.run("user", send, input=HELLO, capture_output=True)
+        self.assertTrue(self.wait_for(gateway, f"client {USER} identified: FastTrack hello"))
+        self.assertFalse(self.web_ok("user"), "the user's own hello does lock it")
+
+    def start_dns(self) -> None:
+        """dnsmasq with AAAA records, and a listener on each P2P server's address."""
+        self.lab.start_dns({
+            "www.WinMX.com": WINMX,
+            "opennap2.example": OPENNAP,
+            "www.example.test": self.addr("web"),
+            "chat.example.test": OPENNAP,
+        })  # fmt: skip
+        for ip in (WINMX, OPENNAP):
+            server = [sys.executable, "-m", "http.server", "--bind", ip, str(LISTENER_PORT)]
+            proc = self.lab.spawn("pub", server, log=f"listener-{ip}.log")
+            self.lab.wait_listening("pub", "tcp", ip, LISTENER_PORT, proc, f"listener-{ip}.log")
+
+    def dig(self, name: str) -> str:
+        done = self.lab.run("user", ["dig", "+short", "+time=2", "+tries=1", f"@{self.addr('dns')}",
+                                     "AAAA", name], capture_output=True, text=True)  # fmt: skip
+        return done.stdout.strip()
+
+    def reachable(self, ip: str) -> bool:
+        return self.tcp_ok("user", ip, LISTENER_PORT)
+
+    def test_dns_training_aaaa_answers_block_winmx_and_wsx_hosts(self) -> None:
+        self.start_dns()
+        gateway = self.enforcing("-D", str(CONF), "-L", "ptu", "-d", "a")
+        self.assertTrue(self.reachable(WINMX), "reachable before any DNS answer")
+        self.assertTrue(self.reachable(OPENNAP))
+        self.assertEqual(self.dig("www.example.test"), self.addr("web"), "answers always pass")
+        self.assertEqual(self.dig("www.winmx.com"), WINMX)
+        self.assertFalse(self.reachable(WINMX), "a trained address is dropped")
+        self.assertTrue(self.web_ok("user"), "names that match nothing keep working")
+        self.assertTrue(self.reachable(OPENNAP), "not trained yet")
+        self.assertEqual(self.dig("opennap2.example"), OPENNAP)
+        self.assertFalse(self.reachable(OPENNAP), "a wsx host's address is dropped")
+        log = gateway.read_log()
+        self.assertIn(f"peer {WINMX} learned (dns: www.winmx.com)", log)
+        self.assertIn(f"peer {OPENNAP} learned (dns: opennap2.example)", log)
+        dumped = gateway.ctl("dump-blocks").stdout
+        self.assertIn(f"{WINMX} * * dns ", dumped)
+        self.assertNotIn(self.addr("web"), dumped)
+
+    def test_dns_training_banned_name_from_the_control_port(self) -> None:
+        self.start_dns()
+        gateway = self.enforcing("-D", str(CONF))
+        self.assertEqual(gateway.ctl("ban-dns-name chat.example.test").stdout,
+                         "OK banned chat.example.test\n")  # fmt: skip
+        self.assertEqual(self.dig("chat.example.test"), OPENNAP)
+        self.assertFalse(self.reachable(OPENNAP))
+        self.assertTrue(self.web_ok("user"))
+
+    def check_restart(self, signal_number: int) -> None:
+        """The peer is blocked for the client that revealed it; after a restart (no lock
+        survives one) only the stored block can stop that client's connection."""
+        store = self.lab.logpath("peers.store")
+        gateway = self.enforcing("-f", str(store), "--store-interval", "1", time_lock=2)
+        peer = self.lab.peers6[0][0]
+        report = self.ftclient(f"--peer=[{peer}]:{PEER_PORT}", "--scale", "0.05")
+        self.assertGreater(report["pongs_received"], 0)
+        time.sleep(1.5)
+        self.assertIn(f"{peer} {PEER_PORT} {ROGUE} ", store.read_text(), "stored with its client")
+        self.assertFalse(self.tcp_ok("rogue", peer, PEER_PORT))
+        self.assertTrue(self.tcp_ok("user", peer, PEER_PORT), "blocked for its client only")
+        gateway.stop(signal_number)
+        self.assertTrue(self.tcp_ok("rogue", peer, PEER_PORT), "--queue-bypass: flows while down")
+        self.assertTrue(self.web_ok("user"))
+        gateway.start()
+        self.assertTrue(self.web_ok("rogue"), "no lock survives a restart")
+        self.assertFalse(self.tcp_ok("rogue", peer, PEER_PORT), "a stored peer is blocked again")
+        self.assertTrue(self.tcp_ok("user", peer, PEER_PORT))
+
+    def test_restart_after_sigterm(self) -> None:
+        self.check_restart(signal.SIGTERM)
+
+    def test_restart_after_sigkill(self) -> None:
+        self.check_restart(signal.SIGKILL)
+
+
+class QueueEnforcementTests(Ipv6Runs, ForgeryCase):
+    """The daemon drops what it learned and locks clients itself (SYNs are queued)."""
+
+    enforce = "queue"
+
+
+class KernelEnforcementTests(Ipv6Runs, ForgeryCase):
+    """nft sets in ``table inet p2pwall`` drop what the daemon learned and lock clients."""
+
+    enforce = "kernel"
