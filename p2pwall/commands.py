@@ -449,7 +449,7 @@ class Controller:
     def reload(self, args: list[str]) -> Reply:
         problems = self.reload_patterns() if self.reload_patterns else None
         if problems is None:
-            raise CommandError("no patterns file configured")
+            raise CommandError("nothing to reload (no patterns file, no kernel sets)")
         lines = ["problem " + " ".join(problem.split()) for problem in problems]
         return Reply.ok(f"reloaded, {len(lines)} problems", lines)
 
@@ -490,7 +490,7 @@ COMMANDS = (
     Command("allow", "[CIDR]", "never lock or block CIDR (list without one)", Controller.allow),
     Command("disallow", "CIDR", "stop allowing exactly CIDR", Controller.disallow),
     Command("stats", "", "counters, table sizes and kernel queue drops", Controller.stats),
-    Command("reload", "", "re-read the DNS patterns and .wsx files", Controller.reload),
+    Command("reload", "", "re-read the DNS patterns, rewrite the kernel's sets", Controller.reload),
     Command("help", "[COMMAND]", "list commands", Controller.help),
     Command("ping", "", "check the daemon answers", Controller.ping),
     Command("quit", "", "close this connection", Controller.quit),

@@ -42,6 +42,10 @@ ENGINE_COUNTERS = (
     ("hooks_skipped", "hooks_skipped", "Hook commands skipped: too many running."),
     ("hooks_failed", "hooks_failed", "Hook commands that failed."),
     ("hooks_killed", "hooks_killed", "Hook commands killed after their timeout."),
+    ("kernel_batches", "kernel_batches", "Batches of changes written to the kernel's sets."),
+    ("kernel_elements", "kernel_elements", "Block elements added, changed or removed in them."),
+    ("kernel_loads", "kernel_loads", "Whole copies of the tables written into the kernel's sets."),
+    ("kernel_errors", "kernel_errors", "Batches the kernel refused (a whole copy follows)."),
 )
 # The verdict counters by (verdict, protocol).
 VERDICTS = {

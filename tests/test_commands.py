@@ -367,9 +367,9 @@ class ModeAndStateTests(ControlTestCase):
 
     def test_reload_without_patterns_file(self) -> None:
         self.reloads.append(None)
-        self.assertEqual(self.command("reload"), ["ERR no patterns file configured"])
+        self.assertEqual(self.command("reload"), ["ERR nothing to reload (no patterns file, no kernel sets)"])
         session = Session(ControlFactory(Controller(self.engine)))
-        self.assertEqual(session.command("reload"), ["ERR no patterns file configured"])
+        self.assertEqual(session.command("reload"), ["ERR nothing to reload (no patterns file, no kernel sets)"])
 
 
 class QueueStatsTests(SynchronousTestCase):

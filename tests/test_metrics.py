@@ -9,14 +9,16 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
 from p2pwall import __version__
 from p2pwall.errors import StartError
+from p2pwall.kernel.sync import KernelSync
 from p2pwall.metrics import DaemonCollector, MetricsService, MetricsSite, metrics_endpoint
 from p2pwall.packet import Hook, Verdict, decode
-from p2pwall.testing import make_engine, tcp, udp
+from p2pwall.testing import FakeKernelSets, make_engine, tcp, udp
 
 HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
 READER = {
@@ -134,6 +136,18 @@ class CollectorTests(SynchronousTestCase):
         self.assertGreaterEqual(got[("p2pwall_peers_learned_total", ())], 1)
         self.assertEqual(got[("p2pwall_probes_sent_total", ())], 3)
         self.assertEqual(got[("p2pwall_probes_answered_total", ())], 2)
+
+    def test_kernel_set_writes(self) -> None:
+        engine = make_engine()
+        sync = KernelSync(engine, FakeKernelSets(), Clock())
+        sync.start()
+        engine.learn(bytes([198, 19, 1, 2]), 3000, bytes([198, 18, 1, 10]), "fasttrack-udp")
+        sync.flush()
+        got = self.collect(engine)
+        self.assertEqual(got[("p2pwall_kernel_loads_total", ())], 1)
+        self.assertEqual(got[("p2pwall_kernel_batches_total", ())], 1)
+        self.assertEqual(got[("p2pwall_kernel_elements_total", ())], 1)
+        self.assertEqual(got[("p2pwall_kernel_errors_total", ())], 0)
 
     def test_reader_and_queue_only_when_there_are_some(self) -> None:
         names = {name for name, _ in self.collect(make_engine())}
