@@ -7,6 +7,9 @@
    ``p2pwall-rules`` recommends; each reader's CPU per packet; the kernel's queue drops; TCP bulk
    throughput and TCP connect latency without and with the daemon.
 3. A child process: bytes per learned peer at 1 M peers.
+4. ``bench.kernel`` (a lab of its own): kernel enforcement (``--enforce kernel``) against a
+   conntrack-only gateway and queue enforcement; its section has its own markers in the
+   results file (``--no-kernel`` leaves it out, ``--kernel-quick`` makes it short).
 
 Prints a Markdown report with PASS/FAIL per target and writes it to build/bench/report.md;
 ``--results bench/RESULTS.md`` also replaces the generated part of that file. The lab needs
@@ -413,7 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="UDP sender processes (on the senders' CPU when pinning)")  # fmt: skip
     parser.add_argument("--no-pin", action="store_true",
                         help="do not pin senders and readers to separate CPUs")  # fmt: skip
-    parser.add_argument("--no-lab", action="store_true", help="skip the namespace lab")
+    parser.add_argument("--no-lab", action="store_true", help="skip the namespace labs")
+    parser.add_argument("--no-kernel", action="store_true", help="skip bench.kernel")
+    parser.add_argument("--kernel-quick", action="store_true",
+                        help="bench.kernel's --quick run")  # fmt: skip
     parser.add_argument("--results", type=Path, help="also update this file (bench/RESULTS.md)")
     args = parser.parse_args(argv)
     if not 0.5 < args.seconds <= 30 or not 1 <= args.reps <= 10 or not 1 <= args.senders <= 4:
@@ -440,16 +446,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     results["elapsed"] = time.monotonic() - started
     results["load_end"] = loadavg()
+    sections = [(render(results, command), BEGIN, END)]
+    found = targets(results)
+    if not args.no_lab and not args.no_kernel:
+        from . import kernel, kernelreport
 
-    text = render(results, command)
+        kernel_args = kernel.parser().parse_args(["--quick"] if args.kernel_quick else [])
+        kernel.check(kernel_args)
+        log("kernel enforcement (bench.kernel)")
+        kernel_results = kernel.run(kernel_args, command, log)
+        sections.append(
+            (kernelreport.render(kernel_results, command), kernelreport.BEGIN, kernelreport.END)
+        )
+        found += kernelreport.targets(kernel_results["summary"])
+
+    text = "\n".join(section for section, _, _ in sections)
     print(text)
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(text)
     if args.results is not None:
         old = args.results.read_text() if args.results.exists() else ""
-        args.results.write_text(splice(old, text, BEGIN, END))
+        for section, begin, end in sections:
+            old = splice(old, section, begin, end)
+        args.results.write_text(old)
         log(f"updated {args.results}")
-    failed = [t for t in targets(results) if not t.passed]
+    failed = [t for t in found if not t.passed]
     log(f"{len(failed)} target(s) missed" if failed else "all targets met")
     return 0
 

@@ -10,9 +10,19 @@
  *   traffic tcp-listen ADDR PORT SECONDS         accept and close connections until SECONDS
  *   traffic connect DST PORT COUNT SECONDS       COUNT sequential connects (RST-closed, so no
  *                                                TIME_WAIT piles up); one "us=N" line each, then
- *                                                "connects=N failures=F"
+ *                                                "connects=N failures=F seconds=T"
+ *   traffic flows KIND SRC DST DSTS PORT PORTS SPORT SPORTS REPEAT COUNT SECONDS
+ *                                                COUNT raw IPv4 packets from SRC, REPEAT per flow:
+ *                                                flow f goes to address DST + k % DSTS, port
+ *                                                PORT + k / DSTS % PORTS (k = f % (DSTS * PORTS)),
+ *                                                from port SPORT + f / (DSTS * PORTS) % SPORTS;
+ *                                                KIND udp (16-byte payload, no checksum), syn (a
+ *                                                TCP SYN) or mix (each pass over the
+ *                                                destinations alternates them); root only;
+ *                                                "sent=N errors=E seconds=T"
  */
 #include <arpa/inet.h>
+#include <stdint.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -160,7 +170,7 @@ static int tcp_listen(char **argv) {
 static int tcp_connects(char **argv) {
     struct sockaddr_in dst = address(argv[0], argv[1]);
     unsigned long count = strtoul(argv[2], NULL, 10);
-    double end = now() + atof(argv[3]);
+    double start = now(), end = start + atof(argv[3]);
     unsigned long done = 0, failures = 0;
     struct linger lg = {1, 0};
     for (unsigned long i = 0; i < count && now() < end; i++) {
@@ -186,7 +196,94 @@ static int tcp_connects(char **argv) {
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(fd);
     }
-    printf("connects=%lu failures=%lu\n", done, failures);
+    printf("connects=%lu failures=%lu seconds=%.6f\n", done, failures, now() - start);
+    return 0;
+}
+
+/* The ones' complement sum of len bytes (even), folded; the start of a checksum. */
+static uint32_t sum16(const void *data, size_t len, uint32_t sum) {
+    const uint16_t *word = data;
+    for (; len > 1; len -= 2)
+        sum += *word++;
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return sum;
+}
+
+static int raw_flows(char **argv) {
+    const char *kind = argv[0];
+    int udp_only = strcmp(kind, "udp") == 0, syn_only = strcmp(kind, "syn") == 0;
+    if (!udp_only && !syn_only && strcmp(kind, "mix") != 0) {
+        fprintf(stderr, "flows: KIND must be udp, syn or mix, not %s\n", kind);
+        return 2;
+    }
+    struct sockaddr_in src = address(argv[1], "0"), dst = address(argv[2], "0");
+    unsigned long dsts = strtoul(argv[3], NULL, 10), port = strtoul(argv[4], NULL, 10);
+    unsigned long ports = strtoul(argv[5], NULL, 10), sport = strtoul(argv[6], NULL, 10);
+    unsigned long sports = strtoul(argv[7], NULL, 10), repeat = strtoul(argv[8], NULL, 10);
+    unsigned long long count = strtoull(argv[9], NULL, 10);
+    double seconds = atof(argv[10]);
+    if (!dsts || !ports || !sports || !repeat || port + ports > 65536 || sport + sports > 65536) {
+        fprintf(stderr, "flows: DSTS, PORTS, SPORTS and REPEAT must be positive, ports < 65536\n");
+        return 2;
+    }
+    int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
+    if (fd < 0) {
+        perror("raw socket");
+        return 1;
+    }
+    uint32_t first = ntohl(dst.sin_addr.s_addr);
+    unsigned long pairs = dsts * ports;
+    /* IPv4 header (20 bytes; the kernel fills in its checksum and id), then TCP (20) or UDP (8
+     * + 16 of payload); the TCP checksum covers a pseudo header. */
+    unsigned char packet[44];
+    unsigned long long sent = 0, errors = 0, i;
+    double start = now(), end = start + seconds;
+    for (i = 0; i < count; i++) {
+        if ((i & 255) == 0 && now() >= end)
+            break;
+        unsigned long long flow = i / repeat;
+        unsigned long k = (unsigned long)(flow % pairs);
+        unsigned long pass = (unsigned long)(flow / pairs);
+        int syn = syn_only || (!udp_only && (flow + pass) % 2);
+        uint32_t daddr = htonl(first + (uint32_t)(k % dsts));
+        uint16_t dport = htons((uint16_t)(port + k / dsts % ports));
+        uint16_t source = htons((uint16_t)(sport + pass % sports));
+        size_t size = 40;
+        memset(packet, 0, sizeof packet);
+        packet[0] = 0x45;
+        packet[8] = 64;
+        packet[9] = syn ? IPPROTO_TCP : IPPROTO_UDP;
+        memcpy(packet + 12, &src.sin_addr.s_addr, 4);
+        memcpy(packet + 16, &daddr, 4);
+        memcpy(packet + 20, &source, 2);
+        memcpy(packet + 22, &dport, 2);
+        if (syn) {
+            uint32_t seq = htonl((uint32_t)i);
+            uint16_t window = htons(64240), tcp_len = htons(20), proto = htons(IPPROTO_TCP);
+            memcpy(packet + 24, &seq, 4);
+            packet[32] = 5 << 4;
+            packet[33] = 0x02;
+            memcpy(packet + 34, &window, 2);
+            uint32_t sum = sum16(packet + 12, 8, 0);
+            sum = sum16(&proto, 2, sum);
+            sum = sum16(&tcp_len, 2, sum);
+            uint16_t check = (uint16_t)~sum16(packet + 20, 20, sum);
+            memcpy(packet + 36, &check, 2);
+        } else {
+            uint16_t udp_len = htons(24);
+            memcpy(packet + 24, &udp_len, 2);
+            size = 44;
+        }
+        uint16_t total = htons((uint16_t)size);
+        memcpy(packet + 2, &total, 2);
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_addr.s_addr = daddr};
+        if (sendto(fd, packet, size, 0, (struct sockaddr *)&to, sizeof to) < 0)
+            errors++;
+        else
+            sent++;
+    }
+    printf("sent=%llu errors=%llu seconds=%.6f\n", sent, errors, now() - start);
     return 0;
 }
 
@@ -201,8 +298,12 @@ int main(int argc, char **argv) {
         return tcp_listen(argv + 2);
     if (argc >= 6 && strcmp(argv[1], "connect") == 0)
         return tcp_connects(argv + 2);
+    if (argc >= 13 && strcmp(argv[1], "flows") == 0)
+        return raw_flows(argv + 2);
     fprintf(stderr, "usage: traffic udp DST PORT SIZE COUNT SECONDS | tcp-send DST PORT SECONDS |\n"
                     "       tcp-sink ADDR PORT SECONDS | tcp-listen ADDR PORT SECONDS |\n"
-                    "       connect DST PORT COUNT SECONDS\n");
+                    "       connect DST PORT COUNT SECONDS |\n"
+                    "       flows udp|syn|mix SRC DST DSTS PORT PORTS SPORT SPORTS REPEAT COUNT "
+                    "SECONDS\n");
     return 2;
 }
