@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lab.netlab import PEER_PORT, v6
 
+from .kernelsets import kernel_drops, kernel_options
 from .test_poison import HELLO, ForgeryCase
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dns-patterns.conf"
@@ -40,12 +41,10 @@ class Ipv6Runs:
 
     def enforcing(self, *options: str, time_lock: float = TIME_LOCK):
         """``gateway()`` with this class's enforcement mode and a ``time_lock``."""
-        lock = ["-t", f"{time_lock:g}"]
         if self.enforce == "queue":
-            return self.gateway(*lock, *options)
-        kernel = ["--enforce", "kernel"]
-        return self.gateway(*lock, *kernel, *options,
-                            rule_options=[*kernel, "--lock-time", str(int(time_lock))])  # fmt: skip
+            return self.gateway("-t", f"{time_lock:g}", *options)
+        daemon, rules = kernel_options(time_lock)
+        return self.gateway(*daemon, *options, rule_options=rules)
 
     def test_kazaa_proof_three_phases_no_breakthrough_user_unaffected(self) -> None:
         self.lab.start_dns({"www.example.test": self.addr("web")})
@@ -76,6 +75,7 @@ class Ipv6Runs:
             self.assertIn("(time lock)", log)
         else:
             self.assertEqual(stats["drop_tcp"], "0", "the kernel drops; the daemon sees no SYN")
+            self.assertGreater(kernel_drops(self.lab, "lock"), 20)
         self.assertGreaterEqual(log.count(f"probe answered by {ROGUE}"), 4)
         while not self.web_ok("rogue", timeout=1):
             self.assertLess(time.monotonic() - quit_at, TIME_LOCK * 1.5 + 3, "lock never released")
@@ -153,7 +153,8 @@ class Ipv6Runs:
 
     def check_restart(self, signal_number: int) -> None:
         """The peer is blocked for the client that revealed it; after a restart (no lock
-        survives one) only the stored block can stop that client's connection."""
+        survives one) only the stored block can stop that client's connection. The kernel's
+        sets keep their blocks while no daemon runs, until the rules are applied anew."""
         store = self.lab.logpath("peers.store")
         gateway = self.enforcing("-f", str(store), "--store-interval", "1", time_lock=2)
         peer = self.lab.peers6[0][0]
@@ -164,6 +165,12 @@ class Ipv6Runs:
         self.assertFalse(self.tcp_ok("rogue", peer, PEER_PORT))
         self.assertTrue(self.tcp_ok("user", peer, PEER_PORT), "blocked for its client only")
         gateway.stop(signal_number)
+        if self.enforce == "kernel":
+            self.assertFalse(self.tcp_ok("rogue", peer, PEER_PORT), "the sets outlive the daemon")
+            # As the system service does: the rules go after a stop and come back before a
+            # start, with empty sets; only the store file can bring the block back.
+            gateway.remove_rules()
+            gateway.install_rules()
         self.assertTrue(self.tcp_ok("rogue", peer, PEER_PORT), "--queue-bypass: flows while down")
         self.assertTrue(self.web_ok("user"))
         gateway.start()
