@@ -190,6 +190,15 @@ class QueueEnforcementTests(Ipv6Runs, ForgeryCase):
 
     enforce = "queue"
 
+    def test_nft_rules_queue_ipv6_through_the_xtables_hand_off(self) -> None:
+        """The lab's nft hand-off (``Gateway(rules="nft-xt")``) queues IPv6 with ip6tables."""
+        gateway = self.gateway("-t", "3", "-L", "c", rules="nft-xt")
+        report = self.ftclient(*[f"--peer=[{ip}]:{port}" for ip, port in self.lab.peers6[:6]],
+                               "--scale", "0.2")  # fmt: skip
+        self.assertEqual(report["breakthroughs"], [])
+        self.assertGreater(report["pongs_received"], 0)
+        self.assertIn(f"client {ROGUE} identified: FastTrack hello", gateway.read_log())
+
 
 class KernelEnforcementTests(Ipv6Runs, ForgeryCase):
     """nft sets in ``table inet p2pwall`` drop what the daemon learned and lock clients."""
