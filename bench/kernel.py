@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -65,6 +66,8 @@ BIG_QUEUE = 5
 QUEUE_CONTROL = 4121
 KERNEL_CONTROL = 4120  # lab.gateway.Gateway.ctl's port: the kernel daemon is told to reload
 RELOAD_TIMEOUT = 120.0
+IDLE_WINDOW = 5.0  # seconds the big table's daemon is watched at rest
+PROBES = 20  # SYNs to each peer the big table's sets are checked with
 SETTLE = 0.5  # seconds after the kernel daemon's reload before a measurement starts
 KERNEL_RULES = ("--enforce", "kernel", *RAW_COST_RULES)
 KERNEL_DAEMON = ("--enforce", "kernel")
@@ -102,13 +105,18 @@ def peer_layout(count: int) -> tuple[int, int]:
     return addrs, ports
 
 
-def learned_peers(count: int) -> Iterator[tuple[bytes, int]]:
-    """The ``count`` learned peers as (packed address, port), in the flood's order (peer k is
-    address k % addresses, port k // addresses)."""
+def learned_peer(k: int, count: int) -> tuple[bytes, int]:
+    """The ``k``-th of ``count`` learned peers as (packed address, port), in the flood's
+    order: address k % addresses, port k // addresses."""
     addrs, _ = peer_layout(count)
     first = int(ipaddress.IPv4Address(FIRST_PEER))
+    return (first + k % addrs).to_bytes(4, "big"), PEER_PORT + k // addrs
+
+
+def learned_peers(count: int) -> Iterator[tuple[bytes, int]]:
+    """All ``count`` learned peers, in the flood's order."""
     for k in range(count):
-        yield (first + k % addrs).to_bytes(4, "big"), PEER_PORT + k // addrs
+        yield learned_peer(k, count)
 
 
 def write_store(path: Path, count: int, client: str, seen: float) -> Path:
@@ -431,9 +439,12 @@ class KernelBench(NetBench):
             assert gateway.proc is not None
             result["rss"] = rss_bytes(gateway.proc.pid)
             filled = meminfo(Path("/proc/meminfo").read_text())
+            result["idle_share"] = self.idle_share(gateway.proc.pid)
             gateway.stop(wait=60)
             if kernel:
-                result["elements"] = self.set_elements()
+                found = KERNEL_LOADED.search(gateway.read_log())
+                result["elements"] = int(found.group(1)) if found else None
+                result["probes"] = self.probe_sets()
                 stopped = meminfo(Path("/proc/meminfo").read_text())
                 gateway.remove_rules()
                 time.sleep(2)  # set elements are freed after an RCU grace period
@@ -474,15 +485,38 @@ class KernelBench(NetBench):
             "ready_s": ready_at,
         }
 
-    def set_elements(self) -> int:
-        """The elements in the kernel's block maps (each maps a key to its action's chain)."""
-        text = self._run("gw", ["nft", "list", "table", "inet", "p2pwall"], timeout=120)
-        return len(VERDICT_ELEMENT.findall(text))
+    def idle_share(self, pid: int) -> float:
+        """The daemon's CPU, as a share of one CPU, over IDLE_WINDOW seconds without traffic
+        (what following the kernel's lock sets costs it)."""
+        before = self._cpu_reading(pid)
+        time.sleep(IDLE_WINDOW)
+        return self._cpu_figures(before, self._cpu_reading(pid), 0)["reader_share"]
+
+    def probe_sets(self) -> dict[str, int]:
+        """SYNs from rogue that gw forwarded, PROBES to each of: a port of the first learned
+        peer that it did not learn (first, as the others lock rogue), the first and the last
+        learned peer. Packets, not ``nft get element``, which reads the whole map."""
+        count = self.sizes.big_peers
+        _, ports = peer_layout(count)
+        first, first_port = learned_peer(0, count)
+        last, last_port = learned_peer(count - 1, count)
+        forwarded = {}
+        targets = (("not learned", first, PEER_PORT + ports), ("first", first, first_port),
+                   ("last", last, last_port))  # fmt: skip
+        for name, peer, port in targets:
+            argv = ["syn", GREEN_HOSTS["rogue"], socket.inet_ntoa(peer), "1", str(port), "1",
+                    str(FLOOD_SPORT + 1), "1", "1", str(PROBES), "5"]  # fmt: skip
+            _, _, out0 = self.counters()
+            self._run("rogue", [str(self.tools["traffic"]), "flows", *argv], timeout=20)
+            time.sleep(0.2)
+            _, _, out1 = self.counters()
+            forwarded[name] = out1 - out0
+        return forwarded
 
 
 LOADED = re.compile(r"loaded (\d+) blocks")
 PROBLEM = re.compile(r"#(?:error|critical)\]|\bfailed\b")
-VERDICT_ELEMENT = re.compile(r" : (?:jump|goto) ")
+KERNEL_LOADED = re.compile(r"kernel sets loaded: (\d+) blocks")
 
 
 def log_problems(text: str) -> list[str]:
@@ -543,7 +577,7 @@ def parser() -> argparse.ArgumentParser:
     found = argparse.ArgumentParser(prog="python -m bench.kernel",
                                     description=__doc__.split("\n")[0])  # fmt: skip
     found.add_argument("--seconds", type=float, default=2.0, help="seconds per traffic run")
-    found.add_argument("--reps", type=int, default=3, help="runs per scenario")
+    found.add_argument("--reps", type=int, default=4, help="runs per scenario")
     found.add_argument("--connects", type=int, default=2000, help="TCP connects per scenario")
     found.add_argument("--peers", type=int, default=100_000, help="peers the flood goes to")
     found.add_argument("--big-peers", type=int, default=1_000_000,
@@ -615,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "-m", "bench.kernel", *words])
     try:
         results = run(args, command, lambda line: print(line, file=sys.stderr, flush=True))
-    except LabError as error:
+    except (LabError, subprocess.TimeoutExpired) as error:
         print(f"bench.kernel: {error}", file=sys.stderr)
         return 1
     text = render(results, command)

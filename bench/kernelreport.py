@@ -216,18 +216,25 @@ def _ordinary_section(summary: dict, s: dict) -> list[str]:
 def _big_section(big: dict, s: dict) -> list[str]:
     rows = []
     for key, row in big.items():
-        elements = row.get("elements")
         kernel = "kernel_bytes" in row
+        elements = row.get("elements")
         rows.append((
             NAMES[key], fmt(row["loaded"]), row["loaded_s"], row["ready_s"],
-            row["rss"] / 2**20, fmt(elements) if elements is not None else "",
+            row["rss"] / 2**20, percent(row["idle_share"]), fmt(elements) if kernel else "",
             row["kernel_bytes"] / 2**20 if kernel else "",
             ratio(row["kernel_bytes"], elements) if kernel and elements else "",
             row["kernel_bytes_running"] / 2**20 if kernel else "",
         ))  # fmt: skip
     headers = ["daemon", "blocks loaded", "s to 'loaded'", "s to ready", "daemon RSS MiB",
-               "set elements", "kernel MiB", "kernel B/element",
+               "daemon CPU at rest", "set elements", "kernel MiB", "kernel B/element",
                "kernel MiB, daemon running"]  # fmt: skip
+    probes = big.get("kernel", {}).get("probes")
+    checked = (
+        ["The sets after the daemon stopped: of SYNs from rogue, gw forwarded "
+         + ", ".join(f"{got} to {name}" for name, got in probes.items())
+         + " (the learned peers' must all be dropped, the other port's forwarded).", ""]
+        if probes else []
+    )  # fmt: skip
     return [
         f"### 4. {s['big_peers']:,} learned peers at start (store file)",
         "",
@@ -235,14 +242,15 @@ def _big_section(big: dict, s: dict) -> list[str]:
         "",
         "Seconds from starting `twistd` until its log says `loaded N blocks` (the store file "
         "read) and `reading NFQUEUE` (ready; with kernel enforcement, after every block is in "
-        "the kernel's sets). RSS: /proc/PID/status once ready. Set elements: `nft list table "
-        "inet p2pwall` after the daemon stopped (the sets keep what they hold). Kernel memory: "
-        "Slab + VmallocUsed + Percpu of /proc/meminfo (machine-wide: whatever else the "
-        "machine allocates meanwhile counts too) with the sets filled and the daemon stopped, "
-        "less the same 2 s after `nft delete table`; the last column: with the daemon running "
-        "and its sets filled, less before it started (its own sockets and page tables "
-        "included).",
+        "the kernel's sets). RSS: /proc/PID/status once ready; CPU at rest: its share of one "
+        "CPU over the next 5 s, without traffic. Set elements: the daemon's `kernel sets "
+        "loaded: N blocks`. Kernel memory: Slab + VmallocUsed + Percpu of /proc/meminfo "
+        "(machine-wide: whatever else the machine allocates meanwhile counts too) with the "
+        "sets filled and the daemon stopped, less the same 2 s after `nft delete table`; the "
+        "last column: with the daemon running and its sets filled, less before it started "
+        "(its own sockets and page tables included).",
         "",
+        *checked,
     ]
 
 

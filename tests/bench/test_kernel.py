@@ -189,7 +189,10 @@ class ReportTests(SynchronousTestCase):
 
     def test_render(self) -> None:
         big = {"loaded": 1_000_000, "loaded_s": 6.0, "ready_s": 20.0, "rss": 2**30,
-               "problems": []}  # fmt: skip
+               "idle_share": 0.5, "problems": []}  # fmt: skip
+        kernel = {"elements": 1_000_000, "kernel_bytes": 128_000_000,
+                  "probes": {"not learned": 20, "first": 0, "last": 0},
+                  "kernel_bytes_running": 130_000_000}  # fmt: skip
         results = {
             "machine": {"nproc": "2", "cpu": "cpu", "kernel": "6", "python": "3", "commit": "c",
                         "date": "d", "load": "0"},
@@ -197,15 +200,14 @@ class ReportTests(SynchronousTestCase):
                          "big_peers": 1_000_000, "flow_packets": 4, "small_flow_addrs": 4096},
             "summary": summarize(traffic()),
             "daemons": {"kernel_problems": ["x [a#critical] poll failed"]},
-            "big": {"queue": big, "kernel": big | {"elements": 1_000_000,
-                                                   "kernel_bytes": 128_000_000,
-                                                   "kernel_bytes_running": 130_000_000}},
+            "big": {"queue": big, "kernel": big | kernel},
             "elapsed": 100.0,
             "load_end": "1",
         }  # fmt: skip
         text = render(results, "python -m bench.kernel")
-        self.assertIn("| kernel enforcement (`--enforce kernel`, both) | 1,000,000 | 6.00 | "
-                      "20.00 | 1,024 | 1,000,000 | 122.1 | 128.0 | 124.0 |", text)  # fmt: skip
+        self.assertIn("| kernel enforcement (`--enforce kernel`, both) | 1,000,000 | 6.00 | 20.00 "
+                      "| 1,024 | 50 % | 1,000,000 | 122.1 | 128.0 | 124.0 |", text)  # fmt: skip
         self.assertIn("kernel enforcement, traffic phase: 1; the first: "
                       "`x [a#critical] poll failed`", text)  # fmt: skip
+        self.assertIn("gw forwarded 20 to not learned, 0 to first, 0 to last", text)
         self.assertIn("PASS  sequential connects/s", text)
