@@ -253,9 +253,6 @@ class Lab:
         """The IPv6 twins of ``peers``, served by the same ``start_peers``."""
         return [(v6(ip), port) for ip, port in self.peers]
 
-    def peers_of(self, family: int) -> list[tuple[str, int]]:
-        return self.peers if family == 4 else self.peers6
-
     # -- building -------------------------------------------------------------
 
     def __enter__(self) -> Lab:
