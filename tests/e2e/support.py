@@ -87,5 +87,11 @@ class LabCase(SynchronousTestCase):
         )  # fmt: skip
         return done.stdout == "200"
 
+    def listen_http(self, ip: str, port: int) -> None:
+        """A web server on ``ip:port`` in ``pub``: something for a connection to reach."""
+        log = f"listener-{ip}-{port}.log"
+        server = [sys.executable, "-m", "http.server", "--bind", ip, str(port)]
+        self.lab.wait_listening("pub", "tcp", ip, port, self.lab.spawn("pub", server, log=log), log)
+
     def tcp_ok(self, host: str, ip: str, port: int, timeout: int = 2) -> bool:
         return self.lab.run(host, ["nc", "-z", "-w", str(timeout), ip, str(port)]).returncode == 0

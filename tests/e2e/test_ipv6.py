@@ -5,7 +5,6 @@ mode: the daemon drops what it learned (``queue``) or the kernel does (``kernel`
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -111,9 +110,7 @@ class Ipv6Runs:
             "chat.example.test": OPENNAP,
         })  # fmt: skip
         for ip in (WINMX, OPENNAP):
-            server = [sys.executable, "-m", "http.server", "--bind", ip, str(LISTENER_PORT)]
-            proc = self.lab.spawn("pub", server, log=f"listener-{ip}.log")
-            self.lab.wait_listening("pub", "tcp", ip, LISTENER_PORT, proc, f"listener-{ip}.log")
+            self.listen_http(ip, LISTENER_PORT)
 
     def dig(self, name: str) -> str:
         done = self.lab.run("user", ["dig", "+short", "+time=2", "+tries=1", f"@{self.addr('dns')}",
