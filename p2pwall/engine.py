@@ -329,23 +329,37 @@ class Engine:
             if packet is not None
             else (now, name, reason, 0, 0, b"", 0)
         )
+        if packet is not None and packet.mac is not None:
+            client.mac = packet.mac
         if new:
             self._identified(client, reason, packet)
         return client
 
-    def kernel_locked(self, addr: bytes, until: float, udp: bool) -> None:
+    def owns(self, addr: bytes, mac: bytes | None) -> bool:
+        """Whether ``mac`` owns ``addr`` (``evidence`` for what has no packet: a lock the
+        kernel bound to a MAC); counted when not."""
+        if self.neighbours is None or self.neighbours.verified(addr, mac):
+            return True
+        self.stats["kernel_forged_locks"] += 1
+        return False
+
+    def kernel_locked(self, addr: bytes, until: float, udp: bool, mac: bytes | None) -> bool:
         """The kernel (re)locked ``addr`` until ``until`` by itself (``--enforce kernel``: it
         tried a learned peer, a packet the daemon never saw): mirror it, so probes and
-        ``explain`` know. ``udp``: the kernel's lock covers its new UDP flows too."""
+        ``explain`` know. ``udp``: the kernel's lock covers its new UDP flows too; ``mac``:
+        the MAC the lock is bound to, which the caller checked (``owns``). Whether it was
+        mirrored."""
         now = self.clock.seconds()
         client, new = self.clients.extend(addr, until, now)
         if client is None:
-            return
+            return False
         client.locks_udp = client.locks_udp or udp
+        client.mac = mac or client.mac
         if new:
             reason = "tried a learned peer (locked by the kernel)"
             client.renewed = (now, KERNEL_LOCK, reason, 0, 0, b"", 0)
             self._identified(client, reason, None)
+        return True
 
     def _identified(self, client: Client, reason: str, packet: Packet | None) -> None:
         """A green host's first lock: it is a P2P client."""

@@ -46,6 +46,11 @@ ENGINE_COUNTERS = (
     ("kernel_elements", "kernel_elements", "Block elements added, changed or removed in them."),
     ("kernel_loads", "kernel_loads", "Whole copies of the tables written into the kernel's sets."),
     ("kernel_errors", "kernel_errors", "Batches the kernel refused (a whole copy follows)."),
+    (
+        "kernel_forged_locks",
+        "kernel_forged_locks",
+        "Locks the kernel bound to a MAC that does not own the address (a forgery).",
+    ),
 )
 # The verdict counters by (verdict, protocol).
 VERDICTS = {

@@ -359,6 +359,7 @@ class Client:
         "identified",
         "renewed",
         "ended",
+        "mac",
     )
 
     def __init__(self, addr: bytes, now: float) -> None:
@@ -378,6 +379,9 @@ class Client:
         self.identified: Evidence | None = None
         self.renewed: Evidence | None = None
         self.ended: str | None = None
+        # The MAC address of the latest evidence (None: none, or a link without MACs): the
+        # kernel's lock sets bind the lock to it.
+        self.mac: bytes | None = None
 
 
 # Seconds a probe over the tick's allowance is put off by.

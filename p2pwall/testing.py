@@ -377,8 +377,8 @@ class FakeKernelSets:
     def __init__(self, lock_seconds: float = 120) -> None:
         self.lock_seconds = lock_seconds
         self.blocks: dict[Element, str] = {}
-        # (family, address text) -> (seconds left, covers UDP flows)
-        self.locked: dict[tuple[int, str], tuple[float, bool]] = {}
+        # (family, address text, MAC text or None) -> (seconds left, covers UDP flows)
+        self.locked: dict[tuple[int, str, str | None], tuple[float, bool]] = {}
         self.allowed: list[Network] = []
         self.present = True
         self.refuse = 0
@@ -429,18 +429,30 @@ class FakeKernelSets:
                 raise KernelSetsError(f"nft: No such file or directory: {item}")
         self.blocks = blocks
         for lock in locks:
-            self.locked[lock.family, lock.addr] = (lock.seconds, lock.flows)
-        for key in unlocks:
-            self.locked.pop(key, None)
+            # As the nft sets: every lock by its bare address, and one bound to a MAC too.
+            for mac in {None, lock.mac}:
+                self.locked[lock.family, lock.addr, mac] = (lock.seconds, lock.flows)
+        for family, addr in unlocks:
+            for key in [key for key in self.locked if key[:2] == (family, addr)]:
+                del self.locked[key]
         self.batches += 1
 
-    def kernel_lock(self, addr: str, seconds: float, flows: bool = False) -> None:
+    def kernel_lock(
+        self, addr: str, seconds: float, flows: bool = False, mac: str | None = None
+    ) -> None:
+        """The kernel locking a sender by itself: by address and MAC on Ethernet."""
         family = ipaddress.ip_address(addr).version
-        self.locked[family, addr] = (seconds, flows)
+        self.locked[family, addr, mac] = (seconds, flows)
+
+    def is_locked(self, addr: str) -> bool:
+        return any(key[1] == addr for key in self.locked)
 
     def locks(self) -> list[Lock]:
         self._refused()
-        return [Lock(a, f, seconds, flows) for (f, a), (seconds, flows) in self.locked.items()]
+        return [
+            Lock(addr, family, seconds, flows, mac)
+            for (family, addr, mac), (seconds, flows) in self.locked.items()
+        ]
 
     def clear(self) -> None:
         self._refused()

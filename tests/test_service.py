@@ -727,7 +727,7 @@ class KernelEnforcementTests(DaemonCase):
         self.assertEqual(self.source.verdict(hello), Verdict.DROP)
         peer = Element(4, "peer_port_client", ("198.19.1.1", 2000, "198.18.1.10"))
         self.assertEqual(seen_at_send, [{peer: "lock"}])
-        self.assertIn((4, "198.18.1.10"), self.sets.locked)
+        self.assertTrue(self.sets.is_locked("198.18.1.10"))
 
     def test_start_copies_the_store_and_a_reload_copies_again(self) -> None:
         path = self.mktemp()

@@ -95,10 +95,12 @@ def block_elements(
 
 @dataclass(frozen=True)
 class Lock:
-    """A locked client in the kernel's sets: ``seconds`` left, and whether the lock covers
-    its new UDP flows (``flows``) or only its new TCP connections."""
+    """A locked client in the kernel's sets: ``seconds`` left, whether the lock covers its
+    new UDP flows (``flows``) or only its new TCP connections, and the MAC address it is bound
+    to (``None``: the address alone, on a link without MACs or for traffic coming in)."""
 
     addr: str
     family: int
     seconds: float
     flows: bool
+    mac: str | None = None

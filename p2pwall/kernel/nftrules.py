@@ -9,6 +9,13 @@ locked client's new TCP connections, and new UDP flows (DNS excepted) where its 
 them, are dropped, as are new flows from outside to it (peers that know it from the swarm);
 with ``lock_established`` its established flows too. Allowed networks skip it all. The daemon
 fills the sets (``nftsets``); they hold nothing of the admin's, and dropping is all they do.
+
+A lock is bound to the MAC address that sent the evidence, as the daemon's own locks are
+(``Engine.evidence``): on an Ethernet link the lock sets hold address and MAC, so a green host
+that forges another's address locks only its own forgeries, never that host. The ``_ip``
+sets hold bare addresses: locks on links without MACs (a VPN's tunnel, whose peers cannot
+forge), and every lock the daemon holds (it checked the MAC against the neighbour table),
+which is what traffic coming in is matched against.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from .elements import ACTIONS, FAMILIES, SHAPES
 CHAIN_PRIORITY = "mangle - 10"
 LOCKED = "locked"
 LOCKED_FLOWS = "locked_flows"
+# The bare-address twin of each lock set.
+IP = "_ip"
+LOCK_SETS = (LOCKED, LOCKED_FLOWS)
 ALLOWED = "allowed"
 # The most clients the dynamic lock sets hold (the daemon's --max-clients default).
 LOCK_SET_SIZE = 65536
@@ -44,9 +54,10 @@ def declarations(lock_seconds: int) -> list[str]:
     lines = []
     for family in FAMILIES:
         kind = _KEYS[family][1]
-        for name in (LOCKED, LOCKED_FLOWS):
-            lines.append(f"  set {name}{family} {{ type {kind}; size {LOCK_SET_SIZE}; "
-                         f"flags dynamic,timeout; timeout {lock_seconds}s; }}")  # fmt: skip
+        for name in LOCK_SETS:
+            for suffix, key in (("", f"{kind} . ether_addr"), (IP, kind)):
+                lines.append(f"  set {name}{suffix}{family} {{ type {key}; size {LOCK_SET_SIZE}; "
+                             f"flags dynamic,timeout; timeout {lock_seconds}s; }}")  # fmt: skip
         lines.append(f"  set {ALLOWED}{family} {{ type {kind}; flags interval; }}")
         for shape in SHAPES.values():
             _, key_type = _key(family, _SHAPE_KEYS[shape])
@@ -54,11 +65,25 @@ def declarations(lock_seconds: int) -> list[str]:
     return lines
 
 
-def _update(set_name: str, family: int, only_members: bool = False) -> str:
-    """(Re)start the sender's lock in ``set_name``; ``only_members``: only if it is in it."""
+def _sender(family: int, suffix: str) -> str:
+    """The key a lock set of ``suffix`` ("" or ``IP``) has for the packet's sender."""
     match = _KEYS[family][0]
-    member = f"{match} saddr @{set_name}{family} " if only_members else ""
-    return f"meta nfproto ipv{family} {member}update @{set_name}{family} {{ {match} saddr }}"
+    return f"{match} saddr . ether saddr" if suffix == "" else f"{match} saddr"
+
+
+# Which lock sets a packet's sender is looked up in: by address and MAC on Ethernet, by
+# address alone elsewhere.
+_LINKS = (("", "meta iiftype ether"), (IP, "meta iiftype != ether"))
+
+
+def _update(set_name: str, family: int, only_members: bool = False) -> list[str]:
+    """(Re)start the sender's lock in ``set_name``; ``only_members``: only if it is in it."""
+    rules = []
+    for suffix, link in _LINKS:
+        key, name = _sender(family, suffix), f"{set_name}{suffix}{family}"
+        member = f"{key} @{name} " if only_members else ""
+        rules.append(f"meta nfproto ipv{family} {link} {member}update @{name} {{ {key} }}")
+    return rules
 
 
 def action_chain(action: str) -> list[str]:
@@ -67,13 +92,24 @@ def action_chain(action: str) -> list[str]:
     if action.startswith("lock"):
         flows = action.startswith("lock_flows")
         for family in FAMILIES:
-            rules.append(_update(LOCKED, family))
+            rules += _update(LOCKED, family)
             # A client whose lock covers UDP keeps that, whatever peer it tries.
-            rules.append(_update(LOCKED_FLOWS, family, only_members=not flows))
+            rules += _update(LOCKED_FLOWS, family, only_members=not flows)
     if action.endswith("_udp_passes"):
         rules.append("meta l4proto udp accept")
     # The counters show an admin what the kernel dropped (``nft list table inet p2pwall``).
     return [*rules, "counter drop"]
+
+
+def _locked_senders(family: int, tcp: str, udp: str) -> list[str]:
+    """Drop what a locked sender sends: ``tcp``/``udp`` say which packets of each protocol."""
+    rules = []
+    for suffix, link in _LINKS:
+        only = f"{link} " if suffix else ""
+        key = _sender(family, suffix)
+        rules += [f"{only}{key} @{LOCKED}{suffix}{family} {tcp} counter drop",
+                  f"{only}{key} @{LOCKED_FLOWS}{suffix}{family} {udp} counter drop"]  # fmt: skip
+    return rules
 
 
 def chains(green: str, lock_established: bool) -> list[tuple[str, str | None, list[str]]]:
@@ -93,20 +129,16 @@ def chains(green: str, lock_established: bool) -> list[tuple[str, str | None, li
             new_from_green.append(f"{expr} vmap @{shape}{family}")
     for family in FAMILIES:
         match = _KEYS[family][0]
-        new_from_green += [
-            f"{match} saddr @{LOCKED}{family} meta l4proto tcp counter drop",
-            f"{match} saddr @{LOCKED_FLOWS}{family} udp dport != {DNS_PORT} counter drop",
-        ]
+        new_from_green += _locked_senders(family, "meta l4proto tcp", f"udp dport != {DNS_PORT}")
         # Peers that know a locked BitTorrent client connect to it; they get nowhere either.
-        to_green.append(f"ct state new {match} daddr @{LOCKED_FLOWS}{family} counter drop")
+        to_green.append(f"ct state new {match} daddr @{LOCKED_FLOWS}{IP}{family} counter drop")
         if lock_established:
-            from_green += [
-                f"{match} saddr @{LOCKED}{family} tcp dport != {DNS_PORT} counter drop",
-                f"{match} saddr @{LOCKED_FLOWS}{family} udp dport != {DNS_PORT} counter drop",
-            ]
+            from_green += _locked_senders(
+                family, f"tcp dport != {DNS_PORT}", f"udp dport != {DNS_PORT}"
+            )
             to_green += [
-                f"{match} daddr @{LOCKED}{family} tcp sport != {DNS_PORT} counter drop",
-                f"{match} daddr @{LOCKED_FLOWS}{family} udp sport != {DNS_PORT} counter drop",
+                f"{match} daddr @{LOCKED}{IP}{family} tcp sport != {DNS_PORT} counter drop",
+                f"{match} daddr @{LOCKED_FLOWS}{IP}{family} udp sport != {DNS_PORT} counter drop",
             ]
     return [
         ("enforce", "forward", enforce),

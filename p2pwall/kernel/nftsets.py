@@ -17,7 +17,7 @@ from ..errors import KernelSetsError
 from ..interfaces import IKernelSets
 from ..networks import Network
 from .elements import FAMILIES, SHAPES, Element, Lock
-from .nftrules import ALLOWED, LOCKED, LOCKED_FLOWS
+from .nftrules import ALLOWED, IP, LOCK_SETS, LOCKED, LOCKED_FLOWS
 
 TABLE = "p2pwall"
 # Elements per ``add element`` command: libnftables parses one command's list in one go.
@@ -83,22 +83,25 @@ class NftSets:
 
     def check(self, lock_seconds: float) -> None:
         for family in FAMILIES:
-            try:
-                output = self._run([{"list": {"set": self._ref(f"{LOCKED}{family}")}}])
-            except KernelSetsError:
-                raise KernelSetsError(
-                    f"no set {LOCKED}{family} in table inet {self._table['table']}: apply "
-                    "'p2pwall-rules --enforce kernel' before starting with --enforce kernel"
-                ) from None
-            timeout = next(
-                (item["set"].get("timeout") for item in output["nftables"] if "set" in item),
-                None,
-            )
-            if timeout != math.ceil(lock_seconds):
-                raise KernelSetsError(
-                    f"the kernel's lock set times out after {timeout} s, the daemon's time "
-                    f"lock is {lock_seconds:g} s: give p2pwall-rules --lock-time the daemon's -t"
+            for name in (f"{n}{suffix}{family}" for n in LOCK_SETS for suffix in ("", IP)):
+                try:
+                    output = self._run([{"list": {"set": self._ref(name)}}])
+                except KernelSetsError:
+                    raise KernelSetsError(
+                        f"no set {name} in table inet {self._table['table']}: apply "
+                        "'p2pwall-rules --enforce kernel' (of this version) before starting "
+                        "with --enforce kernel"
+                    ) from None
+                timeout = next(
+                    (item["set"].get("timeout") for item in output["nftables"] if "set" in item),
+                    None,
                 )
+                if timeout != math.ceil(lock_seconds):
+                    raise KernelSetsError(
+                        f"the kernel's lock set times out after {timeout} s, the daemon's time "
+                        f"lock is {lock_seconds:g} s: give p2pwall-rules --lock-time the "
+                        "daemon's -t"
+                    )
 
     def load(self, blocks: Iterable[tuple[Element, str]], allowed: Sequence[Network]) -> int:
         by_set: dict[str, list[Any]] = {
@@ -148,49 +151,67 @@ class NftSets:
         for item in remove:
             commands.append(self._one("delete", item.set_name, _value(item.key)))
         for lock in locks:
-            names = [LOCKED, LOCKED_FLOWS] if lock.flows else [LOCKED]
             seconds = max(1, math.ceil(lock.seconds))
-            for name in names:
-                # Add, delete, add: an element's timeout is set only when it is added.
-                commands += self._reset(f"{name}{lock.family}", lock.addr)
-                commands.append(
-                    self._one(
-                        "add",
-                        f"{name}{lock.family}",
-                        {"elem": {"val": lock.addr, "timeout": seconds}},
-                    )  # fmt: skip
-                )
-        for family, addr in unlocks:
-            for name in (LOCKED, LOCKED_FLOWS):
-                commands += self._reset(f"{name}{family}", addr)
+            for name in [LOCKED, LOCKED_FLOWS] if lock.flows else [LOCKED]:
+                keys = [(f"{name}{IP}{lock.family}", lock.addr)]
+                if lock.mac is not None:
+                    keys.append((f"{name}{lock.family}", {"concat": [lock.addr, lock.mac]}))
+                for set_name, key in keys:
+                    # Add, delete, add: an element's timeout is set only when it is added.
+                    commands += self._reset(set_name, key)
+                    commands.append(
+                        self._one("add", set_name, {"elem": {"val": key, "timeout": seconds}})
+                    )
+        if unlocks:
+            commands += self._unlocks(unlocks)
         self._run(commands)
+
+    def _unlocks(self, unlocks: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
+        """Remove the addresses from every lock set, whatever MAC a lock is bound to (the
+        sets are read for those: an unlock is an admin's rare act)."""
+        commands = []
+        bound = {(lock.family, lock.addr): lock.mac for lock in self._listed() if lock.mac}
+        for family, addr in unlocks:
+            for name in LOCK_SETS:
+                commands += self._reset(f"{name}{IP}{family}", addr)
+                mac = bound.get((family, addr))
+                if mac is not None:
+                    commands += self._reset(f"{name}{family}", {"concat": [addr, mac]})
+        return commands
 
     def _one(self, op: str, name: str, elem: Any) -> dict[str, Any]:
         return {op: {"element": {**self._ref(name), "elem": [elem]}}}
 
-    def _reset(self, name: str, addr: str) -> list[dict[str, Any]]:
-        """Remove ``addr`` from a lock set whether it is there or not (deleting an absent
+    def _reset(self, name: str, key: Any) -> list[dict[str, Any]]:
+        """Remove ``key`` from a lock set whether it is there or not (deleting an absent
         element would fail the whole batch)."""
-        return [self._one("add", name, addr), self._one("delete", name, addr)]
+        return [self._one("add", name, key), self._one("delete", name, key)]
+
+    def _listed(self) -> list[Lock]:
+        """Every element of every lock set, as it is."""
+        found = []
+        for family in FAMILIES:
+            for name in LOCK_SETS:
+                for suffix in ("", IP):
+                    set_name = f"{name}{suffix}{family}"
+                    output = self._run([{"list": {"set": self._ref(set_name)}}])
+                    for item in output["nftables"]:
+                        for elem in item.get("set", {}).get("elem", ()):
+                            found.append(_lock(elem, family, name == LOCKED_FLOWS))
+        return [lock for lock in found if lock is not None]
 
     def locks(self) -> list[Lock]:
-        found: dict[tuple[int, str], Lock] = {}
-        for family in FAMILIES:
-            for name in (LOCKED, LOCKED_FLOWS):
-                output = self._run([{"list": {"set": self._ref(f"{name}{family}")}}])
-                for item in output["nftables"]:
-                    for elem in item.get("set", {}).get("elem", ()):
-                        value = elem["elem"] if isinstance(elem, dict) and "elem" in elem else None
-                        if value is None:
-                            continue
-                        addr, seconds = value["val"], float(value.get("expires", 0))
-                        flows = name == LOCKED_FLOWS
-                        known = found.get((family, addr))
-                        if known is not None:
-                            seconds = max(seconds, known.seconds)
-                            flows = flows or known.flows
-                        found[family, addr] = Lock(addr, family, seconds, flows)
-        return list(found.values())
+        """Each (address, MAC) pair's lock, with the most seconds left in any of its sets;
+        ``flows`` when one of them is a flows set."""
+        merged: dict[tuple[int, str, str | None], Lock] = {}
+        for lock in self._listed():
+            key = (lock.family, lock.addr, lock.mac)
+            known = merged.get(key)
+            if known is not None:
+                lock = Lock(lock.addr, lock.family, max(lock.seconds, known.seconds),
+                            lock.flows or known.flows, lock.mac)  # fmt: skip
+            merged[key] = lock
+        return list(merged.values())
 
     def clear(self) -> None:
         commands = [
@@ -199,8 +220,22 @@ class NftSets:
             for shape in SHAPES.values()
         ]
         commands += [
-            {"flush": {"set": self._ref(f"{name}{family}")}}
+            {"flush": {"set": self._ref(f"{name}{suffix}{family}")}}
             for family in FAMILIES
-            for name in (LOCKED, LOCKED_FLOWS)
+            for name in LOCK_SETS
+            for suffix in ("", IP)
         ]
         self._run(commands)
+
+
+def _lock(elem: Any, family: int, flows: bool) -> Lock | None:
+    """A lock set's element as listed (``{"elem": {"val": ..., "expires": ...}}``; the value
+    is the address, or a concatenation of address and MAC)."""
+    value = elem.get("elem") if isinstance(elem, dict) else None
+    if not isinstance(value, dict):
+        return None
+    key, seconds = value.get("val"), float(value.get("expires", 0))
+    if isinstance(key, dict):
+        addr, mac = key["concat"]
+        return Lock(addr, family, seconds, flows, mac)
+    return Lock(key, family, seconds, flows)

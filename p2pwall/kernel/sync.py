@@ -26,7 +26,7 @@ from zope.interface import implementer
 from ..engine import Engine
 from ..errors import KernelSetsError
 from ..interfaces import IKernelSets, ISpoofer
-from ..packet import Packet, Verdict
+from ..packet import Packet, Verdict, mac_text
 from ..tables import Journal
 from .elements import Lock, action_of, block_elements, element, family_of, text
 
@@ -98,7 +98,8 @@ class KernelSync:
         client = self.engine.clients.get(addr)
         if client is None or client.until <= now:
             return None
-        return Lock(text(addr), family_of(addr), client.until - now, client.locks_udp)
+        mac = mac_text(client.mac) if client.mac is not None else None
+        return Lock(text(addr), family_of(addr), client.until - now, client.locks_udp, mac)
 
     def _schedule(self) -> None:
         if self._pending is None:
@@ -193,12 +194,22 @@ class KernelSync:
             self._allowed = engine.allowed.lookup
             self.sets.set_allowed([network for network, _ in engine.allowed])
         now = self.clock.seconds()
-        for lock in self.sets.locks():
+        locks = self.sets.locks()
+        bare = {(lock.family, lock.addr) for lock in locks if lock.mac is None}
+        for lock in locks:
             addr = socket.inet_pton(_AF[lock.family], lock.addr)
+            mac = bytes.fromhex(lock.mac.replace(":", "")) if lock.mac is not None else None
+            # A lock bound to a MAC that does not own the address is a green host's forgery:
+            # it drops that host's forged frames alone, and teaches the daemon nothing.
+            if mac is not None and not engine.owns(addr, mac):
+                continue
             if engine.clients.get(addr) is None and lock.seconds < EXPIRY_SLACK:
                 continue
-            engine.kernel_locked(addr, now + lock.seconds, lock.flows)
-
+            mirrored = engine.kernel_locked(addr, now + lock.seconds, lock.flows, mac)
+            if mirrored and (lock.family, lock.addr) not in bare:
+                # A lock the kernel made on an Ethernet link, now checked: its bare address
+                # goes into the sets traffic coming in is matched against.
+                self._journals[1].note(addr)
 
 def _off(engine: Engine) -> bool:
     """Whether the kernel must drop nothing: accept-all, or a dry run (turned on from the

@@ -8,9 +8,11 @@ import time
 
 from lab.gateway import Gateway
 from lab.netlab import PEER_PORT, LabError
+from p2pwall.kernel.sync import POLL_INTERVAL
 
 from .kernelsets import kernel_drops, kernel_options, set_elements
 from .support import LabCase
+from .test_poison import HELLO, ForgeryCase
 
 LOCK = 4.0
 RATE = 400_000  # bytes a second the stream sends
@@ -125,3 +127,41 @@ class KernelEnforcementTests(LabCase):
 
     def test_without_lock_established_a_running_download_goes_on(self) -> None:
         self.assertGreater(self.download_during_a_lock(), RATE * 7)
+
+
+class KernelForgeryTests(ForgeryCase):
+    peers = 2
+
+    def test_a_syn_forged_with_the_users_address_locks_only_the_forger(self) -> None:
+        """The kernel restarts a lock by itself, without the daemon's MAC check; its locks are
+        bound to the sender's MAC, so a forgery locks the forger's frames alone."""
+        from scapy.layers.inet import IP, TCP
+
+        gateway = self.kernel_gateway("-L", "cp", lock=3)
+        peer = self.lab.peers[0][0]
+        for host in ("rogue", "user"):  # the gateway learns their MACs
+            self.assertTrue(self.web_ok(host))
+        for host in ("rogue", "user"):  # two hosts reveal the peer: blocked for every host
+            self.send_udp(host, 1214, peer, PEER_PORT, HELLO)
+        self.assertTrue(self.wait_for(gateway, "blocked for every host"))
+        self.wait_for_web("user")
+        forged = self.forged_from_rogue(
+            IP(src=self.lab.addr("user"), dst=peer) / TCP(sport=40000, dport=PEER_PORT, flags="S")
+        )
+        self.send_frames("rogue", *[forged] * 3)
+        user = self.lab.addr("user")
+        pairs = [e["elem"]["val"]["concat"] for e in set_elements(self.lab, "set", "locked4")]
+        self.assertIn([user, self.mac("rogue", "eth0")], pairs, "the kernel locked the forgery")
+        for _ in range(3):
+            self.assertTrue(self.web_ok("user"), "the forgery locked the user")
+        time.sleep(POLL_INTERVAL + 0.5)
+        self.assertGreaterEqual(int(gateway.stats()["kernel_forged_locks"]), 1)
+        self.assertTrue(self.web_ok("user"))
+
+    def wait_for_web(self, host: str) -> None:
+        deadline = time.monotonic() + 8
+        while not self.web_ok(host, timeout=1):
+            self.assertLess(time.monotonic(), deadline, f"{host} stayed locked")
+            time.sleep(0.2)
+
+    kernel_gateway = KernelEnforcementTests.kernel_gateway

@@ -60,20 +60,35 @@ class NftSetsTests(SynchronousTestCase):
             add=[],
             replace=[(ITEM, "block")],
             remove=[Element(4, "peer", ("198.19.0.9",))],
-            locks=[Lock("198.18.1.10", 4, 99.2, flows=True)],
-            unlocks=[(6, "2001:2:0:1::10")],
+            locks=[Lock("198.18.1.10", 4, 99.2, flows=True, mac="02:00:00:00:00:0a")],
+            unlocks=[],
         )
         ops = [(op, name) for op, name, _ in self.nft.ops()]
         self.assertEqual(ops[:3], [("delete", "peer_port_client4"), ("add", "peer_port_client4"),
                                    ("delete", "peer4")])  # fmt: skip
-        # Each lock set: add, delete, add with the timeout (only an add sets one).
-        self.assertEqual(ops[3:9], [("add", "locked4"), ("delete", "locked4"), ("add", "locked4"),
-                                    ("add", "locked_flows4"), ("delete", "locked_flows4"),
-                                    ("add", "locked_flows4")])  # fmt: skip
-        self.assertEqual(self.nft.ops()[5][2], [{"elem": {"val": "198.18.1.10", "timeout": 100}}])
-        unlocks = [("add", "locked6"), ("delete", "locked6"),
-                   ("add", "locked_flows6"), ("delete", "locked_flows6")]  # fmt: skip
-        self.assertEqual(ops[9:], unlocks)
+        # Each lock set, by address and by address and MAC: add, delete, add with the timeout
+        # (only an add sets one).
+        self.assertEqual(
+            ops[3:],
+            [(op, name) for name in ("locked_ip4", "locked4", "locked_flows_ip4", "locked_flows4")
+             for op in ("add", "delete", "add")],
+        )  # fmt: skip
+        pair = {"concat": ["198.18.1.10", "02:00:00:00:00:0a"]}
+        self.assertEqual(self.nft.ops()[8][2], [{"elem": {"val": pair, "timeout": 100}}])
+
+    def test_a_lock_without_a_mac_is_by_address_alone(self) -> None:
+        self.sets.apply([], [], [], [Lock("2001:2:0:1::10", 6, 30, flows=False)], [])
+        self.assertEqual({name for _, name, _ in self.nft.ops()}, {"locked_ip6"})
+
+    def test_unlock_finds_the_mac_a_lock_is_bound_to(self) -> None:
+        self.nft.listing = {
+            "locked4": [{"elem": {"val": {"concat": ["198.18.1.10", "02:00:00:00:00:0a"]},
+                                  "expires": 50}}],
+        }  # fmt: skip
+        self.sets.apply([], [], [], [], [(4, "198.18.1.10")])
+        deleted = [(name, elems) for op, name, elems in self.nft.ops() if op == "delete"]
+        self.assertIn(("locked4", [{"concat": ["198.18.1.10", "02:00:00:00:00:0a"]}]), deleted)
+        self.assertIn(("locked_flows_ip4", ["198.18.1.10"]), deleted)
 
     def test_a_refused_batch_is_one_line(self) -> None:
         self.nft.replies = [(1, "", "internal:0:0-0: Error: Could not process rule:\nFile exists")]
@@ -83,17 +98,19 @@ class NftSetsTests(SynchronousTestCase):
             str(caught.exception), "nft: internal:0:0-0: Error: Could not process rule: File exists"
         )
 
-    def test_locks_merge_both_sets_with_seconds_left(self) -> None:
+    def test_locks_merge_the_sets_of_each_address_and_mac(self) -> None:
+        pair = {"concat": ["198.18.1.10", "02:00:00:00:00:0a"]}
         self.nft.listing = {
-            "locked4": [{"elem": {"val": "198.18.1.10", "timeout": 120, "expires": 80}},
-                        {"elem": {"val": "198.18.1.11", "timeout": 120, "expires": 5}}],
-            "locked_flows4": [{"elem": {"val": "198.18.1.10", "timeout": 120, "expires": 80}}],
-        }  # fmt: skip
+            "locked4": [{"elem": {"val": pair, "timeout": 120, "expires": 80}}],
+            "locked_flows4": [{"elem": {"val": pair, "timeout": 120, "expires": 70}}],
+            "locked_ip4": [{"elem": {"val": "198.18.1.11", "timeout": 120, "expires": 5}}],
+        }
         locks = sorted(self.sets.locks(), key=lambda lock: lock.addr)
         self.assertEqual(
             locks,
-            [Lock("198.18.1.10", 4, 80.0, True), Lock("198.18.1.11", 4, 5.0, False)],
-        )
+            [Lock("198.18.1.10", 4, 80.0, True, "02:00:00:00:00:0a"),
+             Lock("198.18.1.11", 4, 5.0, False)],
+        )  # fmt: skip
 
     def test_nothing_to_write_sends_nothing(self) -> None:
         self.sets.apply([], [], [], [], [])

@@ -12,11 +12,56 @@ from p2pwall.detectors.fasttrack import FastTrackDetector
 from p2pwall.errors import KernelSetsError
 from p2pwall.kernel.elements import Element
 from p2pwall.kernel.sync import EXPIRY_SLACK, JOURNAL_CAP, KernelSync
+from p2pwall.neighbours import KernelNeighbours
+from p2pwall.packet import Hook, decode
 from p2pwall.tables import ANY_CLIENT
-from p2pwall.testing import FakeKernelSets, make_engine, packed
+from p2pwall.testing import FakeKernelSets, make_engine, packed, udp
 
 PEER, CLIENT = packed("198.19.0.1"), packed("198.18.1.10")
+HELLO = b"\x27\x00\x00\x00\x29\x80KaZaA\x00"
 PPC = Element(4, "peer_port_client", ("198.19.0.1", 1214, "198.18.1.10"))
+
+
+MAC, OTHER_MAC = bytes.fromhex("02000000000a"), bytes.fromhex("02000000000b")
+
+
+class MacBindingTests(SynchronousTestCase):
+    """Locks are bound to the MAC that sent the evidence, both ways."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        table = {CLIENT: MAC}
+        self.engine = make_engine(
+            self.clock, neighbours=KernelNeighbours(self.clock, read=lambda: dict(table))
+        )
+        self.sets = FakeKernelSets()
+        self.sync = KernelSync(self.engine, self.sets, self.clock)
+        self.sync.start()
+
+    def test_the_daemons_lock_carries_the_evidences_mac(self) -> None:
+        hello = decode(udp("198.18.1.10", "198.19.1.1", 1214, 2000, HELLO))
+        hello.mac = MAC
+        self.engine.verdict(hello, Hook.FORWARD)
+        self.clock.advance(0)
+        self.assertIn((4, "198.18.1.10", "02:00:00:00:00:0a"), self.sets.locked)
+
+    def test_a_kernel_lock_bound_to_a_forged_mac_is_not_the_hosts(self) -> None:
+        """A green host that forged 198.18.1.10 towards a learned peer got the kernel to lock
+        (198.18.1.10, its own MAC): that drops only its forgeries, and the daemon ignores it."""
+        self.sets.kernel_lock("198.18.1.10", 100, mac="02:00:00:00:00:0b")
+        self.sync.poll()
+        self.assertIsNone(self.engine.clients.get(CLIENT))
+        self.assertEqual(self.engine.stats["kernel_forged_locks"], 1)
+        self.clock.advance(0)
+        self.assertNotIn((4, "198.18.1.10", None), self.sets.locked)
+
+    def test_a_checked_kernel_lock_also_locks_the_address_for_traffic_coming_in(self) -> None:
+        self.sets.kernel_lock("198.18.1.10", 100, flows=True, mac="02:00:00:00:00:0a")
+        self.sync.poll()
+        self.assertEqual(self.engine.clients.get(CLIENT).mac, MAC)
+        self.clock.advance(0)
+        self.assertIn((4, "198.18.1.10", None), self.sets.locked)
 
 
 class SyncTests(SynchronousTestCase):
@@ -37,7 +82,7 @@ class SyncTests(SynchronousTestCase):
             self.sets.blocks,
             {PPC: "lock", Element(4, "peer", ("198.19.0.2",)): "block"},
         )
-        self.assertEqual(self.sets.locked, {(4, "198.18.1.10"): (120.0, False)})
+        self.assertEqual(self.sets.locked, {(4, "198.18.1.10", None): (120.0, False)})
 
     def test_start_fails_when_the_lock_times_differ(self) -> None:
         self.sets.lock_seconds = 60
@@ -53,7 +98,7 @@ class SyncTests(SynchronousTestCase):
         self.assertEqual(self.sets.batches, 2)  # the start's locks, then this turn's
         self.assertIn(PPC, self.sets.blocks)
         self.assertEqual(len(self.sets.blocks), 2)
-        self.assertIn((4, "198.18.1.10"), self.sets.locked)
+        self.assertTrue(self.sets.is_locked("198.18.1.10"))
 
     def test_removal_and_origin_change_reach_the_kernel(self) -> None:
         self.engine.learn(PEER, 1214, ANY_CLIENT, "fasttrack-udp")
@@ -79,13 +124,13 @@ class SyncTests(SynchronousTestCase):
         self.clock.advance(0)
         self.engine.unlock(CLIENT)
         self.clock.advance(0)
-        self.assertNotIn((4, "198.18.1.10"), self.sets.locked)
+        self.assertFalse(self.sets.is_locked("198.18.1.10"))
         self.clock.advance(121)
         self.engine.tick()
         self.clock.advance(0)
         # The kernel's own copy ran out at the same time; deleting it would undo a renewal
         # the kernel made since.
-        self.assertIn((4, "198.18.1.11"), self.sets.locked)
+        self.assertTrue(self.sets.is_locked("198.18.1.11"))
 
     def test_kernel_locks_are_mirrored_for_probes(self) -> None:
         self.sync.start()
