@@ -5,8 +5,9 @@ A run is one client and one source (``http``, ``udp``, ``magnet``, ``https``) in
 already up (``BtLab.start_swarm``, ``start_services``). ``control_run`` has no daemon;
 ``blocked_run`` applies ``p2pwall-rules --green-if green0`` in ``gw`` and starts ``twistd -n
 p2pwall`` there (``lab.gateway.Gateway``) with a short time lock, a capture on ``green0`` and the
-JSON events; ``resume_run`` starts the daemon only once the client is transferring. Every run
-ends with the daemon stopped by PID and its rules removed.
+JSON events; ``resume_run`` starts the daemon only once the client is transferring. Both take
+an ``Enforcement``: the queue (the default), or the kernel's sets, with or without
+``--lock-established``. Every run ends with the daemon stopped by PID and its rules removed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,33 @@ WEB_URL = f"http://{SVC}:{WEB_PORT}/"
 RESUME_RATE = "1mbit"
 RESUME_AFTER = 4 * PIECE_LENGTH
 RESUME_WAIT = 40.0
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """Who drops: the daemon from the queue, or the kernel by p2pwall's sets (``kernel``),
+    which with ``lock_established`` also stops a locked client's established flows."""
+
+    kernel: bool = False
+    lock_established: bool = False
+
+    @property
+    def label(self) -> str:
+        if not self.kernel:
+            return "queue"
+        return "kernel, --lock-established" if self.lock_established else "kernel"
+
+    def daemon_options(self) -> list[str]:
+        return ["--enforce", "kernel"] if self.kernel else []
+
+    def rule_options(self, time_lock: int) -> list[str]:
+        if not self.kernel:
+            return []
+        established = ["--lock-established"] if self.lock_established else []
+        return ["--enforce", "kernel", "--lock-time", str(time_lock), *established]
+
+
+QUEUE = Enforcement()
 
 
 @dataclass
@@ -276,12 +304,14 @@ class Run:
         return None
 
 
-def gateway_for(lab: BtLab, events: Path, time_lock: int) -> Gateway:
+def gateway_for(
+    lab: BtLab, events: Path, time_lock: int, enforcement: Enforcement = QUEUE
+) -> Gateway:
     """The real daemon's gateway for ``lab``: ``--green-if green0``, a short lock, JSON events,
     the control port on its default (127.0.0.1:4120 in ``gw``)."""
     options = ["--green-if", lab.green_if, "-t", str(time_lock), "--json-events", str(events),
-               "-L", "c"]  # fmt: skip
-    return Gateway(lab, options, rules="iptables")
+               "-L", "c", *enforcement.daemon_options()]  # fmt: skip
+    return Gateway(lab, options, rules="iptables", rule_options=enforcement.rule_options(time_lock))
 
 
 def _result(leech: LeechResult, source: str, kind: str, **extra: Any) -> RunResult:
@@ -324,11 +354,12 @@ def blocked_run(
     seconds: float = LEECH_SECONDS,
     time_lock: int = TIME_LOCK,
     dht: bool = True,
+    enforcement: Enforcement = QUEUE,
 ) -> RunResult:
     """Daemon up before the client starts; everything of issue 11 §4 measured."""
     run = Run(lab, client, seconds)
     events = run.path("events.json")
-    gateway = gateway_for(lab, events, time_lock)
+    gateway = gateway_for(lab, events, time_lock, enforcement)
     ip = lab.green[client]
     watch = Watch(gateway, ip)
     try:
@@ -381,13 +412,14 @@ def resume_run(
     source: str = "http",
     seconds: float = LEECH_SECONDS,
     time_lock: int = TIME_LOCK,
+    enforcement: Enforcement = QUEUE,
 ) -> RunResult:
     """The client starts first, slowed to ``RESUME_RATE``; the daemon starts once
     ``RESUME_AFTER`` bytes went to the client. Measured from the daemon's start: bytes on the
     wire to the client (tc counter, overhead included: an upper bound), identification."""
     run = Run(lab, client, seconds)
     events = run.path("events.json")
-    gateway = gateway_for(lab, events, time_lock)
+    gateway = gateway_for(lab, events, time_lock, enforcement)
     ip, port = lab.green[client], f"v-{lab.green_host(client)}"
     tc = ["tc", "qdisc", "replace", "dev", port, "root", "tbf", "rate", RESUME_RATE,
           "burst", "64kbit", "latency", "400ms"]  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from bench import btreport
-from lab.btblock import RunResult
+from lab.btblock import Enforcement, RunResult
 
 CONTROL = RunResult("aria2", "http", "control", True, 20971520, 80, 3.06, "exit 0", 0,
                     user_rounds=6, user_failures={"web": 0, "dns": 0, "udp": 0})  # fmt: skip
@@ -101,6 +101,27 @@ class RenderTests(SynchronousTestCase):
         text = btreport.header(["aria2"], 120, 30, "2026-12-01 05:00", 600)
         self.assertIn("`--time-lock 30` (probes every 15 s)", text)
         self.assertIn("within 48 s of quitting", text)
+        self.assertIn("enforced by the queue", text)
+
+    def test_kernel_enforcement_is_stated_and_spliced_apart(self) -> None:
+        kernel = Enforcement(kernel=True, lock_established=True)
+        text = btreport.header(["aria2"], 120, 30, "2026-12-01 05:00", 600, kernel)
+        self.assertIn("enforced by the kernel, --lock-established", text)
+        self.assertEqual(
+            kernel.rule_options(30),
+            ["--enforce", "kernel", "--lock-time", "30", "--lock-established"],
+        )
+        self.assertEqual(kernel.daemon_options(), ["--enforce", "kernel"])
+        self.assertEqual(Enforcement().rule_options(30), [])
+        begin, end = btreport.markers("kernel")
+        self.assertNotEqual((begin, end), btreport.markers())
+        self.assertTrue(begin.startswith("<!-- btreport:kernel:begin"))
+
+    def test_lock_established_needs_kernel_enforcement(self) -> None:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            self.assertEqual(btreport.main(["--lock-established"]), 2)
+        self.assertIn("--lock-established needs --enforce kernel", stderr.getvalue())
 
 
 class SavedRunTests(SynchronousTestCase):
