@@ -194,6 +194,11 @@ class Options(VersionOption, usage.Options):
             raise usage.UsageError(f"--enforce must be one of {', '.join(ENFORCE_MODES)}")
         if self["sets"] not in SET_KINDS:
             raise usage.UsageError(f"--sets must be one of {', '.join(SET_KINDS)}")
+        if self["enforce"] == "kernel" and not self["time-lock"]:
+            raise usage.UsageError(
+                "--enforce kernel needs a time lock (-t 1 or more): the kernel's lock sets "
+                "time out after it"
+            )
         if self["enforce"] == "kernel" and self["dry-run"]:
             raise usage.UsageError(
                 "--dry-run needs --enforce queue: the kernel's sets would drop what a dry run "

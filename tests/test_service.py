@@ -756,3 +756,8 @@ class KernelEnforcementTests(DaemonCase):
     def test_a_dry_run_cannot_start_with_kernel_enforcement(self) -> None:
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(["--enforce", "kernel", "--dry-run"])
+
+    def test_kernel_enforcement_needs_a_time_lock(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--enforce", "kernel", "-t", "0"])
+        self.assertIn("-t 1 or more", str(caught.exception))
