@@ -205,6 +205,31 @@ class SandboxedServiceTests(LabCase):
         self.assertLessEqual({"socket", "bind", "recvfrom", "sendto"}, used)
         self.assertEqual(used - syscall_set(allowed), set())
 
+    def test_kernel_enforcement_under_the_sandbox_and_its_filter(self) -> None:
+        """ENFORCE=kernel: the rules bring the sets, the daemon fills them through libnftables
+        (ctypes, no writable executable memory) with the unit's system calls only."""
+        if shutil.which("strace") is None or shutil.which("systemd-analyze") is None:
+            raise self.skipTest("needs strace and systemd-analyze")
+        config = self.root / CONFIG
+        config.write_text(config.read_text().replace("ENFORCE=queue", "ENFORCE=kernel"))
+        self.environ = {**self.environ, **settings(config.read_text())}
+        (allowed,) = unit_values(self.unit, "SystemCallFilter")
+        trace = self.root / "trace"
+        daemon, pid = self.start("strace", "-f", "-qq", "-o", str(trace), "--")
+        self.assertIn("enforced by the kernel (nft sets)", self.log())
+        self.serve(pid)
+        os.kill(pid, signal.SIGTERM)
+        self.assertEqual(daemon.wait(30), -signal.SIGTERM)
+        self.assertNotIn("Traceback", self.log())
+        lines = trace.read_text().splitlines()
+        twistd = f'execve("{self.root / PREFIX}/bin/twistd"'
+        begin = next(i for i, line in enumerate(lines) if twistd in line)
+        used = {m.group(1) for line in lines[begin:] if (m := SYSCALL.match(line))}
+        self.assertEqual(used - syscall_set(allowed), set())
+        self.assertEqual(self.rules("ExecStopPost").returncode, 0)
+        tables = self.lab.run("gw", ["nft", "list", "tables"], capture_output=True, text=True)
+        self.assertNotIn("p2pwall", tables.stdout)
+
     def stop(self, daemon: subprocess.Popen[bytes]) -> int | None:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
