@@ -33,6 +33,8 @@ setup(
         "NetfilterQueue>=1.1,<2",
         # --metrics: the Prometheus text format and its Twisted resource.
         "prometheus_client>=0.20,<1",
+        # --enforce kernel --sets ipset: the daemon writes ipset sets over netlink (pure Python).
+        "pyroute2>=0.9,<0.10",
     ],
     extras_require={"dev": ["ruff>=0.6"]},
     entry_points={

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from ..interfaces import IKernelSets
+from .ipset import IpsetSets
 from .nftsets import NftSets
 
-SET_KINDS = ("nft",)
+SET_KINDS = ("nft", "ipset")
 
 
 def open_sets(kind: str) -> IKernelSets:
     """The sets of ``kind``, opened; ``KernelSetsError`` (one line) when they cannot be."""
     if kind == "nft":
         return NftSets()
+    if kind == "ipset":
+        return IpsetSets()
     raise ValueError(f"unknown kernel sets {kind!r}")

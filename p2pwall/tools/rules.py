@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from twisted.python import usage
 
 from ..fragments import FORWARD, INPUT, IptablesContext, NftContext, Rules, words
-from ..kernel import nftrules
+from ..kernel import ipsetrules, nftrules
+from ..kernel.backends import SET_KINDS
+from ..kernel.elements import FAMILIES
 from ..registry import REGISTRY
 from ..spoof import SPOOF_MARK
 from ..version import VersionOption
@@ -100,10 +102,17 @@ class RuleSet:
     enforce: str = "queue"
     lock_seconds: int = DEFAULT_LOCK_SECONDS
     lock_established: bool = False
+    # Where kernel enforcement's sets live: "nft" (a table of ours) or "ipset" (with iptables
+    # chains of ours, for iptables-legacy gateways: ``p2pwall.kernel.ipsetrules``).
+    sets: str = "nft"
 
     @property
     def kernel(self) -> bool:
         return self.enforce == "kernel"
+
+    @property
+    def ipset(self) -> bool:
+        return self.kernel and self.sets == "ipset"
 
     def _target(self, bypass: bool) -> list[str]:
         target = ["-j", "NFQUEUE", "--queue-num", str(self.queue)]
@@ -191,16 +200,36 @@ class RuleSet:
     def iptables(self, command: str = "iptables") -> list[str]:
         """Shell lines that create or refill our chains and hook them in once (``sh -e``)."""
         mangle, raw = [command, "-t", TABLE], [command, "-t", "raw"]
-        chains = self.iptables_chains(ipv6=command == "ip6tables")
+        chains = self.iptables_chains(ipv6=ipsetrules.family_of_command(command) == 6)
+        if self.ipset:
+            chains |= self.ipset_chains(command)
         lines = [_new_or_flush(mangle, chain) for chain in chains]
         lines.append(_new_or_flush(raw, CHAIN_RAW))
+        if self.ipset:
+            # Our chains are empty now: a set whose options changed (--lock-time) is free to
+            # be made anew.
+            family = ipsetrules.family_of_command(command)
+            lines += [_ipset_create(*spec) for spec in ipsetrules.sets(family, self.lock_seconds)]
         for chain, rules in chains.items():
             lines += [shell_words([*mangle, "-A", chain, *rule]) for rule in rules]
         lines.append(shell_words([*raw, "-A", CHAIN_RAW, "-m", "mark", "--mark", hex(SPOOF_MARK),
                                   "-j", "CT", "--notrack"]))  # fmt: skip
         lines += [_hook(mangle, builtin, ["-A", builtin], chain) for chain, builtin in HOOKS]
+        if self.ipset:
+            # First in FORWARD: where nft's table stands (priority mangle - 10), before the
+            # queue rules and the admin's mangle rules.
+            kernel_hook = ["-I", "FORWARD", "1"]
+            lines.append(_hook(mangle, "FORWARD", kernel_hook, ipsetrules.CHAIN_KERNEL))
+        else:
+            # Sets of another kind, or none: an earlier run's ipset enforcement goes.
+            lines += _remove_ipset_enforcement(command)
         lines.append(_hook(raw, "OUTPUT", ["-I", "OUTPUT", "1"], CHAIN_RAW))
         return lines + _remove_legacy(command)
+
+    def ipset_chains(self, command: str) -> dict[str, list[list[str]]]:
+        """The chains of kernel enforcement by ipset for ``command``'s family."""
+        family = ipsetrules.family_of_command(command)
+        return ipsetrules.chains(self.green_ifs, family, self.lock_seconds, self.lock_established)
 
     def iptables_delete(self, command: str = "iptables") -> list[str]:
         """Shell lines that remove every jump (however many) and chain of ours, old or new."""
@@ -211,7 +240,7 @@ class RuleSet:
         ours = [*[(mangle, chain) for chain in chains], (raw, CHAIN_RAW)]
         lines += [_quietly([*table, "-F", chain]) for table, chain in ours]
         lines += [_quietly([*table, "-X", chain]) for table, chain in ours]
-        return lines + _remove_legacy(command)
+        return lines + _remove_ipset_enforcement(command) + _remove_legacy(command)
 
     def nft_context(self) -> NftContext:
         """What the fragments build their nft rules from."""
@@ -331,6 +360,29 @@ def _unhook(table: list[str], builtin: str, chain: str) -> str:
     return f"while {shell_words([*table, '-D', builtin, '-j', chain])} 2>/dev/null; do :; done"
 
 
+def _ipset_create(name: str, kind: str, options: list[str]) -> str:
+    """Create a set unless it is there with these options; there with others, made anew."""
+    create = shell_words(["ipset", "create", name, kind, *options])
+    return f"{shell_words(['ipset', 'create', '-exist', name, kind, *options])} 2>/dev/null || " \
+           f"{{ {_quietly(['ipset', 'destroy', name])}; {create}; }}"  # fmt: skip
+
+
+def _remove_ipset_enforcement(command: str) -> list[str]:
+    """Quietly remove the chains of kernel enforcement by ipset, if any (their sets go once
+    both families' chains are gone: ``destroy_ipsets``)."""
+    mangle = [command, "-t", TABLE]
+    lines = [_unhook(mangle, "FORWARD", ipsetrules.CHAIN_KERNEL)]
+    lines += [_quietly([*mangle, "-F", chain]) for chain in ipsetrules.chain_names()]
+    return lines + [_quietly([*mangle, "-X", chain]) for chain in ipsetrules.chain_names()]
+
+
+def destroy_ipsets() -> str:
+    """Quietly destroy the sets of kernel enforcement by ipset (there may be none, or no
+    ipset at all)."""
+    names = " ".join(name for family in FAMILIES for name in ipsetrules.set_names(family))
+    return f'for set in {names}; do ipset destroy "$set" 2>/dev/null || true; done'
+
+
 def _remove_legacy(command: str) -> list[str]:
     filter_table = [command, "-t", "filter"]
     lines = [_unhook(filter_table, builtin, chain) for chain, builtin in HOOKS]
@@ -380,6 +432,9 @@ class Options(VersionOption, usage.Options):
          "kernel drops by p2pwall's nft sets, which the daemon fills; SYNs are not queued)."],
         ["lock-time", None, DEFAULT_LOCK_SECONDS, "With --enforce kernel: seconds a lock "
          "the kernel (re)starts lasts; the daemon's -t.", int],
+        ["sets", None, None, "With --enforce kernel: nft (a table of p2pwall's, the default) "
+         "or ipset (ipset sets and iptables chains, for iptables-legacy gateways; --format "
+         "iptables only); the daemon's --sets."],
     ]  # fmt: skip
     optFlags = [
         ["no-bypass", None, "Drop instead of forwarding while no daemon reads the queue."],
@@ -421,10 +476,21 @@ class Options(VersionOption, usage.Options):
             raise usage.UsageError(str(error)) from None
         if self["enforce"] not in ENFORCE_MODES:
             raise usage.UsageError(f"--enforce must be one of {', '.join(ENFORCE_MODES)}")
-        if not 1 <= self["lock-time"] <= 86400 * 365:
-            raise usage.UsageError("--lock-time must be between 1 and 31536000 seconds")
+        # The service passes the daemon's -t whatever the mode; 0 (no locks) is the queue's.
+        low = 1 if self["enforce"] == "kernel" else 0
+        if not low <= self["lock-time"] <= 86400 * 365:
+            raise usage.UsageError(f"--lock-time must be between {low} and 31536000 seconds")
         if self["lock-established"] and self["enforce"] != "kernel":
             raise usage.UsageError("--lock-established needs --enforce kernel")
+        if self["sets"] is not None and self["enforce"] != "kernel":
+            raise usage.UsageError("--sets needs --enforce kernel")
+        self["sets"] = self["sets"] or SET_KINDS[0]
+        if self["sets"] not in SET_KINDS:
+            raise usage.UsageError(f"--sets must be one of {', '.join(SET_KINDS)}")
+        if self["sets"] == "ipset" and self["format"] == "nft":
+            raise usage.UsageError(
+                "--sets ipset goes with --format iptables (nft has its own sets)"
+            )
 
 
 def render(options: Options) -> str:
@@ -437,6 +503,7 @@ def render(options: Options) -> str:
         enforce=options["enforce"],
         lock_seconds=options["lock-time"],
         lock_established=options["lock-established"],
+        sets=options["sets"],
         fragments=tuple(
             entry.rules(frozenset(name for name, _ in entry.rules.flags if options[name]))
             for entry in REGISTRY
@@ -448,10 +515,13 @@ def render(options: Options) -> str:
     lines = []
     for command in ("iptables", "ip6tables"):
         lines += rules.iptables_delete(command) if options["delete"] else rules.iptables(command)
+    if options["delete"] or not rules.ipset:
+        lines.append(destroy_ipsets())
     text = "\n".join(lines) + "\n"
-    # With kernel enforcement the sets live in an nft table next to the queue rules; --delete
-    # removes it too (quietly: there may be none, or no nft at all).
-    if options["delete"]:
+    # With kernel enforcement by nft the sets live in an nft table next to the queue rules;
+    # --delete removes it, and so does enforcement by ipset (quietly: there may be none, or no
+    # nft at all).
+    if options["delete"] or rules.ipset:
         text += _quietly(["nft", "delete", "table", "inet", NFT_TABLE]) + "\n"
     elif rules.kernel:
         text += f"nft -f - <<'EOF'\n{rules.kernel_nft()}EOF\n"

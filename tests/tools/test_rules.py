@@ -36,14 +36,16 @@ VARIANTS = (
 
 
 def v4_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if "ip6tables" not in line]
+    """The IPv4 lines (and none of those for both families: the ipset sets' removal)."""
+    return [line for line in text.splitlines() if "ip6tables" not in line and "ipset" not in line]
 
 
 class RuleTextTests(SynchronousTestCase):
     def test_iptables_queues_what_the_daemon_needs(self) -> None:
         text = rendered("-i", "br-green", "-q", "3")
         v4 = v4_lines(text)
-        self.assertEqual(len(text.splitlines()), 2 * len(v4), "the same for ip6tables")
+        both = [line for line in text.splitlines() if "ipset" in line]
+        self.assertEqual(len(text.splitlines()), 2 * len(v4) + len(both), "and for ip6tables")
         joined = "\n".join(v4)
         m = "iptables -t mangle -A"
         for fragment in (
@@ -109,7 +111,8 @@ class RuleTextTests(SynchronousTestCase):
         ])  # fmt: skip
         flushes = [index for index, line in enumerate(v4) if " -t mangle -F " in line]
         removals = [index for index, line in enumerate(v4) if " -t mangle -X " in line]
-        self.assertEqual(len(flushes), 5, "fwd, in, dl, BitTorrent's bt, lim")
+        self.assertEqual(len(flushes), 5 + 10, "fwd, in, dl, BitTorrent's bt, lim; and the "
+                         "ten chains of kernel enforcement by ipset")  # fmt: skip
         self.assertLess(max(flushes), min(removals), "no chain is removed while one jumps to it")
 
     def test_dns_answers_only_from_outside_in_the_reply_direction(self) -> None:
@@ -267,7 +270,7 @@ class KernelEnforcementRuleTests(SynchronousTestCase):
         text = rendered("-i", "g0", "--enforce", "kernel", "--lock-time", "45")
         iptables, script = text.split("nft -f - <<'EOF'\n")
         self.assertIn("iptables -t mangle", iptables)
-        self.assertIn("set locked4 { type ipv4_addr; size 65536; flags dynamic,timeout; "
+        self.assertIn("set locked_ip4 { type ipv4_addr; size 65536; flags dynamic,timeout; "
                       "timeout 45s; }", script)  # fmt: skip
         self.assertIn("type filter hook forward priority mangle - 10;", script)
         self.assertNotIn("queue", script)
@@ -283,7 +286,11 @@ class KernelEnforcementRuleTests(SynchronousTestCase):
         self.assertIn("nft delete table inet p2pwall", rendered("-i", "g0", "--delete"))
 
     def test_lock_options_need_kernel_enforcement(self) -> None:
-        for argv in (("--lock-established",), ("--enforce", "sets"), ("--lock-time", "0")):
+        for argv in (
+            ("--lock-established",),
+            ("--enforce", "sets"),
+            ("--enforce", "kernel", "--lock-time", "0"),
+        ):
             with self.subTest(argv=argv), self.assertRaises(usage.UsageError):
                 rendered("-i", "g0", *argv)
 

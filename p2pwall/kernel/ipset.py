@@ -1,0 +1,316 @@
+"""The kernel's sets as ipset sets (``--sets ipset``), written through pyroute2's IPSet (netlink).
+
+Each call writes in batches: one netlink message carries up to ``CHUNK`` elements of one set
+(ipset's ``IPSET_ATTR_ADT``, as ``ipset restore`` sends them), never a process per element.
+ipset has no transactions: a refused message leaves the messages before it applied, and the
+sync then writes everything anew (``KernelSync``). A whole set is replaced by filling a fresh
+one and swapping it in (``ipset swap``), so no packet meets it half-filled. Adds and deletes
+go without ``NLM_F_EXCL`` (``-exist``): adding an element that is there restarts its timeout
+(a lock), deleting one that is not is no error. The set names and what the elements look like
+(a port per protocol, the port range of a ``peer_client`` block) come from ``ipsetrules``,
+which printed the sets.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+from zope.interface import implementer
+
+from ..errors import KernelSetsError
+from ..interfaces import IKernelSets
+from ..networks import Network
+from .elements import ACTIONS, FAMILIES, SHAPES, Element, Lock
+from .ipsetrules import allowed_set, block_set, lock_set
+from .nftrules import LOCKED, LOCKED_FLOWS
+
+# Elements per netlink message: a nested attribute holds at most 64 KiB, and an IPv6
+# ``hash:ip,port,ip`` element takes 68 bytes.
+CHUNK = 800
+PROTOCOLS = (socket.IPPROTO_TCP, socket.IPPROTO_UDP)
+MAX_PORT = 65535
+_AF = {4: socket.AF_INET, 6: socket.AF_INET6}
+_ADDR = {4: "IPSET_ATTR_IPADDR_IPV4", 6: "IPSET_ATTR_IPADDR_IPV6"}
+# The suffix of the fresh set a whole set is filled in before the swap.
+FRESH = "-new"
+
+
+class Entry(NamedTuple):
+    """One ipset element: an address, a protocol and port (or port range), a second address,
+    a prefix length (``hash:net``), a timeout in seconds (a lock)."""
+
+    ip: str
+    proto: int | None = None
+    port: int = 0
+    port_to: int | None = None
+    ip2: str | None = None
+    cidr: int | None = None
+    timeout: int | None = None
+
+
+def entries(item: Element) -> list[Entry]:
+    """The ipset elements of one block: a block is protocol-neutral, ipset ports are not."""
+    peer = str(item.key[0])
+    if item.shape == "peer":
+        return [Entry(peer)]
+    if item.shape == "peer_client":
+        client = str(item.key[1])
+        return [Entry(peer, proto, 0, MAX_PORT, client) for proto in PROTOCOLS]
+    port = int(item.key[1])
+    client = str(item.key[2]) if item.shape == "peer_port_client" else None
+    return [Entry(peer, proto, port, None, client) for proto in PROTOCOLS]
+
+
+def network_entries(network: Network) -> list[Entry]:
+    """``hash:net`` holds no /0: that is two halves."""
+    if network.prefixlen == 0:
+        return [Entry(str(half.network_address), cidr=1) for half in network.subnets(1)]
+    return [Entry(str(network.network_address), cidr=network.prefixlen)]
+
+
+class SetInfo(NamedTuple):
+    """What a set was created with (``ipset list -t``)."""
+
+    kind: str
+    family: int
+    maxelem: int | None
+    timeout: int | None
+
+
+class PyrouteIpset:
+    """The ipset calls IpsetSets makes, through pyroute2's ``IPSet`` socket; errors become
+    one-line ``KernelSetsError``s."""
+
+    def __init__(self) -> None:
+        try:
+            from pyroute2.ipset import IPSet
+            from pyroute2.netlink.exceptions import NetlinkError
+        except ImportError:
+            raise KernelSetsError(
+                "--sets ipset needs pyroute2 (pip install pyroute2; scripts/install-deps.sh)"
+            ) from None
+        self._errors = (NetlinkError, OSError)
+        try:
+            self._ipset = IPSet()
+        except self._errors as error:
+            raise KernelSetsError(f"ipset: cannot open netlink: {error}") from None
+
+    def _call(self, what: str, call: Any, *argv: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*argv, **kwargs)
+        except self._errors as error:
+            raise KernelSetsError(f"ipset {what}: {_one_line(error)}") from None
+
+    def info(self, name: str, members: bool = False) -> tuple[SetInfo, list[Entry]] | None:
+        """A set's options and, with ``members``, its elements (with their timeout left);
+        ``None`` if it is not there."""
+        from pyroute2.ipset import NoSuchObject
+        from pyroute2.netlink.nfnetlink.ipset import IPSET_FLAG_LIST_HEADER
+
+        flags = None if members else IPSET_FLAG_LIST_HEADER
+        try:
+            messages = list(self._ipset.list(name, flags=flags))
+        except NoSuchObject:
+            return None
+        except self._errors as error:
+            raise KernelSetsError(f"ipset list {name}: {_one_line(error)}") from None
+        info, found = None, []
+        for message in messages:
+            data = message.get_attr("IPSET_ATTR_DATA")
+            if info is None and data is not None:
+                family = 6 if message.get_attr("IPSET_ATTR_FAMILY") == socket.AF_INET6 else 4
+                info = SetInfo(message.get_attr("IPSET_ATTR_TYPENAME"), family,
+                               data.get_attr("IPSET_ATTR_MAXELEM"),
+                               data.get_attr("IPSET_ATTR_TIMEOUT"))  # fmt: skip
+            members = message.get_attr("IPSET_ATTR_ADT")
+            for member in members.get_attrs("IPSET_ATTR_DATA") if members else ():
+                found.append(_entry(member))
+        return (info, found) if info is not None else None
+
+    def create(self, name: str, info: SetInfo) -> None:
+        self._call(f"create {name}", self._ipset.create, name, stype=info.kind,
+                   family=_AF[info.family], maxelem=info.maxelem, timeout=info.timeout)  # fmt: skip
+
+    def swap(self, name: str, other: str) -> None:
+        self._call(f"swap {name} {other}", self._ipset.swap, name, other)
+
+    def destroy(self, name: str) -> None:
+        self._call(f"destroy {name}", self._ipset.destroy, name)
+
+    def flush(self, name: str) -> None:
+        self._call(f"flush {name}", self._ipset.flush, name)
+
+    def write(self, op: str, name: str, family: int, items: Sequence[Entry]) -> None:
+        """``op`` ("add" or "del") ``items`` in set ``name``, ``CHUNK`` a message."""
+        from pyroute2.ipset import _nlmsg_error
+        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_msg
+
+        command = IPSET_CMD_ADD if op == "add" else IPSET_CMD_DEL
+        for at in range(0, len(items), CHUNK):
+            message = ipset_msg()
+            message["attrs"] = [
+                ["IPSET_ATTR_PROTOCOL", self._ipset._proto_version],
+                ["IPSET_ATTR_SETNAME", name],
+                # The kernel wants a line number with a batch (it names the element refused).
+                ["IPSET_ATTR_LINENO", 0],
+                ["IPSET_ATTR_ADT", {"attrs": [["IPSET_ATTR_DATA", _data(item, family)]
+                                              for item in items[at : at + CHUNK]]}],
+            ]  # fmt: skip
+            self._call(f"{op} {name}", self._ipset._run_with_cleanup, self._ipset.asyncore.request,
+                       message, command, msg_flags=NLM_F_REQUEST | NLM_F_ACK,
+                       terminate=_nlmsg_error)  # fmt: skip
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def _address(addr: str, family: int) -> dict[str, Any]:
+    return {"attrs": [[_ADDR[family], addr]]}
+
+
+def _data(item: Entry, family: int) -> dict[str, Any]:
+    """One element as pyroute2's ``IPSET_ATTR_DATA`` attributes."""
+    attrs: list[list[Any]] = [["IPSET_ATTR_IP", _address(item.ip, family)]]
+    if item.cidr is not None:
+        attrs.append(["IPSET_ATTR_CIDR", item.cidr])
+    if item.proto is not None:
+        attrs += [["IPSET_ATTR_PORT", item.port], ["IPSET_ATTR_PROTO", item.proto]]
+        if item.port_to is not None:
+            attrs.append(["IPSET_ATTR_PORT_TO", item.port_to])
+    if item.ip2 is not None:
+        attrs.append(["IPSET_ATTR_IP2", _address(item.ip2, family)])
+    if item.timeout is not None:
+        attrs.append(["IPSET_ATTR_TIMEOUT", item.timeout])
+    return {"attrs": attrs}
+
+
+def _entry(member: Any) -> Entry:
+    """A listed lock-set element (``hash:ip``): its address and timeout left."""
+    ip = member.get_attr("IPSET_ATTR_IP_FROM")
+    addr = ip.get_attr("IPSET_ATTR_IPADDR_IPV4") or ip.get_attr("IPSET_ATTR_IPADDR_IPV6")
+    return Entry(addr, timeout=member.get_attr("IPSET_ATTR_TIMEOUT"))
+
+
+@implementer(IKernelSets)
+class IpsetSets:
+    """p2pwall's ipset sets (``ipsetrules``): one per block shape and action, the lock sets
+    and the allowed networks, for each address family."""
+
+    name = "ipset"
+
+    def __init__(self, ipset: Any = None) -> None:
+        """``ipset``: a ``PyrouteIpset``; tests pass a fake."""
+        self._ipset = ipset if ipset is not None else PyrouteIpset()
+
+    def check(self, lock_seconds: float) -> None:
+        for family in FAMILIES:
+            name = lock_set(LOCKED, family)
+            found = self._ipset.info(name)
+            if found is None:
+                raise KernelSetsError(
+                    f"no ipset {name}: apply 'p2pwall-rules --enforce kernel --sets ipset' "
+                    "before starting with --enforce kernel --sets ipset"
+                )
+            timeout = found[0].timeout
+            if timeout != math.ceil(lock_seconds):
+                raise KernelSetsError(
+                    f"the kernel's lock set times out after {timeout} s, the daemon's time "
+                    f"lock is {lock_seconds:g} s: give p2pwall-rules --lock-time the daemon's -t"
+                )
+
+    def load(self, blocks: Iterable[tuple[Element, str]], allowed: Sequence[Network]) -> int:
+        by_set: dict[tuple[str, int], list[Entry]] = {
+            (block_set(shape, action, family), family): []
+            for family in FAMILIES
+            for shape in SHAPES.values()
+            for action in ACTIONS
+        }
+        count = 0
+        for item, action in blocks:
+            by_set[block_set(item.shape, action, item.family), item.family] += entries(item)
+            count += 1
+        for (name, family), items in by_set.items():
+            self._replace(name, family, items)
+        self.set_allowed(allowed)
+        return count
+
+    def set_allowed(self, networks: Sequence[Network]) -> None:
+        for family in FAMILIES:
+            items = [item for n in networks if n.version == family for item in network_entries(n)]
+            self._replace(allowed_set(family), family, items)
+
+    def _replace(self, name: str, family: int, items: list[Entry]) -> None:
+        """Fill a fresh set like ``name`` with ``items`` and swap it in."""
+        found = self._ipset.info(name)
+        if found is None:
+            raise KernelSetsError(
+                f"no ipset {name}: apply 'p2pwall-rules --enforce kernel --sets ipset'"
+            )
+        fresh = name + FRESH
+        if self._ipset.info(fresh) is not None:
+            self._ipset.destroy(fresh)  # left by a run that failed half-way
+        self._ipset.create(fresh, found[0])
+        try:
+            self._ipset.write("add", fresh, family, items)
+            self._ipset.swap(fresh, name)
+        finally:
+            self._ipset.destroy(fresh)
+
+    def apply(
+        self,
+        add: Sequence[tuple[Element, str]],
+        replace: Sequence[tuple[Element, str]],
+        remove: Sequence[Element],
+        locks: Sequence[Lock],
+        unlocks: Sequence[tuple[int, str]],
+    ) -> None:
+        deletes: dict[tuple[str, int], list[Entry]] = {}
+        adds: dict[tuple[str, int], list[Entry]] = {}
+        for item, action in add:
+            key = (block_set(item.shape, action, item.family), item.family)
+            adds.setdefault(key, []).extend(entries(item))
+        # An element is in one action's set of its shape: a replaced or removed one is taken
+        # out of every other (deleting is -exist: no matter which held it).
+        for item, action in [*replace, *[(item, None) for item in remove]]:
+            for other in ACTIONS:
+                key = (block_set(item.shape, other, item.family), item.family)
+                (adds if other == action else deletes).setdefault(key, []).extend(entries(item))
+        for lock in locks:
+            seconds = max(1, math.ceil(lock.seconds))
+            for name in (LOCKED, LOCKED_FLOWS) if lock.flows else (LOCKED,):
+                key = (lock_set(name, lock.family), lock.family)
+                adds.setdefault(key, []).append(Entry(lock.addr, timeout=seconds))
+        for family, addr in unlocks:
+            for name in (LOCKED, LOCKED_FLOWS):
+                deletes.setdefault((lock_set(name, family), family), []).append(Entry(addr))
+        for op, batches in (("del", deletes), ("add", adds)):
+            for (name, family), items in batches.items():
+                self._ipset.write(op, name, family, items)
+
+    def locks(self) -> list[Lock]:
+        found: dict[tuple[int, str], Lock] = {}
+        for family in FAMILIES:
+            for name in (LOCKED, LOCKED_FLOWS):
+                listed = self._ipset.info(lock_set(name, family), members=True)
+                if listed is None:
+                    raise KernelSetsError(f"no ipset {lock_set(name, family)}")
+                for item in listed[1]:
+                    seconds, flows = float(item.timeout or 0), name == LOCKED_FLOWS
+                    known = found.get((family, item.ip))
+                    if known is not None:
+                        seconds, flows = max(seconds, known.seconds), flows or known.flows
+                    found[family, item.ip] = Lock(item.ip, family, seconds, flows)
+        return list(found.values())
+
+    def clear(self) -> None:
+        for family in FAMILIES:
+            for shape in SHAPES.values():
+                for action in ACTIONS:
+                    self._ipset.flush(block_set(shape, action, family))
+            for name in (LOCKED, LOCKED_FLOWS):
+                self._ipset.flush(lock_set(name, family))

@@ -1,0 +1,173 @@
+"""Kernel enforcement on iptables-legacy gateways: ipset sets and the iptables chains that drop
+by them (``p2pwall-rules --enforce kernel --sets ipset``), doing what ``nftrules``' chains do.
+
+Our chain ``p2pwall-kern`` is inserted first into mangle FORWARD (nft's table runs before
+iptables' mangle chains, so this is where it stands there too), ahead of the queue rules. It
+lets allowed networks through untouched and sends a green host's TCP and UDP to
+``p2pwall-kgreen``, traffic to green to ``p2pwall-kto``. Chains are entered with ``-g``: an
+action chain's ``RETURN`` (UDP to a block whose origin lets UDP pass) leaves p2pwall-kern
+altogether, as nft's ``accept`` leaves its table, and the packet goes on to the queue rules.
+Our chains never ``ACCEPT``: that would skip the queue rules and the admin's mangle rules.
+
+Actions are one set per shape and action (6 × 4 per family), not one set per shape carrying
+the action in the skbinfo extension: ``--map-set ... --map-mark`` writes the packet's mark,
+which a UDP packet that passes would carry on, and the dispatch on the mark costs rules as
+well. The price is 24 hash look-ups for a new flow that matches nothing, against 4, paid once per
+flow (only new flows reach them), never per packet.
+
+ipset ports carry a protocol (``tcp:1214``): a block stands for both, the daemon writes both.
+A block for one client on every port (``peer_client``) would want ``hash:net,net``, which
+kernels need not have (``CONFIG_IP_SET_HASH_NETNET``; the lab's has not): it is a
+``hash:ip,port,ip`` holding the port range 0-65535 of both protocols instead, which the kernel
+expands (about 4.5 MB per IPv4 block; only the control port's ``block PEER for CLIENT`` makes
+them). MAC-bound locks would want ``hash:ip,mac``, as rare: the lock sets hold addresses.
+"""
+
+from __future__ import annotations
+
+from .elements import ACTIONS, SHAPES
+from .nftrules import ALLOWED, DNS_PORT, LOCK_SET_SIZE, LOCKED, LOCKED_FLOWS
+
+PREFIX = "p2pwall-"
+# Chain names hold at most 28 characters, set names 31: short codes for shapes and actions.
+SHAPE_CODES = {"peer_port_client": "ppc", "peer_port": "pp", "peer_client": "pc", "peer": "p"}
+ACTION_CODES = {
+    "block": "block",
+    "block_udp_passes": "block-up",
+    "lock": "lock",
+    "lock_udp_passes": "lock-up",
+    "lock_flows": "flows",
+    "lock_flows_udp_passes": "flows-up",
+}
+SET_TYPES = {
+    "peer_port_client": "hash:ip,port,ip",
+    "peer_port": "hash:ip,port",
+    "peer_client": "hash:ip,port,ip",
+    "peer": "hash:ip",
+}
+# Which of the packet's fields each dimension is looked up by.
+DIMENSIONS = {
+    "peer_port_client": "dst,dst,src",
+    "peer_port": "dst,dst",
+    "peer_client": "dst,dst,src",
+    "peer": "dst",
+}
+# The most elements a block set holds: two per block with a port (one per protocol), 1 << 24
+# lets the daemon's --max-peers (1,000,000) live in one set many times over.
+BLOCK_SET_SIZE = 1 << 24
+IPSET_FAMILIES = {4: "inet", 6: "inet6"}
+CHAIN_KERNEL = "p2pwall-kern"
+CHAIN_GREEN = "p2pwall-kgreen"
+CHAIN_NEW = "p2pwall-knew"
+CHAIN_TO_GREEN = "p2pwall-kto"
+
+
+def block_set(shape: str, action: str, family: int) -> str:
+    return f"{PREFIX}{SHAPE_CODES[shape]}-{ACTION_CODES[action]}{family}"
+
+
+def lock_set(name: str, family: int) -> str:
+    """``name``: ``nftrules.LOCKED`` or ``LOCKED_FLOWS``."""
+    return f"{PREFIX}{name}{family}"
+
+
+def allowed_set(family: int) -> str:
+    return f"{PREFIX}{ALLOWED}{family}"
+
+
+def action_chain_name(action: str) -> str:
+    return f"{PREFIX}k{ACTION_CODES[action]}"
+
+
+def sets(family: int, lock_seconds: int) -> list[tuple[str, str, list[str]]]:
+    """(name, type, create options) of every set of one family."""
+    base = ["family", IPSET_FAMILIES[family]]
+    lock = [*base, "timeout", str(lock_seconds), "maxelem", str(LOCK_SET_SIZE)]
+    found = [(lock_set(name, family), "hash:ip", lock) for name in (LOCKED, LOCKED_FLOWS)]
+    found.append((allowed_set(family), "hash:net", base))
+    found += [
+        (block_set(shape, action, family), SET_TYPES[shape],
+         [*base, "maxelem", str(BLOCK_SET_SIZE)])
+        for shape in SHAPES.values()
+        for action in ACTIONS
+    ]  # fmt: skip
+    return found
+
+
+def set_names(family: int) -> list[str]:
+    return [name for name, _, _ in sets(family, 1)]
+
+
+def chain_names() -> list[str]:
+    return [CHAIN_KERNEL, CHAIN_GREEN, CHAIN_NEW, CHAIN_TO_GREEN,
+            *[action_chain_name(action) for action in ACTIONS]]  # fmt: skip
+
+
+def _match(name: str, dimensions: str) -> list[str]:
+    return ["-m", "set", "--match-set", name, dimensions]
+
+
+def _restart(name: str, lock_seconds: int) -> list[str]:
+    """(Re)start the sender's lock in set ``name``."""
+    return ["-j", "SET", "--add-set", name, "src", "--exist", "--timeout", str(lock_seconds)]
+
+
+def action_rules(action: str, family: int, lock_seconds: int) -> list[list[str]]:
+    """The rules of one action's chain, as ``nftrules.action_chain``."""
+    rules = []
+    if action.startswith("lock"):
+        locked, flows = lock_set(LOCKED, family), lock_set(LOCKED_FLOWS, family)
+        rules.append(_restart(locked, lock_seconds))
+        # A client whose lock covers UDP keeps that, whatever peer it tries.
+        only_members = [] if action.startswith("lock_flows") else _match(flows, "src")
+        rules.append([*only_members, *_restart(flows, lock_seconds)])
+    if action.endswith("_udp_passes"):
+        rules.append(["-p", "udp", "-j", "RETURN"])
+    return [*rules, ["-j", "DROP"]]
+
+
+def chains(
+    green_ifs: tuple[str, ...], family: int, lock_seconds: int, lock_established: bool
+) -> dict[str, list[list[str]]]:
+    """The rules (what follows ``-A CHAIN``) of each of our chains for one family."""
+    allowed = allowed_set(family)
+    locked, flows = lock_set(LOCKED, family), lock_set(LOCKED_FLOWS, family)
+    dns = str(DNS_PORT)
+    kernel = [[*_match(allowed, "src"), "-j", "RETURN"], [*_match(allowed, "dst"), "-j", "RETURN"]]
+    kernel += [["-i", green, "-p", proto, "-g", CHAIN_GREEN]
+               for green in green_ifs for proto in ("tcp", "udp")]  # fmt: skip
+    kernel += [["-o", green, "-p", proto, "-g", CHAIN_TO_GREEN]
+               for green in green_ifs for proto in ("tcp", "udp")]  # fmt: skip
+    new = ["-m", "conntrack", "--ctstate", "NEW"]
+    from_green = [[*new, "-g", CHAIN_NEW]]
+    new_from_green = [
+        [*_match(block_set(shape, action, family), DIMENSIONS[shape]),
+         "-g", action_chain_name(action)]
+        for shape in SHAPES.values()
+        for action in ACTIONS
+    ]  # fmt: skip
+    new_from_green += [
+        ["-p", "tcp", *_match(locked, "src"), "-j", "DROP"],
+        ["-p", "udp", "!", "--dport", dns, *_match(flows, "src"), "-j", "DROP"],
+    ]
+    # Peers that know a locked BitTorrent client connect to it; they get nowhere either.
+    to_green = [[*new, *_match(flows, "dst"), "-j", "DROP"]]
+    if lock_established:
+        from_green += [
+            ["-p", "tcp", "!", "--dport", dns, *_match(locked, "src"), "-j", "DROP"],
+            ["-p", "udp", "!", "--dport", dns, *_match(flows, "src"), "-j", "DROP"],
+        ]
+        to_green += [
+            ["-p", "tcp", "!", "--sport", dns, *_match(locked, "dst"), "-j", "DROP"],
+            ["-p", "udp", "!", "--sport", dns, *_match(flows, "dst"), "-j", "DROP"],
+        ]
+    found = {CHAIN_KERNEL: kernel, CHAIN_GREEN: from_green, CHAIN_NEW: new_from_green,
+             CHAIN_TO_GREEN: to_green}  # fmt: skip
+    for action in ACTIONS:
+        found[action_chain_name(action)] = action_rules(action, family, lock_seconds)
+    return found
+
+
+def family_of_command(command: str) -> int:
+    """The address family of an iptables command (``ip6tables``, ``ip6tables-legacy``: 6)."""
+    return 6 if command.startswith("ip6") else 4
