@@ -2,7 +2,8 @@
 
 The green interfaces' networks (``--green-if``) and the neighbour table (which MAC address the
 gateway talks to for a green address) come from here: a dump request, the kernel's replies
-parsed with ``struct``, no subprocess and no library. Dumping needs no privilege. The parse is
+parsed with ``struct``, no subprocess and no library. Dumping needs no privilege; asking the
+kernel to resolve an address (``resolve``) needs CAP_NET_ADMIN. The parse is
 pure (bytes in, records out) and the socket part thin; both are bounded (``MAX_ENTRIES``
 records, ``MAX_BYTES`` read, ``TIMEOUT`` seconds) and raise only ``OSError``. Layouts follow
 ``linux/netlink.h``, ``linux/rtnetlink.h``, ``linux/if_addr.h`` and ``linux/neighbour.h``: all
@@ -23,7 +24,10 @@ from dataclasses import dataclass
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
+NLM_F_REPLACE = 0x100
+NLM_F_CREATE = 0x400
 
 RTM_NEWLINK = 16
 RTM_GETLINK = 18
@@ -37,6 +41,8 @@ IFA_ADDRESS = 1
 IFA_LOCAL = 2
 NDA_DST = 1
 NDA_LLADDR = 2
+
+NTF_USE = 0x01  # "use this entry": the kernel resolves it as before sending a packet there
 
 NUD_INCOMPLETE = 0x01
 NUD_FAILED = 0x20
@@ -80,6 +86,37 @@ def neighbours() -> dict[bytes, bytes]:
     """The neighbour table (ARP and NDP): packed IP address to MAC address, usable entries
     only (with a link-layer address, not failed, incomplete or NOARP)."""
     return parse_neighbours(dump(RTM_GETNEIGH, _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)))
+
+
+def resolve(addr: bytes, mac: bytes) -> bool:
+    """Have the kernel resolve ``addr`` (packed; neighbour solicitation or ARP request) on the
+    link where ``mac`` already owns another address, as it would before forwarding a packet
+    there: a host's new address (an IPv6 temporary one) is in the table a moment later. False
+    when no usable entry holds ``mac``; a refused request raises ``OSError``."""
+    links = parse_neighbour_links(dump(RTM_GETNEIGH, _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)))
+    index = links.get(mac)
+    if index is None:
+        return False
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.bind((0, 0))
+        sock.send(resolve_request(addr, index))
+        data = sock.recv(_RECV_SIZE)
+    for message_kind, _seq, start, end in messages(data):
+        if message_kind == NLMSG_ERROR:
+            raise_error(data, start, end)
+            return True
+    raise OSError(errno.EBADMSG, "rtnetlink: no acknowledgement")
+
+
+def resolve_request(addr: bytes, ifindex: int, seq: int = 1) -> bytes:
+    """``RTM_NEWNEIGH`` with ``NTF_USE`` for ``addr`` on interface ``ifindex`` (``ip neigh
+    replace ADDR dev DEV use``), acknowledged."""
+    family = socket.AF_INET if len(addr) == 4 else socket.AF_INET6
+    body = _NDMSG.pack(family, ifindex, 0, NTF_USE, 0)
+    body += _ATTR.pack(_ATTR.size + len(addr), NDA_DST) + addr
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+    return _HEADER.pack(_HEADER.size + len(body), RTM_NEWNEIGH, flags, seq, 0) + body
 
 
 def dump(kind: int, header: bytes, seq: int = 1) -> bytes:
@@ -180,15 +217,24 @@ def parse_addresses(data: bytes, names: dict[int, str]) -> list[LinkAddress]:
 
 def parse_neighbours(data: bytes) -> dict[bytes, bytes]:
     """Packed IP address to MAC address, from an ``RTM_GETNEIGH`` dump's replies."""
-    found = {}
+    return {dst: lladdr for dst, lladdr, _index in usable_neighbours(data)}
+
+
+def parse_neighbour_links(data: bytes) -> dict[bytes, int]:
+    """MAC address to the index of the interface it was last seen on, from the same dump."""
+    return {lladdr: index for _dst, lladdr, index in usable_neighbours(data)}
+
+
+def usable_neighbours(data: bytes) -> Iterator[tuple[bytes, bytes, int]]:
+    """Each usable entry of an ``RTM_GETNEIGH`` dump's replies (with a link-layer address,
+    not failed, incomplete or NOARP): its packed address, MAC and interface index."""
     for kind, _seq, start, end in messages(data):
         if kind != RTM_NEWNEIGH or end - start < _NDMSG.size:
             continue
-        family, _index, state, _flags, _type = _NDMSG.unpack_from(data, start)
+        family, index, state, _flags, _type = _NDMSG.unpack_from(data, start)
         if state & _UNUSABLE:
             continue
         attrs = attributes(data, start + _NDMSG.size, end)
         dst, lladdr = attrs.get(NDA_DST), attrs.get(NDA_LLADDR)
         if dst is not None and lladdr and len(dst) == _FAMILIES.get(family):
-            found[dst] = lladdr
-    return found
+            yield dst, lladdr, index

@@ -32,8 +32,8 @@ def addr(family: int, prefixlen: int, index: int, *attrs: bytes) -> bytes:
     return msg(rtnetlink.RTM_NEWADDR, ifaddr + b"".join(attrs))
 
 
-def neigh(family: int, state: int, *attrs: bytes) -> bytes:
-    ndmsg = struct.pack("=BxxxiHBB", family, 3, state, 0, 1)
+def neigh(family: int, state: int, *attrs: bytes, index: int = 3) -> bytes:
+    ndmsg = struct.pack("=BxxxiHBB", family, index, state, 0, 1)
     return msg(rtnetlink.RTM_NEWNEIGH, ndmsg + b"".join(attrs))
 
 
@@ -113,6 +113,27 @@ class ParseTests(SynchronousTestCase):
             {packed("198.18.1.10"): MAC, packed("2001:2::10"): MAC},
         )
 
+    def test_each_mac_names_the_interface_it_was_seen_on(self) -> None:
+        other = bytes.fromhex("02fc00000009")
+        data = (
+            neigh(socket.AF_INET6, 0x02, attr(rtnetlink.NDA_DST, packed("2001:2::10")),
+                  attr(rtnetlink.NDA_LLADDR, MAC), index=7)
+            + neigh(socket.AF_INET, 0x04, attr(rtnetlink.NDA_DST, packed("198.18.1.9")),
+                    attr(rtnetlink.NDA_LLADDR, other), index=9)
+            + neigh(socket.AF_INET, rtnetlink.NUD_FAILED, attr(1, packed("198.18.1.8")),
+                    attr(rtnetlink.NDA_LLADDR, bytes(6)), index=4)
+        )  # fmt: skip
+        self.assertEqual(rtnetlink.parse_neighbour_links(data), {MAC: 7, other: 9})
+
+    def test_a_resolve_request_is_ip_neigh_replace_use(self) -> None:
+        """``RTM_NEWNEIGH`` (create, replace, acknowledged), ``ndmsg`` with ``NTF_USE`` and the
+        interface, the address as ``NDA_DST``: what ``ip neigh replace ADDR dev DEV use`` sends."""
+        flags = 0x1 | 0x4 | 0x400 | 0x100  # NLM_F_REQUEST | ACK | CREATE | REPLACE
+        for text, family in (("2001:2:0:1::11", socket.AF_INET6), ("198.18.1.11", socket.AF_INET)):
+            body = struct.pack("=BxxxiHBB", family, 7, 0, 0x01, 0) + attr(1, packed(text))
+            header = struct.pack("=IHHII", 16 + len(body), 28, flags, 5, 0)
+            self.assertEqual(rtnetlink.resolve_request(packed(text), 7, seq=5), header + body)
+
     def test_an_error_reply_raises_its_errno(self) -> None:
         data = msg(rtnetlink.NLMSG_ERROR, struct.pack("=i", -errno.EPERM) + b"\0" * 16)
         ((_kind, _seq, start, end),) = rtnetlink.messages(data)
@@ -133,6 +154,9 @@ class KernelTests(SynchronousTestCase):
         self.assertEqual(
             {a.ifindex for a in found if a.ifname == "lo"}, {socket.if_nametoindex("lo")}
         )
+
+    def test_a_mac_the_table_does_not_hold_is_not_resolved(self) -> None:
+        self.assertFalse(rtnetlink.resolve(packed("2001:2::99"), bytes.fromhex("02fcfffffffe")))
 
     def test_neighbours_is_a_mapping_of_addresses_to_macs(self) -> None:
         for ip, mac in rtnetlink.neighbours().items():

@@ -101,6 +101,18 @@ class Ipv6Runs:
         self.assertTrue(self.wait_for(gateway, f"client {USER} identified: FastTrack hello"))
         self.assertFalse(self.web_ok("user"), "the user's own hello does lock it")
 
+    def test_a_client_on_a_new_temporary_address_is_identified(self) -> None:
+        """An IPv6 host sends from a new address without soliciting the gateway, whose entry
+        it has: the daemon has the kernel resolve the address, and the next hellos count."""
+        gateway = self.enforcing("-L", "c")
+        self.assertTrue(self.web_ok("rogue"), "rogue's entry for the gateway is fresh")
+        temporary = v6("198.18.1.11")
+        self.lab.run("rogue", ["ip", "addr", "add", f"{temporary}/64", "dev", "eth0"], check=True)
+        peers = [f"--peer=[{ip}]:{port}" for ip, port in self.lab.peers6[:8]]
+        report = self.ftclient(*peers, "--ip", temporary, "--scale", "0.3")
+        self.assertEqual(report["breakthroughs"], [], "a FastTrack connection got through")
+        self.assertIn(f"client {temporary} identified: FastTrack hello", gateway.read_log())
+
     def start_dns(self) -> None:
         """dnsmasq with AAAA records, and a listener on each P2P server's address."""
         self.lab.start_dns({
