@@ -44,6 +44,7 @@ from p2pwall.fragments.dns import DnsRules
 from p2pwall.fragments.fasttrack import FastTrackRules
 from p2pwall.handler import PacketHandler
 from p2pwall.hooks import CommandHooks
+from p2pwall.kernel.ipset import IpsetSets
 from p2pwall.kernel.nftsets import NftSets
 from p2pwall.kernel.sync import FlushingSpoofer, KernelSync
 from p2pwall.neighbours import KernelNeighbours
@@ -55,6 +56,7 @@ from p2pwall.spoof import RawSpoofer
 from p2pwall.store import ClientDirectory
 
 from .kernel.support import RecordingNft
+from .kernel.test_ipsetsets import FakeIpset
 
 
 class AckingNetlinkSocket:
@@ -175,6 +177,10 @@ PROVIDERS: dict[str, tuple[Build, tuple[InterfaceClass, ...]]] = {
     ),
     "p2pwall.kernel.nftsets.NftSets": (
         lambda test: NftSets(RecordingNft()),
+        (interfaces.IKernelSets,),
+    ),
+    "p2pwall.kernel.ipset.IpsetSets": (
+        lambda test: IpsetSets(FakeIpset()),
         (interfaces.IKernelSets,),
     ),
     "p2pwall.kernel.sync.FlushingSpoofer": (

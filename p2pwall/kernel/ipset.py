@@ -27,9 +27,10 @@ from .elements import ACTIONS, FAMILIES, SHAPES, Element, Lock
 from .ipsetrules import allowed_set, block_set, lock_set
 from .nftrules import LOCKED, LOCKED_FLOWS
 
-# Elements per netlink message: a nested attribute holds at most 64 KiB, and an IPv6
-# ``hash:ip,port,ip`` element takes 68 bytes.
-CHUNK = 800
+# Elements per netlink message (a nested attribute holds at most 64 KiB, an IPv6
+# ``hash:ip,port,ip`` element takes 68 bytes). pyroute2 encodes a message in a time that grows
+# faster than its attributes: 10,000 blocks loaded in 2.6 s at 50 a message, 4.1 s at 800.
+CHUNK = 50
 PROTOCOLS = (socket.IPPROTO_TCP, socket.IPPROTO_UDP)
 MAX_PORT = 65535
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
