@@ -269,7 +269,7 @@ def problems_lines(daemons: dict, big: dict) -> list[str]:
 def render(results: dict, command: str) -> str:
     m, s, summary = results["machine"], results["settings"], results["summary"]
     out = [
-        "### The recorded run",
+        "### Kernel enforcement: the recorded run",
         "",
         f"Command: `{command}`  ",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), kernel {m['kernel']}, Python {m['python']}, "
