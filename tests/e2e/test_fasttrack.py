@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 
+from lab import gateway as lab_gateway
 from lab.gateway import nft_queue_supported
 from lab.netlab import PEER_PORT
 
@@ -24,9 +27,11 @@ class KazaaProofTests(LabCase):
         hidden = [f"--hidden-peer={ip}:{port}" for ip, port in self.lab.peers[20:]]
         return ["--peers-file", str(cache), *hidden]
 
-    def kazaa_run(self, rules: str, enforce: str = "queue") -> None:
+    def kazaa_run(self, rules: str, enforce: str = "queue", sets: str = "nft") -> None:
         kernel = enforce == "kernel"
-        daemon, rule_options = kernel_options(TIME_LOCK) if kernel else (["-t", str(TIME_LOCK)], [])
+        daemon, rule_options = (
+            kernel_options(TIME_LOCK, sets) if kernel else (["-t", str(TIME_LOCK)], [])
+        )
         gateway = self.gateway(
             *daemon, "-L", "tcp", "-d", "tp", rules=rules, rule_options=rule_options
         )
@@ -57,13 +62,30 @@ class KazaaProofTests(LabCase):
         if kernel:
             # The kernel dropped the connections; the daemon saw no SYN.
             self.assertEqual(gateway.stats()["drop_tcp"], "0")
-            self.assertGreater(kernel_drops(self.lab, "lock"), 20)
+            self.assertGreater(kernel_drops(self.lab, "lock", sets), 20)
 
     def test_three_phases_end_with_no_breakthrough_iptables(self) -> None:
         self.kazaa_run("iptables")
 
     def test_three_phases_end_with_no_breakthrough_kernel_enforcement(self) -> None:
         self.kazaa_run("iptables", enforce="kernel")
+
+    def test_three_phases_end_with_no_breakthrough_kernel_enforcement_by_ipset(self) -> None:
+        self.kazaa_run("iptables", enforce="kernel", sets="ipset")
+
+    def test_three_phases_end_with_no_breakthrough_ipset_on_iptables_legacy(self) -> None:
+        """An iptables-legacy gateway: the rules' iptables is iptables-legacy there (so are
+        the counters read)."""
+        legacy = self.mktemp()
+        os.mkdir(legacy)
+        for command in ("iptables", "ip6tables"):
+            found = shutil.which(f"{command}-legacy")
+            if found is None:
+                raise self.skipTest(f"needs {command}-legacy")
+            os.symlink(found, os.path.join(legacy, command))
+        path = f"{os.path.abspath(legacy)}:{lab_gateway.ENV.get('PATH', os.defpath)}"
+        self.patch(lab_gateway, "ENV", {**lab_gateway.ENV, "PATH": path})
+        self.kazaa_run("iptables", enforce="kernel", sets="ipset")
 
     def test_three_phases_end_with_no_breakthrough_nft(self) -> None:
         if not nft_queue_supported(self.lab):
