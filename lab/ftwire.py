@@ -183,7 +183,10 @@ def parse_addr(text: str, default_port: int = 1214) -> tuple[str, int]:
     else:
         host, sep, port = text.partition(":")
     if not is_allowed(host):
-        raise ValueError(f"not a lab address (198.18.0.0/15, 2001:2::/48 or loopback): {text!r}")
+        raise ValueError(
+            f"not a lab IPv4 address (198.18.0.0/15), lab IPv6 address (2001:2::/48) or "
+            f"loopback: {text!r}"
+        )
     if sep and not port.isdigit():
         raise ValueError(f"bad port: {text!r}")
     number = int(port) if sep else default_port
