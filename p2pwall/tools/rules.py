@@ -236,11 +236,14 @@ class RuleSet:
         mangle, raw = [command, "-t", TABLE], [command, "-t", "raw"]
         lines = [_unhook(mangle, builtin, chain) for chain, builtin in HOOKS]
         lines.append(_unhook(raw, "OUTPUT", CHAIN_RAW))
-        chains = (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD, *self.fragment_chains(), CHAIN_LIMIT)
+        # Kernel enforcement by ipset goes too, whatever options either run was given.
+        lines.append(_unhook(mangle, "FORWARD", ipsetrules.CHAIN_KERNEL))
+        chains = (CHAIN_FORWARD, CHAIN_INPUT, CHAIN_DOWNLOAD, *self.fragment_chains(), CHAIN_LIMIT,
+                  *ipsetrules.chain_names())  # fmt: skip
         ours = [*[(mangle, chain) for chain in chains], (raw, CHAIN_RAW)]
         lines += [_quietly([*table, "-F", chain]) for table, chain in ours]
         lines += [_quietly([*table, "-X", chain]) for table, chain in ours]
-        return lines + _remove_ipset_enforcement(command) + _remove_legacy(command)
+        return lines + _remove_legacy(command)
 
     def nft_context(self) -> NftContext:
         """What the fragments build their nft rules from."""
@@ -368,8 +371,8 @@ def _ipset_create(name: str, kind: str, options: list[str]) -> str:
 
 
 def _remove_ipset_enforcement(command: str) -> list[str]:
-    """Quietly remove the chains of kernel enforcement by ipset, if any (their sets go once
-    both families' chains are gone: ``destroy_ipsets``)."""
+    """Quietly remove the chains of kernel enforcement by ipset, if any, when applying other
+    rules (their sets go once both families' chains are gone: ``destroy_ipsets``)."""
     mangle = [command, "-t", TABLE]
     lines = [_unhook(mangle, "FORWARD", ipsetrules.CHAIN_KERNEL)]
     lines += [_quietly([*mangle, "-F", chain]) for chain in ipsetrules.chain_names()]

@@ -285,6 +285,54 @@ class KernelEnforcementRuleTests(SynchronousTestCase):
     def test_delete_removes_the_sets_table_too(self) -> None:
         self.assertIn("nft delete table inet p2pwall", rendered("-i", "g0", "--delete"))
 
+    def test_sets_by_ipset_come_with_iptables_chains_instead_of_the_nft_table(self) -> None:
+        lines = rendered("-i", "g0", "--enforce", "kernel", "--sets", "ipset").splitlines()
+        self.assertNotIn("nft -f - <<'EOF'", lines)
+        self.assertIn("nft delete table inet p2pwall 2>/dev/null || true", lines, "nft's go")
+        spec = "p2pwall-locked6 hash:ip family inet6 timeout 120 maxelem 65536"
+        create = f"ipset create -exist {spec} 2>/dev/null || {{ ipset destroy p2pwall-locked6 " \
+                 f"2>/dev/null || true; ipset create {spec}; }}"  # fmt: skip
+        self.assertIn(create, lines)
+        hook = "iptables -t mangle -C FORWARD -j p2pwall-kern 2>/dev/null || iptables -t mangle " \
+               "-I FORWARD 1 -j p2pwall-kern"  # fmt: skip
+        self.assertIn(hook, lines)
+        # Sets are made once our chains hold nothing, and before a rule names them.
+        flushed = lines.index("ip6tables -t mangle -N p2pwall-knew 2>/dev/null || "
+                              "ip6tables -t mangle -F p2pwall-knew")  # fmt: skip
+        first_use = min(i for i, line in enumerate(lines) if "--match-set p2pwall-" in line
+                        and line.startswith("ip6tables"))  # fmt: skip
+        self.assertLess(flushed, lines.index(create))
+        self.assertLess(lines.index(create), first_use)
+        self.assertFalse([line for line in lines if 'ipset destroy "$set"' in line])
+
+    def test_without_sets_by_ipset_their_chains_and_sets_go(self) -> None:
+        ipset = ("--enforce", "kernel", "--sets", "ipset")
+        for argv in (("-i", "g0"), ("-i", "g0", "--enforce", "kernel"), ("-i", "g0", "--delete"),
+                     ("-i", "g0", *ipset, "--delete")):  # fmt: skip
+            with self.subTest(argv=argv):
+                lines = rendered(*argv).splitlines()
+                for command in ("iptables", "ip6tables"):
+                    self.assertIn(f"while {command} -t mangle -D FORWARD -j p2pwall-kern "
+                                  "2>/dev/null; do :; done", lines)  # fmt: skip
+                    self.assertIn(f"{command} -t mangle -X p2pwall-kflows-up 2>/dev/null || true",
+                                  lines)  # fmt: skip
+                (destroy,) = [line for line in lines if "ipset destroy" in line]
+                self.assertIn(" p2pwall-locked4 ", destroy)
+                self.assertIn(" p2pwall-p-flows-up6;", destroy)
+                last_chain_removal = max(
+                    i for i, line in enumerate(lines) if " -X p2pwall-k" in line
+                )
+                self.assertLess(last_chain_removal, lines.index(destroy))
+
+    def test_sets_option_is_checked(self) -> None:
+        self.assertEqual(rendered("-i", "g0", "--enforce", "kernel", "--sets", "nft"),
+                         rendered("-i", "g0", "--enforce", "kernel"))  # fmt: skip
+        for argv in (("--sets", "ipset"), ("--sets", "nft"),
+                     ("--enforce", "kernel", "--sets", "ipset", "-F", "nft"),
+                     ("--enforce", "kernel", "--sets", "pf")):  # fmt: skip
+            with self.subTest(argv=argv), self.assertRaises(usage.UsageError):
+                rendered("-i", "g0", *argv)
+
     def test_lock_options_need_kernel_enforcement(self) -> None:
         for argv in (
             ("--lock-established",),
@@ -505,6 +553,34 @@ class KernelAcceptsRulesTests(SynchronousTestCase):
                 self.sh(rendered("-i", "lo", "-i", "eth9", *argv, "--delete"))
                 self.assertNotIn("p2pwall", self.saved())
                 self.assertNotIn("p2pwall", self.run_in(["nft", "list", "tables"]).stdout)
+
+    def ipsets(self) -> str:
+        return self.run_in(["ipset", "save"]).stdout
+
+    def test_sets_by_ipset_apply_twice_the_same_change_and_go(self) -> None:
+        if not shutil.which("ipset"):
+            raise self.skipTest("needs ipset")
+        ipset = ("-i", "lo", "-i", "eth9", "--enforce", "kernel", "--sets", "ipset")
+        for argv in (ipset, (*ipset, "--lock-established")):
+            with self.subTest(argv=argv):
+                self.sh(rendered(*argv))
+                once = (self.saved(), self.ipsets())
+                self.assertIn("-A FORWARD -j p2pwall-kern\n-A FORWARD -j p2pwall-fwd", once[0])
+                self.assertIn("create p2pwall-ppc-lock6 hash:ip,port,ip family inet6", once[1])
+                self.sh(rendered(*argv))
+                self.assertEqual((self.saved(), self.ipsets()), once)
+        # Another lock time: the lock sets are made anew with it.
+        self.sh(rendered(*ipset, "--lock-time", "60"))
+        self.assertIn("create p2pwall-locked4 hash:ip family inet hashsize 1024 maxelem 65536 "
+                      "timeout 60", self.ipsets())  # fmt: skip
+        # Sets by nft instead: nothing of ipset's is left.
+        self.sh(rendered("-i", "lo", "--enforce", "kernel"))
+        self.assertNotIn("p2pwall-k", self.saved())
+        self.assertEqual(self.ipsets(), "")
+        self.sh(rendered(*ipset))
+        self.sh(rendered(*ipset, "--delete"))
+        self.assertNotIn("p2pwall", self.saved())
+        self.assertEqual(self.ipsets(), "")
 
     def test_nft_script_is_valid_apart_from_queue_support(self) -> None:
         if not shutil.which("nft"):
