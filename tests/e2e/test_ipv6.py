@@ -113,6 +113,25 @@ class Ipv6Runs:
         self.assertEqual(report["breakthroughs"], [], "a FastTrack connection got through")
         self.assertIn(f"client {temporary} identified: FastTrack hello", gateway.read_log())
 
+    def test_http_safety_net_learns_bracketed_ipv6_endpoints(self) -> None:
+        """Download starts name ``[v6]:port`` in ``X-Kazaa-SupernodeIP``: learned for the client
+        that sent them, with the peer it connected to; never the client's own address."""
+        supernode = v6("198.19.7.7")
+        self.lab.add_public_addr(supernode)
+        gateway = self.enforcing("-L", "pc", time_lock=5)
+        peers = self.lab.peers6[:3]
+        report = self.ftclient(*[f"--peer=[{ip}]:{port}" for ip, port in peers], "--no-udp",
+                               "--supernode", f"[{supernode}]:3531", "--scale", "0.2")  # fmt: skip
+        self.assertEqual(report["downloads_succeeded"], 0)
+        self.assertGreater(report["downloads_tried"], 0)
+        log = gateway.read_log()
+        self.assertIn(f"client {ROGUE} identified: FastTrack HTTP download", log)
+        learned = f"learned (fasttrack-http: x-kazaa-supernodeip) from client {ROGUE}"
+        self.assertIn(f"peer [{supernode}]:3531 {learned}", log)
+        self.assertIn(f"peer [{peers[0][0]}]:{PEER_PORT} learned (fasttrack-http) from", log)
+        self.assertNotIn(f"peer [{ROGUE}]", log, "a green address is never blocked")
+        self.assertTrue(self.tcp_ok("user", *peers[0]), "what rogue revealed blocks rogue only")
+
     def start_dns(self) -> None:
         """dnsmasq with AAAA records, and a listener on each P2P server's address."""
         self.lab.start_dns({
