@@ -1,4 +1,4 @@
-"""A libnftables context that records the JSON batches it is given."""
+"""A libnftables context that records what it is given."""
 
 from __future__ import annotations
 
@@ -6,34 +6,35 @@ from typing import Any
 
 
 class RecordingNft:
-    """``json_cmd`` keeps each batch and answers ``replies`` in order (then success);
-    a ``list`` command answers ``listing`` (the kernel's JSON for the set listed)."""
+    """``cmd`` keeps each transaction's lines and answers ``replies`` in order (then
+    success); ``json_cmd`` lists a set: ``listing`` holds its elements, ``timeout`` its
+    timeout, ``missing`` the sets that are not there."""
 
     def __init__(self) -> None:
-        self.batches: list[list[dict[str, Any]]] = []
-        self.replies: list[tuple[int, Any, str]] = []
+        self.transactions: list[list[str]] = []
+        self.replies: list[tuple[int, str, str]] = []
         self.listing: dict[str, list[dict[str, Any]]] = {}
+        self.missing: set[str] = set()
         self.timeout = 120
+        self.listed: list[str] = []
 
-    def json_cmd(self, root: dict[str, Any]) -> tuple[int, Any, str]:
-        commands = root["nftables"]
-        self.batches.append(commands)
+    def cmd(self, text: str) -> tuple[int, str, str]:
+        self.transactions.append(text.split("\n"))
         if self.replies:
             return self.replies.pop(0)
-        if len(commands) == 1 and "list" in commands[0]:
-            ref = commands[0]["list"]["set"]
-            entry = {**ref, "timeout": self.timeout}
-            elems = self.listing.get(ref["name"])
-            if elems is not None:
-                entry["elem"] = elems
-            return 0, {"nftables": [{"metainfo": {}}, {"set": entry}]}, ""
         return 0, "", ""
 
-    def ops(self, batch: int = -1) -> list[tuple[str, str, Any]]:
-        """(operation, set name, elements) of each command of one batch."""
-        found = []
-        for command in self.batches[batch]:
-            ((op, body),) = command.items()
-            ((kind, ref),) = body.items()
-            found.append((op, ref["name"], ref.get("elem")))
-        return found
+    def json_cmd(self, root: dict[str, Any]) -> tuple[int, Any, str]:
+        (command,) = root["nftables"]
+        ref = command["list"]["set"]
+        self.listed.append(ref["name"])
+        if ref["name"] in self.missing:
+            return 1, "", "Error: No such file or directory\nlist set inet p2pwall"
+        entry = {**ref, "timeout": self.timeout}
+        elems = self.listing.get(ref["name"])
+        if elems is not None:
+            entry["elem"] = elems
+        return 0, {"nftables": [{"metainfo": {}}, {"set": entry}]}, ""
+
+    def lines(self, transaction: int = -1) -> list[str]:
+        return self.transactions[transaction]
