@@ -494,15 +494,16 @@ class KernelBench(NetBench):
 
     def probe_sets(self) -> dict[str, int]:
         """SYNs from rogue that gw forwarded, PROBES to each of: a port of the first learned
-        peer that it did not learn (first, as the others lock rogue), the first and the last
-        learned peer. Packets, not ``nft get element``, which reads the whole map."""
+        peer that it did not learn, the first and the last learned peer, that port again
+        (rogue is now locked). Packets, not ``nft get element``, which reads the whole map."""
         count = self.sizes.big_peers
         _, ports = peer_layout(count)
         first, first_port = learned_peer(0, count)
         last, last_port = learned_peer(count - 1, count)
         forwarded = {}
-        targets = (("not learned", first, PEER_PORT + ports), ("first", first, first_port),
-                   ("last", last, last_port))  # fmt: skip
+        other = PEER_PORT + ports
+        targets = (("not learned", first, other), ("first", first, first_port),
+                   ("last", last, last_port), ("not learned, locked", first, other))  # fmt: skip
         for name, peer, port in targets:
             argv = ["syn", GREEN_HOSTS["rogue"], socket.inet_ntoa(peer), "1", str(port), "1",
                     str(FLOOD_SPORT + 1), "1", "1", str(PROBES), "5"]  # fmt: skip

@@ -232,7 +232,8 @@ def _big_section(big: dict, s: dict) -> list[str]:
     checked = (
         ["The sets after the daemon stopped: of SYNs from rogue, gw forwarded "
          + ", ".join(f"{got} to {name}" for name, got in probes.items())
-         + " (the learned peers' must all be dropped, the other port's forwarded).", ""]
+         + " (the learned peers' must all be dropped, the other port's forwarded until "
+         "rogue tried a learned peer, then dropped: rogue is locked).", ""]
         if probes else []
     )  # fmt: skip
     return [

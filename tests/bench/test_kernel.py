@@ -191,7 +191,7 @@ class ReportTests(SynchronousTestCase):
         big = {"loaded": 1_000_000, "loaded_s": 6.0, "ready_s": 20.0, "rss": 2**30,
                "idle_share": 0.5, "problems": []}  # fmt: skip
         kernel = {"elements": 1_000_000, "kernel_bytes": 128_000_000,
-                  "probes": {"not learned": 20, "first": 0, "last": 0},
+                  "probes": {"not learned": 20, "first": 0, "last": 0, "again": 0},
                   "kernel_bytes_running": 130_000_000}  # fmt: skip
         results = {
             "machine": {"nproc": "2", "cpu": "cpu", "kernel": "6", "python": "3", "commit": "c",
@@ -209,5 +209,5 @@ class ReportTests(SynchronousTestCase):
                       "| 1,024 | 50 % | 1,000,000 | 122.1 | 128.0 | 124.0 |", text)  # fmt: skip
         self.assertIn("kernel enforcement, traffic phase: 1; the first: "
                       "`x [a#critical] poll failed`", text)  # fmt: skip
-        self.assertIn("gw forwarded 20 to not learned, 0 to first, 0 to last", text)
+        self.assertIn("gw forwarded 20 to not learned, 0 to first, 0 to last, 0 to again", text)
         self.assertIn("PASS  sequential connects/s", text)
