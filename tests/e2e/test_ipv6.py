@@ -37,12 +37,13 @@ class Ipv6Runs:
     family = 6
     peers = 24
     enforce: str
+    sets = "nft"  # the kernel's sets, with kernel enforcement
 
     def enforcing(self, *options: str, time_lock: float = TIME_LOCK):
         """``gateway()`` with this class's enforcement mode and a ``time_lock``."""
         if self.enforce == "queue":
             return self.gateway("-t", f"{time_lock:g}", *options)
-        daemon, rules = kernel_options(time_lock)
+        daemon, rules = kernel_options(time_lock, self.sets)
         return self.gateway(*daemon, *options, rule_options=rules)
 
     def test_kazaa_proof_three_phases_no_breakthrough_user_unaffected(self) -> None:
@@ -74,7 +75,7 @@ class Ipv6Runs:
             self.assertIn("(time lock)", log)
         else:
             self.assertEqual(stats["drop_tcp"], "0", "the kernel drops; the daemon sees no SYN")
-            self.assertGreater(kernel_drops(self.lab, "lock"), 20)
+            self.assertGreater(kernel_drops(self.lab, "lock", self.sets), 20)
         self.assertGreaterEqual(log.count(f"probe answered by {ROGUE}"), 4)
         while not self.web_ok("rogue", timeout=1):
             self.assertLess(time.monotonic() - quit_at, TIME_LOCK * 1.5 + 3, "lock never released")
@@ -232,3 +233,10 @@ class KernelEnforcementTests(Ipv6Runs, ForgeryCase):
     """nft sets in ``table inet p2pwall`` drop what the daemon learned and lock clients."""
 
     enforce = "kernel"
+
+
+class KernelIpsetEnforcementTests(Ipv6Runs, ForgeryCase):
+    """ipset sets and iptables chains (for iptables-legacy gateways) do what the nft table does."""
+
+    enforce = "kernel"
+    sets = "ipset"
