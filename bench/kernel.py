@@ -41,8 +41,8 @@ from lab.netlab import GREEN_HOSTS, Lab, LabError
 from p2pwall import netlink
 from p2pwall.store import HEADER, StoredBlock, format_block
 
-from .kernelreport import BEGIN, END, render, summarize
-from .netbench import CONNECT_PORT, RAW_COST_RULES, SINK, NetBench, Settings
+from .kernelreport import BEGIN, END, PROBES, render, summarize
+from .netbench import CONNECT_PORT, RAW_COST_RULES, SINK, NetBench, Settings, refusal
 from .report import parse_kv, parse_netdev, parse_samples, percent, ratio, splice
 
 # Learned peers: addresses from FIRST_PEER up (at most MAX_PEER_ADDRS, all routed to pub and
@@ -61,22 +61,32 @@ MAX_PACKETS = 100_000_000  # the senders' count bound; the time bound ends them 
 ORIGIN = "fasttrack-udp"  # a locking origin: each flood packet (re)locks rogue in kernel mode
 
 QUEUE_QUEUE = 0
-KERNEL_QUEUE = 3
 BIG_QUEUE = 5
 QUEUE_CONTROL = 4121
-KERNEL_CONTROL = 4120  # lab.gateway.Gateway.ctl's port: the kernel daemon is told to reload
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A kernel enforcement: its queue, its control port (where the bench asks it to
+    ``reload``), and the options ``p2pwall-rules`` and the daemon both take."""
+
+    queue: int
+    control: int
+    options: tuple[str, ...]
+
+
+MODES = {
+    "kernel": Mode(3, 4120, ("--enforce", "kernel")),
+    "ipset": Mode(4, 4122, ("--enforce", "kernel", "--sets", "ipset")),
+}
 RELOAD_TIMEOUT = 120.0
 IDLE_WINDOW = 5.0  # seconds the big table's daemon is watched at rest
-PROBES = 20  # SYNs to each peer the big table's sets are checked with
 SETTLE = 0.5  # seconds after the kernel daemon's reload before a measurement starts
-KERNEL_RULES = ("--enforce", "kernel", *RAW_COST_RULES)
-KERNEL_DAEMON = ("--enforce", "kernel")
-UNKNOWN_ENFORCE = "--enforce not recognized"
 
-SCENARIOS = ("none", "conntrack", "queue", "kernel")
+SCENARIOS = ("none", "conntrack", "queue", *MODES)
 FLOOD_SCENARIOS = SCENARIOS
-ORDINARY_SCENARIOS = ("conntrack", "queue", "kernel")
-CONNECT_SCENARIOS = ("conntrack", "queue", "kernel")
+ORDINARY_SCENARIOS = ("conntrack", "queue", *MODES)
+CONNECT_SCENARIOS = ORDINARY_SCENARIOS
 # /proc/meminfo fields that hold kernel memory an nft set can take (kB).
 MEMINFO_FIELDS = ("Slab", "SUnreclaim", "VmallocUsed", "Percpu")
 # ctnetlink (linux/netfilter/nfnetlink_conntrack.h): delete, without a tuple, flushes.
@@ -141,7 +151,7 @@ def flush_conntrack() -> None:
         raise OSError(code, f"flushing conntrack: {netlink.error_text(code)}")
 
 
-def ask(command: str, port: int = KERNEL_CONTROL, timeout: float = RELOAD_TIMEOUT) -> str:
+def ask(command: str, port: int, timeout: float = RELOAD_TIMEOUT) -> str:
     """Send one control-port command on loopback and read the reply up to its ``OK``/``ERR``
     line, timed (``nc -q`` would cut a reply that takes longer than its wait)."""
     started = time.monotonic()
@@ -180,11 +190,13 @@ class KernelBench(NetBench):
         tools: dict[str, Path],
         settings: Settings,
         sizes: Sizes,
+        modes: Sequence[str] = ("kernel",),
         progress: Callable[[str], None] = print,
     ) -> None:
         super().__init__(lab, tools, settings, progress)
         self.sizes = sizes
-        self.kernel_gw: Gateway | None = None
+        self.modes = modes  # the kernel enforcements measured (``MODES``)
+        self.kernel_gws: dict[str, Gateway] = {}
         self.reload_seconds = math.nan
         self.daemon_pids: dict[str, int] = {}
 
@@ -223,66 +235,74 @@ class KernelBench(NetBench):
         elif key == "queue":
             with super().scenario("p2pwall_b"):
                 yield self.daemon_pids["queue"], QUEUE_QUEUE
-        elif key == "kernel":
-            assert self.kernel_gw is not None
-            self.kernel_gw.install_rules()
+        elif key in self.kernel_gws:
+            gateway = self.kernel_gws[key]
+            gateway.install_rules()
             try:
-                self.reload_seconds = self.reload_kernel_sets()
+                self.reload_seconds = self.reload_kernel_sets(MODES[key].control)
                 time.sleep(SETTLE)
-                yield self.daemon_pids["kernel"], KERNEL_QUEUE
+                yield self.daemon_pids[key], MODES[key].queue
             finally:
-                self.kernel_gw.remove_rules()
+                gateway.remove_rules()
         else:
             raise ValueError(key)
 
-    def reload_kernel_sets(self) -> float:
-        """The kernel daemon writes its tables into the new, empty sets; the seconds its
-        control port took to answer ``reload`` (asked from gw, see ``ask``)."""
-        reply = self._run("gw", [sys.executable, "-m", "bench.kernel", "--ask", "reload"],
-                          timeout=RELOAD_TIMEOUT + 10)  # fmt: skip
+    def reload_kernel_sets(self, port: int) -> float:
+        """The kernel daemon on ``port`` writes its tables into the new, empty sets; the
+        seconds its control port took to answer ``reload`` (asked from gw, see ``ask``)."""
+        reply = self._run("gw", [sys.executable, "-m", "bench.kernel", "--ask", "reload",
+                                 "--ask-port", str(port)], timeout=RELOAD_TIMEOUT + 10)  # fmt: skip
         if not re.search(r"^OK reloaded, 0 problems$", reply, re.MULTILINE):
             raise LabError(f"the kernel daemon's reload failed: {reply.strip()[-2000:]}")
         return parse_kv(reply)["seconds"]
 
     @contextlib.contextmanager
     def daemons(self, store: Path) -> Iterator[dict]:
-        """Both daemons with ``store``'s peers: queue enforcement as ``native`` for
-        ``NetBench.scenario``, kernel enforcement (left out, and why, when refused)."""
-        info: dict = {}
+        """Every daemon with ``store``'s peers: queue enforcement (as ``native`` for
+        ``NetBench.scenario``) and each of ``self.modes``; a mode whose rules or daemon fail
+        to start is left out (``info["skipped"][mode]`` says why)."""
+        info: dict = {"skipped": {}}
         common = ["--store-interval", "3600"]
         queue_gw = Gateway(self.lab, ["--store-file", str(self.copy(store, "queue")), *common,
                                       "--control", f"tcp:{QUEUE_CONTROL}:interface=127.0.0.1"],
                            rule_options=RAW_COST_RULES, queue=QUEUE_QUEUE,
                            log="p2pwall-queue.log")  # fmt: skip
-        kernel_gw = Gateway(self.lab, [*KERNEL_DAEMON, "--store-file",
-                                       str(self.copy(store, "kernel")), *common],
-                            rule_options=KERNEL_RULES, queue=KERNEL_QUEUE,
-                            log="p2pwall-kernel.log")  # fmt: skip
+        gateways = {"queue": queue_gw}
         try:
             queue_gw.start()
             self.started("queue", queue_gw)
             self.gateways["native"] = queue_gw
-            kernel_gw.install_rules()
-            try:
-                kernel_gw.start()
-            except LabError as error:
-                if UNKNOWN_ENFORCE not in str(error):
-                    raise
-                info["skipped"] = "the daemon has no --enforce option yet"
-                self.progress(f"left out: kernel enforcement, {info['skipped']}")
-            else:
-                self.started("kernel", kernel_gw)
-                self.kernel_gw = kernel_gw
-            finally:
-                kernel_gw.remove_rules()
+            for name in self.modes:
+                gateways[name] = gateway = self.mode_gateway(name, store, MODES[name].queue)
+                try:
+                    gateway.install_rules()
+                    gateway.start()
+                except LabError as error:
+                    info["skipped"][name] = refusal(str(error))
+                    self.progress(f"left out: {name}, {info['skipped'][name]}")
+                else:
+                    self.started(name, gateway)
+                    self.kernel_gws[name] = gateway
+                finally:
+                    gateway.remove_rules()
             yield info
         finally:
             self.gateways.pop("native", None)
-            self.kernel_gw = None
-            queue_gw.close()
-            kernel_gw.close()
-        for name, gateway in (("queue", queue_gw), ("kernel", kernel_gw)):
+            self.kernel_gws.clear()
+            for gateway in gateways.values():
+                gateway.close()
+        for name, gateway in gateways.items():
             info[f"{name}_problems"] = log_problems(gateway.read_log())
+
+    def mode_gateway(self, name: str, store: Path, queue: int, log: str = "") -> Gateway:
+        """Kernel enforcement ``name`` (``MODES``) with its own copy of ``store``, on
+        ``queue``, with its control port."""
+        mode = MODES[name]
+        options = [*mode.options, "--store-file", str(self.copy(store, log or name)),
+                   "--store-interval", "3600", "--control",
+                   f"tcp:{mode.control}:interface=127.0.0.1"]  # fmt: skip
+        return Gateway(self.lab, options, rule_options=[*mode.options, *RAW_COST_RULES],
+                       queue=queue, log=f"p2pwall-{log or name}.log")  # fmt: skip
 
     def started(self, name: str, gateway: Gateway) -> None:
         assert gateway.proc is not None
@@ -370,13 +390,13 @@ class KernelBench(NetBench):
         samples: dict[str, list[float]] = {key: [] for key in connect_keys}
         rates: dict[str, list[float]] = {key: [] for key in connect_keys}
         failures = dict.fromkeys(connect_keys, 0)
-        reloads: list[float] = []
+        reloads: dict[str, list[float]] = {}
         for rep in range(s.reps):
             for key in keys:
                 # The flood last: it leaves the queue daemon a backlog.
                 with self.scenario(key) as daemon:
-                    if key == "kernel":
-                        reloads.append(self.reload_seconds)
+                    if key in MODES:
+                        reloads.setdefault(key, []).append(self.reload_seconds)
                     if key in samples:
                         block = s.connects // s.reps + (rep < s.connects % s.reps)
                         got, failed, rate = self.connect_run(block)
@@ -419,17 +439,18 @@ class KernelBench(NetBench):
 
     # -- the big table --------------------------------------------------------------
 
-    def big_table(self, store: Path, kernel: bool) -> dict:
-        """Start a daemon with ``store`` (``--big-peers`` peers): seconds until it logged
-        ``loaded`` and until it read the queue; with ``kernel``, the kernel memory its sets
-        take (``/proc/meminfo``: with the sets filled and the daemon stopped, less after the
-        table was deleted)."""
-        name = "kernel" if kernel else "queue"
-        options = ["--store-file", str(self.copy(store, f"big-{name}")), "--store-interval",
-                   "3600", "--control", f"tcp:{QUEUE_CONTROL}:interface=127.0.0.1"]  # fmt: skip
-        gateway = Gateway(self.lab, [*KERNEL_DAEMON, *options] if kernel else options,
-                          rule_options=KERNEL_RULES, queue=BIG_QUEUE,
-                          log=f"p2pwall-big-{name}.log")  # fmt: skip
+    def big_table(self, store: Path, name: str) -> dict:
+        """Start daemon ``name`` (queue or one of ``MODES``) with ``store`` (``--big-peers``
+        peers): seconds until it logged ``loaded`` and until it read the queue; for a kernel
+        enforcement, the kernel memory its sets take (``/proc/meminfo``: with the sets filled
+        and the daemon stopped, less after its rules, sets included, were removed)."""
+        kernel = name in MODES
+        if kernel:
+            gateway = self.mode_gateway(name, store, BIG_QUEUE, log=f"big-{name}")
+        else:
+            options = ["--store-file", str(self.copy(store, "big-queue")), "--store-interval",
+                       "3600", "--control", f"tcp:{QUEUE_CONTROL}:interface=127.0.0.1"]  # fmt: skip
+            gateway = Gateway(self.lab, options, queue=BIG_QUEUE, log="p2pwall-big-queue.log")
         result: dict = {}
         if kernel:
             gateway.install_rules()
@@ -537,15 +558,17 @@ def rss_bytes(pid: int) -> int:
 # -- the whole run ---------------------------------------------------------------------
 
 
-def run_lab(settings: Settings, sizes: Sizes, progress: Callable[[str], None]) -> dict:
-    """The traffic phase with both daemons, then the big table in each mode."""
+def run_lab(
+    settings: Settings, sizes: Sizes, modes: Sequence[str], progress: Callable[[str], None]
+) -> dict:
+    """The traffic phase with every daemon, then the big table in each mode."""
     from .tools import build
 
     tools = build()
     results: dict = {}
     with Lab(peers=0, extra_addrs=[SINK]) as lab:
         progress(f"lab {lab.run_id} up; writing a store file of {sizes.peers:,} peers")
-        bench = KernelBench(lab, tools, settings, sizes, progress)
+        bench = KernelBench(lab, tools, settings, sizes, modes, progress)
         bench.prepare()
         store = write_store(lab.logpath("bench-kernel-store.txt"), sizes.peers,
                             GREEN_HOSTS["rogue"], time.time())  # fmt: skip
@@ -554,7 +577,7 @@ def run_lab(settings: Settings, sizes: Sizes, progress: Callable[[str], None]) -
                              str(CONNECT_PORT), "900"]), log=listener_log)  # fmt: skip
         bench._wait_log(listener_log, "ready", listener)
         with bench.daemons(store) as info:
-            keys = [key for key in SCENARIOS if key != "kernel" or "skipped" not in info]
+            keys = [key for key in SCENARIOS if key not in info["skipped"]]
             results["traffic"] = bench.measure(keys)
         listener.terminate()
         bench._finish(listener, 5)
@@ -562,12 +585,11 @@ def run_lab(settings: Settings, sizes: Sizes, progress: Callable[[str], None]) -
         progress(f"big table: a store file of {sizes.big_peers:,} peers")
         big = write_store(lab.logpath("bench-kernel-big.txt"), sizes.big_peers,
                           GREEN_HOSTS["rogue"], time.time())  # fmt: skip
-        results["big"] = {"queue": bench.big_table(big, kernel=False)}
-        progress(f"  queue enforcement started in {results['big']['queue']['ready_s']:.1f} s")
-        if "skipped" not in info:
-            results["big"]["kernel"] = bench.big_table(big, kernel=True)
-            progress(f"  kernel enforcement started in "
-                     f"{results['big']['kernel']['ready_s']:.1f} s")  # fmt: skip
+        results["big"] = {}
+        for name in ("queue", *modes):
+            if name not in info["skipped"]:
+                results["big"][name] = bench.big_table(big, name)
+                progress(f"  {name}: ready in {results['big'][name]['ready_s']:.1f} s")
     return results
 
 
@@ -589,12 +611,15 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"a short run: {', '.join(f'{k} {v:,}' for k, v in QUICK.items())}",
     )
+    found.add_argument("--ipset", action="store_true",
+                       help="also kernel enforcement by ipset (slow to load)")  # fmt: skip
     found.add_argument("--no-pin", action="store_true",
                        help="do not pin senders and daemons to separate CPUs")  # fmt: skip
     found.add_argument("--results", type=Path, help="also update this file (bench/RESULTS.md)")
     # Run inside gw by the bench itself.
     found.add_argument("--flush-conntrack", action="store_true", help=argparse.SUPPRESS)
     found.add_argument("--ask", metavar="COMMAND", help=argparse.SUPPRESS)
+    found.add_argument("--ask-port", type=int, help=argparse.SUPPRESS)
     return found
 
 
@@ -625,7 +650,8 @@ def run(args: argparse.Namespace, command: str, progress: Callable[[str], None])
     sizes = Sizes(peers=args.peers, big_peers=args.big_peers, flow_packets=args.flow_packets)
     facts = {"results": None, "small_flow_addrs": SMALL_FLOW_ADDRS}
     results = {"machine": machine(), "command": command, "settings": vars(args) | facts}
-    results |= run_lab(settings, sizes, progress)
+    modes = ("kernel", "ipset") if args.ipset else ("kernel",)
+    results |= run_lab(settings, sizes, modes, progress)
     results["summary"] = summarize(results.pop("traffic"))
     results["elapsed"] = time.monotonic() - started
     results["load_end"] = loadavg()
@@ -638,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_conntrack()
         return 0
     if args.ask:
-        print(ask(args.ask), end="")
+        print(ask(args.ask, args.ask_port), end="")
         return 0
     problem = check(args)
     if problem:

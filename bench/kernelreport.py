@@ -15,11 +15,14 @@ NAMES = {
     "none": "no rule (the kernel forwards)",
     "conntrack": "conntrack only (`-m conntrack --ctstate NEW`, no target)",
     "queue": "queue enforcement (`p2pwall-rules`, `twistd p2pwall`)",
-    "kernel": "kernel enforcement (`--enforce kernel`, both)",
+    "kernel": "kernel enforcement, nft sets (`--enforce kernel`, both)",
+    "ipset": "kernel enforcement, ipset (`--enforce kernel --sets ipset`, both)",
 }
-ENFORCING = ("queue", "kernel")
+KERNEL = ("kernel", "ipset")
+ENFORCING = ("queue", *KERNEL)
 # The daemon's CPU during the flood that counts as "near idle" (a share of one CPU).
 NEAR_IDLE = 0.05
+PROBES = 20  # SYNs to each peer the big table's sets are checked with
 
 
 def added(samples: Sequence[float], reference: Sequence[float], pct: float) -> float:
@@ -41,7 +44,7 @@ def summarize(traffic: dict) -> dict:
         "small": {key: rates(runs) for key, runs in traffic["small"].items()},
         "bulk": {key: rates([{"gbps": g} for g in runs]) for key, runs in traffic["bulk"].items()},
         "connect": {},
-        "reload_seconds": median(traffic["reload_seconds"]),
+        "reload_seconds": {key: median(runs) for key, runs in traffic["reload_seconds"].items()},
     }
     base = traffic["connect"].get("conntrack", {}).get("samples", [])
     for key, got in traffic["connect"].items():
@@ -68,30 +71,36 @@ def run_ratio(found: dict, key: str, name: str, ref: str, ref_name: str | None =
 
 
 def targets(summary: dict) -> list[Target]:
+    """Issue 13's targets for kernel enforcement by nft sets, then by ipset (when run)."""
+    found = _targets(summary, "kernel", "kernel enforcement")
+    if "ipset" in summary["connect"]:
+        found += _targets(summary, "ipset", "kernel enforcement by ipset")
+    return found
+
+
+def _targets(summary: dict, key: str, name: str) -> list[Target]:
     flood, connect = summary["flood"], summary["connect"]
-    kernel = connect.get("kernel", {})
-    share = flood.get("kernel", {}).get("daemon_share", {}).get("median", math.nan)
+    added_by = connect.get(key, {})
+    share = flood.get(key, {}).get("daemon_share", {}).get("median", math.nan)
     return [
-        Target("connect latency added by kernel enforcement, p50 (vs conntrack only)",
-               kernel.get("added_p50", math.nan), 5, False, " µs"),
-        Target("connect latency added by kernel enforcement, p99 (vs conntrack only)",
-               kernel.get("added_p99", math.nan), 20, False, " µs"),
-        Target("flood to learned peers, dropped by kernel enforcement / forwarded with no rule",
-               run_ratio(flood, "kernel", "dropped_pps", "none", "forwarded_pps"), 0.9, True,
+        Target(f"connect latency added by {name}, p50 (vs conntrack only)",
+               added_by.get("added_p50", math.nan), 5, False, " µs"),
+        Target(f"connect latency added by {name}, p99 (vs conntrack only)",
+               added_by.get("added_p99", math.nan), 20, False, " µs"),
+        Target(f"flood to learned peers, dropped by {name} / forwarded with no rule",
+               run_ratio(flood, key, "dropped_pps", "none", "forwarded_pps"), 0.9, True, "x"),
+        Target(f"flood to learned peers, dropped by {name} / forwarded by a conntrack-only "
+               "gateway",
+               run_ratio(flood, key, "dropped_pps", "conntrack", "forwarded_pps"), 0.9, True,
                "x"),
-        Target("flood to learned peers, dropped by kernel enforcement / forwarded by a "
-               "conntrack-only gateway",
-               run_ratio(flood, "kernel", "dropped_pps", "conntrack", "forwarded_pps"), 0.9,
-               True, "x"),
-        Target(f"daemon CPU during the flood, kernel enforcement (share of one CPU; 'near "
-               f"idle' read as <= {NEAR_IDLE:.0%})", share, NEAR_IDLE, False),
-        Target("TCP bulk, kernel enforcement / conntrack only",
-               run_ratio(summary["bulk"], "kernel", "gbps", "conntrack"), 0.95, True, "x"),
-        Target("small UDP flows forwarded, kernel enforcement / conntrack only",
-               run_ratio(summary["small"], "kernel", "forwarded_pps", "conntrack"), 0.95, True,
-               "x"),
-        Target("sequential connects/s, kernel enforcement / conntrack only",
-               run_ratio(connect, "kernel", "rate", "conntrack"), 0.95, True, "x"),
+        Target(f"daemon CPU during the flood, {name} (share of one CPU; 'near idle' read as "
+               f"<= {NEAR_IDLE:.0%})", share, NEAR_IDLE, False),
+        Target(f"TCP bulk, {name} / conntrack only",
+               run_ratio(summary["bulk"], key, "gbps", "conntrack"), 0.95, True, "x"),
+        Target(f"small UDP flows forwarded, {name} / conntrack only",
+               run_ratio(summary["small"], key, "forwarded_pps", "conntrack"), 0.95, True, "x"),
+        Target(f"sequential connects/s, {name} / conntrack only",
+               run_ratio(connect, key, "rate", "conntrack"), 0.95, True, "x"),
     ]  # fmt: skip
 
 
@@ -228,14 +237,20 @@ def _big_section(big: dict, s: dict) -> list[str]:
     headers = ["daemon", "blocks loaded", "s to 'loaded'", "s to ready", "daemon RSS MiB",
                "daemon CPU at rest", "set elements", "kernel MiB", "kernel B/element",
                "kernel MiB, daemon running"]  # fmt: skip
-    probes = big.get("kernel", {}).get("probes")
-    checked = (
-        ["The sets after the daemon stopped: of SYNs from rogue, gw forwarded "
-         + ", ".join(f"{got} to {name}" for name, got in probes.items())
-         + " (the learned peers' must all be dropped, the other port's forwarded until "
-         "rogue tried a learned peer, then dropped: rogue is locked).", ""]
-        if probes else []
-    )  # fmt: skip
+    checked = [
+        f"{NAMES[key]}, after the daemon stopped: of {PROBES} SYNs from rogue each, gw forwarded "
+        + ", ".join(f"{got} to {name}" for name, got in row["probes"].items())
+        for key, row in big.items()
+        if "probes" in row
+    ]
+    if checked:
+        checked = [
+            "The sets checked with packets (the learned peers' must all be dropped, the other "
+            "port's forwarded until rogue tried a learned peer, then dropped: rogue is locked):",
+            "",
+            *[f"* {line}" for line in checked],
+            "",
+        ]
     return [
         f"### 4. {s['big_peers']:,} learned peers at start (store file)",
         "",
@@ -247,7 +262,8 @@ def _big_section(big: dict, s: dict) -> list[str]:
         "CPU over the next 5 s, without traffic. Set elements: the daemon's `kernel sets "
         "loaded: N blocks`. Kernel memory: Slab + VmallocUsed + Percpu of /proc/meminfo "
         "(machine-wide: whatever else the machine allocates meanwhile counts too) with the "
-        "sets filled and the daemon stopped, less the same 2 s after `nft delete table`; the "
+        "sets filled and the daemon stopped, less the same 2 s after `p2pwall-rules --delete` "
+        "removed them (the nft table, or the ipsets); the "
         "last column: with the daemon running and its sets filled, less before it started "
         "(its own sockets and page tables included).",
         "",
@@ -255,11 +271,16 @@ def _big_section(big: dict, s: dict) -> list[str]:
     ]
 
 
+def _short(key: str) -> str:
+    """A scenario's name without its commands."""
+    return NAMES[key].split(" (")[0]
+
+
 def problems_lines(daemons: dict, big: dict) -> list[str]:
     """How many error lines each daemon logged, and the first of them."""
-    logs = [(f"{name} enforcement, traffic phase", daemons.get(f"{name}_problems", []))
-            for name in ENFORCING]  # fmt: skip
-    logs += [(f"{name} enforcement, big table", row["problems"]) for name, row in big.items()]
+    logs = [(f"{_short(key)}, traffic phase", daemons[f"{key}_problems"])
+            for key in ENFORCING if f"{key}_problems" in daemons]  # fmt: skip
+    logs += [(f"{_short(key)}, big table", row["problems"]) for key, row in big.items()]
     out = []
     for name, problems in logs:
         first = f"; the first: `{problems[0][:300]}`" if problems else ""
@@ -279,17 +300,18 @@ def render(results: dict, command: str) -> str:
         f"Total time: {results['elapsed']:.0f} s",
         "",
     ]
-    skipped = results["daemons"].get("skipped")
-    if skipped:
-        out += [f"Kernel enforcement left out: {skipped}.", ""]
+    for key, why in results["daemons"].get("skipped", {}).items():
+        out += [f"Left out: {NAMES[key]}: `{why}`.", ""]
     out += _connect_section(summary, s)
     out += _flood_section(summary, s)
     out += _ordinary_section(summary, s)
     out += _big_section(results["big"], s)
     out += [
-        f"The kernel daemon wrote its {s['peers']:,} blocks into the emptied sets in "
-        f"{fmt(summary['reload_seconds'])} s (median time its control port took to answer "
-        "`reload`, once per kernel run).",
+        f"The kernel daemons wrote their {s['peers']:,} blocks into the emptied sets in "
+        + ", ".join(
+            f"{fmt(seconds)} s ({key})" for key, seconds in summary["reload_seconds"].items()
+        )
+        + " (median time the control port took to answer `reload`, once per kernel run).",
         "",
         *problems_lines(results["daemons"], results["big"]),
         "### Targets",

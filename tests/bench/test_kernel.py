@@ -140,16 +140,17 @@ class OptionTests(SynchronousTestCase):
         self.assertIn("--seconds", check(parser().parse_args(["--seconds", "60"])))
 
 
-def traffic(kernel: bool = True) -> dict:
-    """A traffic phase's raw results: kernel enforcement 2 µs slower to connect."""
-    keys = ["none", "conntrack", "queue", *(["kernel"] if kernel else [])]
+def traffic(modes: tuple[str, ...] = ("kernel",)) -> dict:
+    """A traffic phase's raw results: kernel enforcement 2 µs slower to connect than
+    conntrack alone, by ipset 30 µs."""
+    keys = ["none", "conntrack", "queue", *modes]
     base = [30.0 + i % 10 for i in range(100)]
-    delay = {"conntrack": 0.0, "queue": 60.0, "kernel": 2.0}
+    delay = {"conntrack": 0.0, "queue": 60.0, "kernel": 2.0, "ipset": 30.0}
 
     def flows(key: str, forwarded: float) -> dict:
         run = {"sent_pps": 100_000.0, "arrived_pps": 95_000.0, "forwarded_pps": forwarded,
                "dropped_pps": 95_000.0 - forwarded}  # fmt: skip
-        if key in ("queue", "kernel"):
+        if key not in ("none", "conntrack"):
             run |= {"daemon_share": 0.9 if key == "queue" else 0.01, "daemon_us": 1.0,
                     "queue_drops": 0}  # fmt: skip
         return run
@@ -170,7 +171,7 @@ def traffic(kernel: bool = True) -> dict:
             }
             for key in ordinary
         },  # fmt: skip
-        "reload_seconds": [0.5] if kernel else [],
+        "reload_seconds": {mode: [0.5, 0.7] for mode in modes},
     }
 
 
@@ -184,8 +185,15 @@ class ReportTests(SynchronousTestCase):
         self.assertTrue(all(line.startswith("PASS") for line in lines), lines)
 
     def test_without_kernel_enforcement_its_targets_fail(self) -> None:
-        found = targets(summarize(traffic(kernel=False)))
+        found = targets(summarize(traffic(modes=())))
         self.assertEqual([target.verdict for target in found], ["FAIL (not measured)"] * 8)
+
+    def test_ipset_judged_apart(self) -> None:
+        found = targets(summarize(traffic(modes=("kernel", "ipset"))))
+        self.assertEqual(len(found), 16)
+        self.assertEqual(found[8].line(), "FAIL  connect latency added by kernel enforcement by "
+                         "ipset, p50 (vs conntrack only): 30.00 µs (target <= 5 µs)")  # fmt: skip
+        self.assertTrue(found[0].passed)
 
     def test_render(self) -> None:
         big = {"loaded": 1_000_000, "loaded_s": 6.0, "ready_s": 20.0, "rss": 2**30,
@@ -199,15 +207,20 @@ class ReportTests(SynchronousTestCase):
             "settings": {"connects": 200, "reps": 2, "seconds": 2.0, "peers": 100_000,
                          "big_peers": 1_000_000, "flow_packets": 4, "small_flow_addrs": 4096},
             "summary": summarize(traffic()),
-            "daemons": {"kernel_problems": ["x [a#critical] poll failed"]},
+            "daemons": {"kernel_problems": ["x [a#critical] poll failed"],
+                        "skipped": {"ipset": "ipset: command not found"}},
             "big": {"queue": big, "kernel": big | kernel},
             "elapsed": 100.0,
             "load_end": "1",
         }  # fmt: skip
         text = render(results, "python -m bench.kernel")
-        self.assertIn("| kernel enforcement (`--enforce kernel`, both) | 1,000,000 | 6.00 | 20.00 "
-                      "| 1,024 | 50 % | 1,000,000 | 122.1 | 128.0 | 124.0 |", text)  # fmt: skip
-        self.assertIn("kernel enforcement, traffic phase: 1; the first: "
+        row = ("| kernel enforcement, nft sets (`--enforce kernel`, both) | 1,000,000 | 6.00 | "
+               "20.00 | 1,024 | 50 % | 1,000,000 | 122.1 | 128.0 | 124.0 |")  # fmt: skip
+        self.assertIn(row, text)
+        self.assertIn("Left out: kernel enforcement, ipset (`--enforce kernel --sets ipset`, "
+                      "both): `ipset: command not found`.", text)  # fmt: skip
+        self.assertIn("blocks into the emptied sets in 0.600 s (kernel)", text)
+        self.assertIn("kernel enforcement, nft sets, traffic phase: 1; the first: "
                       "`x [a#critical] poll failed`", text)  # fmt: skip
         self.assertIn("gw forwarded 20 to not learned, 0 to first, 0 to last, 0 to again", text)
         self.assertIn("PASS  sequential connects/s", text)
