@@ -587,8 +587,14 @@ def run_lab(
                           GREEN_HOSTS["rogue"], time.time())  # fmt: skip
         results["big"] = {}
         for name in ("queue", *modes):
-            if name not in info["skipped"]:
+            if name in info["skipped"]:
+                continue
+            try:
                 results["big"][name] = bench.big_table(big, name)
+            except LabError as error:
+                results["big"][name] = {"failed": refusal(str(error))}
+                progress(f"  {name}: {results['big'][name]['failed']}")
+            else:
                 progress(f"  {name}: ready in {results['big'][name]['ready_s']:.1f} s")
     return results
 

@@ -225,6 +225,9 @@ def _ordinary_section(summary: dict, s: dict) -> list[str]:
 def _big_section(big: dict, s: dict) -> list[str]:
     rows = []
     for key, row in big.items():
+        if "failed" in row:
+            rows.append((NAMES[key], f"did not start: `{row['failed']}`", *[""] * 8))
+            continue
         kernel = "kernel_bytes" in row
         elements = row.get("elements")
         rows.append((
@@ -280,7 +283,8 @@ def problems_lines(daemons: dict, big: dict) -> list[str]:
     """How many error lines each daemon logged, and the first of them."""
     logs = [(f"{_short(key)}, traffic phase", daemons[f"{key}_problems"])
             for key in ENFORCING if f"{key}_problems" in daemons]  # fmt: skip
-    logs += [(f"{_short(key)}, big table", row["problems"]) for key, row in big.items()]
+    logs += [(f"{_short(key)}, big table", row["problems"])
+             for key, row in big.items() if "problems" in row]  # fmt: skip
     out = []
     for name, problems in logs:
         first = f"; the first: `{problems[0][:300]}`" if problems else ""

@@ -209,7 +209,7 @@ class ReportTests(SynchronousTestCase):
             "summary": summarize(traffic()),
             "daemons": {"kernel_problems": ["x [a#critical] poll failed"],
                         "skipped": {"ipset": "ipset: command not found"}},
-            "big": {"queue": big, "kernel": big | kernel},
+            "big": {"queue": big, "kernel": big | kernel, "ipset": {"failed": "not ready"}},
             "elapsed": 100.0,
             "load_end": "1",
         }  # fmt: skip
@@ -220,6 +220,8 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("Left out: kernel enforcement, ipset (`--enforce kernel --sets ipset`, "
                       "both): `ipset: command not found`.", text)  # fmt: skip
         self.assertIn("blocks into the emptied sets in 0.600 s (kernel)", text)
+        self.assertIn("| kernel enforcement, ipset (`--enforce kernel --sets ipset`, both) | did "
+                      "not start: `not ready` |", text)  # fmt: skip
         self.assertIn("kernel enforcement, nft sets, traffic phase: 1; the first: "
                       "`x [a#critical] poll failed`", text)  # fmt: skip
         self.assertIn("gw forwarded 20 to not learned, 0 to first, 0 to last, 0 to again", text)
