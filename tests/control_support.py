@@ -15,6 +15,9 @@ from p2pwall.commands import Controller, parse_queue_stats
 from p2pwall.control import ControlFactory
 from p2pwall.testing import make_engine, packed
 
+# What ``reload`` answers with neither a patterns file nor kernel sets.
+NOTHING_TO_RELOAD = "ERR nothing to reload (no patterns file, no kernel sets)"
+
 NOW = 1_700_000_000
 NOW_ISO = "2023-11-14T22:13:20Z"
 FIXTURES = Path(__file__).parent / "tools" / "fixtures"

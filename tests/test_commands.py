@@ -20,6 +20,7 @@ from p2pwall.testing import ORIGINS, FakeProbe, packed, tcp, udp
 from .control_support import (
     CLIENT,
     FIXTURES,
+    NOTHING_TO_RELOAD,
     NOW,
     NOW_ISO,
     PEER,
@@ -367,9 +368,9 @@ class ModeAndStateTests(ControlTestCase):
 
     def test_reload_without_patterns_file(self) -> None:
         self.reloads.append(None)
-        self.assertEqual(self.command("reload"), ["ERR nothing to reload (no patterns file, no kernel sets)"])
+        self.assertEqual(self.command("reload"), [NOTHING_TO_RELOAD])
         session = Session(ControlFactory(Controller(self.engine)))
-        self.assertEqual(session.command("reload"), ["ERR nothing to reload (no patterns file, no kernel sets)"])
+        self.assertEqual(session.command("reload"), [NOTHING_TO_RELOAD])
 
 
 class QueueStatsTests(SynchronousTestCase):

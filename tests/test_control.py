@@ -37,6 +37,7 @@ from p2pwall.testing import FakeKernelQueue, RecordingSpoofer, make_engine, pack
 
 from .control_support import (
     CLIENT,
+    NOTHING_TO_RELOAD,
     NOW,
     NOW_ISO,
     PEER,
@@ -578,7 +579,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(session.command("block 203.0.113.5"), ["OK blocked 203.0.113.5"])
         self.assertIn((PEER, 0, b""), service.engine.blocks)
         self.assertEqual(session.command("ban-dns-name a.example.net"), ["OK banned a.example.net"])
-        self.assertEqual(session.command("reload"), ["ERR nothing to reload (no patterns file, no kernel sets)"])
+        self.assertEqual(session.command("reload"), [NOTHING_TO_RELOAD])
         expected = read_queue_stats(3) or dict.fromkeys(("queue_dropped",), "-")
         stats = dict(line.split() for line in session.command("stats")[:-1])
         self.assertEqual(stats["queue_dropped"], str(expected["queue_dropped"]))
