@@ -24,7 +24,7 @@ from ..errors import KernelSetsError
 from ..interfaces import IKernelSets
 from ..networks import Network
 from .elements import ACTIONS, FAMILIES, SHAPES, Element, Lock
-from .ipsetrules import allowed_set, block_set, lock_set
+from .ipsetrules import allowed_set, block_set, lock_set, shape_set
 from .nftrules import LOCKED, LOCKED_FLOWS
 
 # Elements per netlink message (a nested attribute holds at most 64 KiB, an IPv6
@@ -70,6 +70,10 @@ def network_entries(network: Network) -> list[Entry]:
     if network.prefixlen == 0:
         return [Entry(str(half.network_address), cidr=1) for half in network.subnets(1)]
     return [Entry(str(network.network_address), cidr=network.prefixlen)]
+
+
+# Elements to write, by (set name, family).
+Batches = dict[tuple[str, int], list["Entry"]]
 
 
 class SetInfo(NamedTuple):
@@ -225,17 +229,22 @@ class IpsetSets:
                 )
 
     def load(self, blocks: Iterable[tuple[Element, str]], allowed: Sequence[Network]) -> int:
-        by_set: dict[tuple[str, int], list[Entry]] = {
-            (block_set(shape, action, family), family): []
-            for family in FAMILIES
-            for shape in SHAPES.values()
-            for action in ACTIONS
-        }
+        """Every set replaced, the shapes' sets of every block first (a block missing there
+        would not be looked up in its action's set)."""
+        shapes: dict[tuple[str, int], list[Entry]] = {}
+        actions: dict[tuple[str, int], list[Entry]] = {}
+        for family in FAMILIES:
+            for shape in SHAPES.values():
+                shapes[shape_set(shape, family), family] = []
+                for action in ACTIONS:
+                    actions[block_set(shape, action, family), family] = []
         count = 0
         for item, action in blocks:
-            by_set[block_set(item.shape, action, item.family), item.family] += entries(item)
+            found = entries(item)
+            shapes[shape_set(item.shape, item.family), item.family] += found
+            actions[block_set(item.shape, action, item.family), item.family] += found
             count += 1
-        for (name, family), items in by_set.items():
+        for (name, family), items in [*shapes.items(), *actions.items()]:
             self._replace(name, family, items)
         self.set_allowed(allowed)
         return count
@@ -270,26 +279,37 @@ class IpsetSets:
         locks: Sequence[Lock],
         unlocks: Sequence[tuple[int, str]],
     ) -> None:
-        deletes: dict[tuple[str, int], list[Entry]] = {}
-        adds: dict[tuple[str, int], list[Entry]] = {}
+        # In this order, so that a block in an action's set is always in its shape's set
+        # too (where a new flow meets it first) and a replaced one always in an action's set.
+        new_shapes: Batches = {}
+        adds: Batches = {}
+        deletes: Batches = {}
+        old_shapes: Batches = {}
+
+        def note(batches: Batches, name: str, family: int, items: list[Entry]) -> None:
+            batches.setdefault((name, family), []).extend(items)
+
         for item, action in add:
-            key = (block_set(item.shape, action, item.family), item.family)
-            adds.setdefault(key, []).extend(entries(item))
+            note(new_shapes, shape_set(item.shape, item.family), item.family, entries(item))
+            note(adds, block_set(item.shape, action, item.family), item.family, entries(item))
         # An element is in one action's set of its shape: a replaced or removed one is taken
         # out of every other (deleting is -exist: no matter which held it).
         for item, action in [*replace, *[(item, None) for item in remove]]:
             for other in ACTIONS:
-                key = (block_set(item.shape, other, item.family), item.family)
-                (adds if other == action else deletes).setdefault(key, []).extend(entries(item))
+                batches = adds if other == action else deletes
+                note(batches, block_set(item.shape, other, item.family), item.family, entries(item))
+        for item in remove:
+            note(old_shapes, shape_set(item.shape, item.family), item.family, entries(item))
         for lock in locks:
             seconds = max(1, math.ceil(lock.seconds))
             for name in (LOCKED, LOCKED_FLOWS) if lock.flows else (LOCKED,):
-                key = (lock_set(name, lock.family), lock.family)
-                adds.setdefault(key, []).append(Entry(lock.addr, timeout=seconds))
+                note(adds, lock_set(name, lock.family), lock.family,
+                     [Entry(lock.addr, timeout=seconds)])  # fmt: skip
         for family, addr in unlocks:
             for name in (LOCKED, LOCKED_FLOWS):
-                deletes.setdefault((lock_set(name, family), family), []).append(Entry(addr))
-        for op, batches in (("del", deletes), ("add", adds)):
+                note(deletes, lock_set(name, family), family, [Entry(addr)])
+        for op, batches in (("add", new_shapes), ("add", adds), ("del", deletes),
+                            ("del", old_shapes)):  # fmt: skip
             for (name, family), items in batches.items():
                 self._ipset.write(op, name, family, items)
 
@@ -313,5 +333,6 @@ class IpsetSets:
             for shape in SHAPES.values():
                 for action in ACTIONS:
                     self._ipset.flush(block_set(shape, action, family))
+                self._ipset.flush(shape_set(shape, family))
             for name in (LOCKED, LOCKED_FLOWS):
                 self._ipset.flush(lock_set(name, family))

@@ -81,12 +81,22 @@ class IpsetKernelTests(SynchronousTestCase):
             self.members("p2pwall-pp-flows6"), ["2001:2::2,tcp:80", "2001:2::2,udp:80"]
         )
         self.assertEqual(len(self.members("p2pwall-p-block4")), 499, "one removed")
+        # Every block is in its shape's set too, where a new flow meets it first.
+        self.assertEqual(len(self.members("p2pwall-p4")), 499)
+        self.assertEqual(self.members("p2pwall-ppc4"), self.members("p2pwall-ppc-block4"))
+        self.assertEqual(self.members("p2pwall-pp6"), self.members("p2pwall-pp-flows6"))
         # Every port of both protocols, for that client alone.
         self.assertEqual(len(self.members("p2pwall-pc-block-up6")), 2 * 65536)
         self.assertEqual(self.members("p2pwall-allowed4"), ["0.0.0.0/1", "128.0.0.0/1"])
         self.assertEqual(self.members("p2pwall-allowed6"), [])
-        self.assertEqual(out["locks"], [["198.18.1.10", 4, 31.0, True],
-                                        ["2001:2:0:1::10", 6, 9.0, False]])  # fmt: skip
+        # Written with their seconds rounded up (31, 9), read back with what is left.
+        (v4, v4_seconds, v4_flows), (v6, v6_seconds, v6_flows) = [
+            (addr, seconds, flows) for addr, _, seconds, flows in out["locks"]
+        ]
+        self.assertEqual(
+            (v4, v4_flows, v6, v6_flows), ("198.18.1.10", True, "2001:2:0:1::10", False)
+        )
+        self.assertTrue(29 <= v4_seconds <= 31 and 7 <= v6_seconds <= 9, out["locks"])
         self.assertEqual(out["after_unlock"], ["2001:2:0:1::10"])
         # Nothing of the swaps is left behind.
         self.assertNotIn("-new", self.run_in(["ipset", "list", "-n"]))

@@ -136,6 +136,8 @@ class IpsetSetsTests(SynchronousTestCase):
         self.assertEqual(count, 2)
         self.assertEqual(self.ipset.elements(name("peer_port_client", "lock")), set(entries(ITEM)))
         self.assertEqual(self.ipset.elements(name("peer", "block", 6)), {Entry("2001:2::1")})
+        self.assertEqual(self.ipset.elements("p2pwall-p6"), {Entry("2001:2::1")})
+        self.assertEqual(self.ipset.elements("p2pwall-ppc4"), set(entries(ITEM)))
         self.assertEqual(self.ipset.elements("p2pwall-allowed4"), {Entry("198.18.5.0", cidr=24)})
         self.assertEqual(self.ipset.elements("p2pwall-allowed6"), set())
         self.assertFalse([n for n in self.ipset.sets if n.endswith("-new")])
@@ -155,21 +157,31 @@ class IpsetSetsTests(SynchronousTestCase):
         self.assertFalse([n for n in self.ipset.sets if n.endswith("-new")])
 
     def test_apply_adds_moves_and_removes_elements(self) -> None:
+        shape = "p2pwall-ppc4"
         self.sets.apply([(ITEM, "lock")], [], [], [], [])
-        self.assertEqual(self.ipset.writes, [("add", name("peer_port_client", "lock"),
+        # The shape's set first: a flow meets the action's set only through it.
+        self.assertEqual(self.ipset.writes, [("add", shape, entries(ITEM)),
+                                             ("add", name("peer_port_client", "lock"),
                                               entries(ITEM))])  # fmt: skip
+        self.ipset.writes.clear()
         self.sets.apply([], [(ITEM, "block_udp_passes")], [], [], [])
         for action in ipsetrules.ACTION_CODES:
             held = self.ipset.elements(name("peer_port_client", action))
             self.assertEqual(held, set(entries(ITEM)) if action == "block_udp_passes" else set())
+        # Added to its new action's set before it leaves the others: never in none.
+        self.assertEqual(self.ipset.writes[0][:2], ("add", name("peer_port_client",
+                                                                "block_udp_passes")))  # fmt: skip
+        self.assertEqual(self.ipset.elements(shape), set(entries(ITEM)))
+        self.ipset.writes.clear()
         self.sets.apply([], [], [ITEM], [], [])
         self.assertFalse(any(found for _, found in self.ipset.sets.values()))
+        self.assertEqual(self.ipset.writes[-1], ("del", shape, entries(ITEM)), "the shape's last")
 
     def test_one_message_per_set_and_operation(self) -> None:
         items = [Element(4, "peer", (f"198.19.0.{n}",)) for n in range(1, 6)]
         self.sets.apply([(item, "block") for item in items], [], [], [], [])
-        self.assertEqual(len(self.ipset.writes), 1)
-        self.assertEqual(len(self.ipset.writes[0][2]), 5)
+        self.assertEqual([(op, n, len(found)) for op, n, found in self.ipset.writes],
+                         [("add", "p2pwall-p4", 5), ("add", "p2pwall-p-block4", 5)])  # fmt: skip
 
     def test_locks_go_in_with_their_seconds_and_come_back_merged(self) -> None:
         self.sets.apply([], [], [], [Lock("198.18.1.10", 4, 7.2, True),
