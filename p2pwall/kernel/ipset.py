@@ -13,8 +13,10 @@ which printed the sets.
 
 from __future__ import annotations
 
+import functools
 import math
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -27,14 +29,24 @@ from .elements import ACTIONS, FAMILIES, SHAPES, Element, Lock
 from .ipsetrules import allowed_set, block_set, lock_set, shape_set
 from .nftrules import LOCKED, LOCKED_FLOWS
 
-# Elements per netlink message (a nested attribute holds at most 64 KiB, an IPv6
-# ``hash:ip,port,ip`` element takes 68 bytes). pyroute2 encodes a message in a time that grows
-# faster than its attributes: 10,000 blocks loaded in 2.6 s at 50 a message, 4.1 s at 800.
-CHUNK = 50
+# Elements per netlink message: their attributes are one attribute (``IPSET_ATTR_ADT``), whose
+# length is 16 bits, and the largest element (an IPv6 ``peer_client`` block) takes 76 bytes.
+CHUNK = 800
 PROTOCOLS = (socket.IPPROTO_TCP, socket.IPPROTO_UDP)
 MAX_PORT = 65535
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
-_ADDR = {4: "IPSET_ATTR_IPADDR_IPV4", 6: "IPSET_ATTR_IPADDR_IPV6"}
+# Netlink attribute flags, and the ipset attributes of an element (linux/netfilter/ipset/ip_set.h).
+NESTED, NET_ORDER = 1 << 15, 1 << 14
+ATTR_DATA, ATTR_IP, ATTR_CIDR, ATTR_PORT, ATTR_PORT_TO, ATTR_TIMEOUT, ATTR_PROTO, ATTR_IP2 = (
+    7,
+    1,
+    3,
+    4,
+    5,
+    6,
+    7,
+    20,
+)
 # The suffix of the fresh set a whole set is filled in before the swap.
 FRESH = "-new"
 
@@ -151,47 +163,76 @@ class PyrouteIpset:
     def write(self, op: str, name: str, family: int, items: Sequence[Entry]) -> None:
         """``op`` ("add" or "del") ``items`` in set ``name``, ``CHUNK`` a message."""
         from pyroute2.ipset import _nlmsg_error
-        from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-        from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL, ipset_msg
+        from pyroute2.netlink import NLA_F_NESTED, NLM_F_ACK, NLM_F_REQUEST
+        from pyroute2.netlink.nfnetlink.ipset import IPSET_CMD_ADD, IPSET_CMD_DEL
 
         command = IPSET_CMD_ADD if op == "add" else IPSET_CMD_DEL
         for at in range(0, len(items), CHUNK):
-            message = ipset_msg()
+            message = batch_message()()
             message["attrs"] = [
                 ["IPSET_ATTR_PROTOCOL", self._ipset._proto_version],
                 ["IPSET_ATTR_SETNAME", name],
                 # The kernel wants a line number with a batch (it names the element refused).
                 ["IPSET_ATTR_LINENO", 0],
-                ["IPSET_ATTR_ADT", {"attrs": [["IPSET_ATTR_DATA", _data(item, family)]
-                                              for item in items[at : at + CHUNK]]}],
-            ]  # fmt: skip
+                ("IPSET_ATTR_ADT", adt(items[at : at + CHUNK], family), NLA_F_NESTED),
+            ]
             self._call(f"{op} {name}", self._ipset._run_with_cleanup, self._ipset.asyncore.request,
                        message, command, msg_flags=NLM_F_REQUEST | NLM_F_ACK,
                        terminate=_nlmsg_error)  # fmt: skip
+
+
+@functools.cache
+def batch_message() -> type:
+    """pyroute2's ipset message whose elements (``IPSET_ATTR_ADT``) come encoded (``adt``)."""
+    from pyroute2.netlink.nfnetlink.ipset import ipset_msg
+
+    class batch_msg(ipset_msg):
+        nla_map = tuple(
+            ("IPSET_ATTR_ADT", "cdata") if entry[0] == "IPSET_ATTR_ADT" else entry
+            for entry in ipset_msg.nla_map
+        )
+        # pyroute2 compiles a class's attribute table once; not inherited: ours differs.
+        _nlmsg_base__compiled_nla = False
+
+    return batch_msg
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300]
 
 
-def _address(addr: str, family: int) -> dict[str, Any]:
-    return {"attrs": [[_ADDR[family], addr]]}
+def _nla(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute: length, type, payload, padding to 4 bytes."""
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + bytes(-length % 4)
 
 
-def _data(item: Entry, family: int) -> dict[str, Any]:
-    """One element as pyroute2's ``IPSET_ATTR_DATA`` attributes."""
-    attrs: list[list[Any]] = [["IPSET_ATTR_IP", _address(item.ip, family)]]
-    if item.cidr is not None:
-        attrs.append(["IPSET_ATTR_CIDR", item.cidr])
-    if item.proto is not None:
-        attrs += [["IPSET_ATTR_PORT", item.port], ["IPSET_ATTR_PROTO", item.proto]]
-        if item.port_to is not None:
-            attrs.append(["IPSET_ATTR_PORT_TO", item.port_to])
-    if item.ip2 is not None:
-        attrs.append(["IPSET_ATTR_IP2", _address(item.ip2, family)])
-    if item.timeout is not None:
-        attrs.append(["IPSET_ATTR_TIMEOUT", item.timeout])
-    return {"attrs": attrs}
+def _address(kind: int, addr: str, family: int) -> bytes:
+    packed = socket.inet_pton(_AF[family], addr)
+    return _nla(kind | NESTED, _nla((1 if family == 4 else 2) | NET_ORDER, packed))
+
+
+def adt(items: Sequence[Entry], family: int) -> bytes:
+    """The payload of ``IPSET_ATTR_ADT``: each element an ``IPSET_ATTR_DATA``, byte for byte
+    what pyroute2's ``ipset_msg`` encodes from nested attributes (tests compare the two), with
+    struct: 3 µs an element where pyroute2 takes about 150 (measured: 100,000 blocks, 400,000
+    elements, load in 2.3 s; a million learned peers in seconds, not minutes)."""
+    encoded = []
+    for item in items:
+        attrs = [_address(ATTR_IP, item.ip, family)]
+        if item.cidr is not None:
+            attrs.append(_nla(ATTR_CIDR | NET_ORDER, struct.pack("B", item.cidr)))
+        if item.proto is not None:
+            attrs += [_nla(ATTR_PORT | NET_ORDER, struct.pack(">H", item.port)),
+                      _nla(ATTR_PROTO | NET_ORDER, struct.pack("B", item.proto))]  # fmt: skip
+            if item.port_to is not None:
+                attrs.append(_nla(ATTR_PORT_TO | NET_ORDER, struct.pack(">H", item.port_to)))
+        if item.ip2 is not None:
+            attrs.append(_address(ATTR_IP2, item.ip2, family))
+        if item.timeout is not None:
+            attrs.append(_nla(ATTR_TIMEOUT | NET_ORDER, struct.pack(">I", item.timeout)))
+        encoded.append(_nla(ATTR_DATA | NESTED, b"".join(attrs)))
+    return b"".join(encoded)
 
 
 def _entry(member: Any) -> Entry:

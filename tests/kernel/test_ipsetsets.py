@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pwall.errors import KernelSetsError
 from p2pwall.kernel import ipsetrules
 from p2pwall.kernel.elements import FAMILIES, Element, Lock
-from p2pwall.kernel.ipset import Entry, IpsetSets, SetInfo, _data, entries, network_entries
+from p2pwall.kernel.ipset import Entry, IpsetSets, SetInfo, adt, entries, network_entries
 
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
 ITEM = Element(4, "peer_port_client", ("198.19.0.1", 1214, "198.18.1.10"))
@@ -103,14 +103,42 @@ class EntryTests(SynchronousTestCase):
         self.assertEqual(network_entries(ipaddress.ip_network("198.18.5.0/24")),
                          [Entry("198.18.5.0", cidr=24)])  # fmt: skip
 
-    def test_netlink_attributes_of_an_element(self) -> None:
-        data = _data(Entry("2001:2::1", UDP, 0, 65535, "2001:2:0:1::10", timeout=7), 6)
-        self.assertEqual(data["attrs"], [
-            ["IPSET_ATTR_IP", {"attrs": [["IPSET_ATTR_IPADDR_IPV6", "2001:2::1"]]}],
-            ["IPSET_ATTR_PORT", 0], ["IPSET_ATTR_PROTO", UDP], ["IPSET_ATTR_PORT_TO", 65535],
-            ["IPSET_ATTR_IP2", {"attrs": [["IPSET_ATTR_IPADDR_IPV6", "2001:2:0:1::10"]]}],
-            ["IPSET_ATTR_TIMEOUT", 7],
-        ])  # fmt: skip
+    def test_elements_are_encoded_as_pyroute2_encodes_them(self) -> None:
+        for family, items in (
+            (4, [Entry("198.19.0.1", TCP, 1214, None, "198.18.1.10"), Entry("198.19.0.2"),
+                 Entry("198.18.5.0", cidr=24), Entry("198.18.1.10", timeout=120)]),
+            (6, [Entry("2001:2::1", UDP, 0, 65535, "2001:2:0:1::10"), Entry("::", cidr=1),
+                 Entry("2001:2:0:1::10", timeout=7)]),
+        ):  # fmt: skip
+            with self.subTest(family=family):
+                self.assertEqual(adt(items, family), pyroute2_adt(items, family))
+
+
+def pyroute2_adt(items: list[Entry], family: int) -> bytes:
+    """``IPSET_ATTR_ADT``'s payload as pyroute2 encodes it from nested attributes."""
+    from pyroute2.netlink.nfnetlink.ipset import ipset_msg
+
+    addr = "IPSET_ATTR_IPADDR_IPV4" if family == 4 else "IPSET_ATTR_IPADDR_IPV6"
+    datas = []
+    for item in items:
+        attrs: list[list[object]] = [["IPSET_ATTR_IP", {"attrs": [[addr, item.ip]]}]]
+        if item.cidr is not None:
+            attrs.append(["IPSET_ATTR_CIDR", item.cidr])
+        if item.proto is not None:
+            attrs += [["IPSET_ATTR_PORT", item.port], ["IPSET_ATTR_PROTO", item.proto]]
+            if item.port_to is not None:
+                attrs.append(["IPSET_ATTR_PORT_TO", item.port_to])
+        if item.ip2 is not None:
+            attrs.append(["IPSET_ATTR_IP2", {"attrs": [[addr, item.ip2]]}])
+        if item.timeout is not None:
+            attrs.append(["IPSET_ATTR_TIMEOUT", item.timeout])
+        datas.append(["IPSET_ATTR_DATA", {"attrs": attrs}])
+    message = ipset_msg()
+    message["attrs"] = [["IPSET_ATTR_ADT", {"attrs": datas}]]
+    message["header"]["type"] = 9 | (6 << 8)  # IPSET_CMD_ADD: elements, not a set's header
+    message.encode()
+    # After the netlink header (16 bytes), nfgenmsg (4) and ADT's own header (4).
+    return bytes(message.data[24 : message["header"]["length"]])
 
 
 class IpsetSetsTests(SynchronousTestCase):
