@@ -1,6 +1,7 @@
-"""IPv6 end to end: the Kazaa-proof run, the DNS training run and the restart run of
-test_fasttrack and test_dns, over the lab's IPv6 twins (2001:2::/48), with each enforcement
-mode: the daemon drops what it learned (``queue``) or the kernel does (``kernel``)."""
+"""IPv6 end to end, over the lab's IPv6 twins (2001:2::/48): the Kazaa-proof run, the DNS
+training run (AAAA answers) and the restart run of test_fasttrack and test_dns, the MAC check
+(a forged hello, a host's new address) and the HTTP safety net, with each enforcement mode: the
+daemon drops what it learned (``queue``) or the kernel does (``kernel``: nft sets, or ipset)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ USER_LOOP = (
 
 
 class Ipv6Runs:
-    """The three runs, over IPv6, with the daemon in ``enforce`` mode: a mixin, so that only
-    its subclasses, one per mode, are collected as tests."""
+    """The runs, over IPv6, with the daemon in ``enforce`` mode: a mixin, so that only its
+    subclasses, one per mode, are collected as tests."""
 
     family = 6
     peers = 24
