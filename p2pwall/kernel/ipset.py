@@ -26,7 +26,7 @@ from ..errors import KernelSetsError
 from ..interfaces import IKernelSets
 from ..networks import Network
 from .elements import ACTIONS, FAMILIES, SHAPES, Element, Lock
-from .ipsetrules import allowed_set, block_set, lock_set, shape_set
+from .ipsetrules import allowed_set, block_set, lock_set, sets, shape_set
 from .nftrules import LOCKED, LOCKED_FLOWS
 
 # Elements per netlink message: their attributes are one attribute (``IPSET_ATTR_ADT``), whose
@@ -254,20 +254,23 @@ class IpsetSets:
         self._ipset = ipset if ipset is not None else PyrouteIpset()
 
     def check(self, lock_seconds: float) -> None:
+        """Every set p2pwall-rules makes is there, the lock sets with the daemon's time."""
+        seconds = math.ceil(lock_seconds)
         for family in FAMILIES:
-            name = lock_set(LOCKED, family)
-            found = self._ipset.info(name)
-            if found is None:
-                raise KernelSetsError(
-                    f"no ipset {name}: apply 'p2pwall-rules --enforce kernel --sets ipset' "
-                    "before starting with --enforce kernel --sets ipset"
-                )
-            timeout = found[0].timeout
-            if timeout != math.ceil(lock_seconds):
-                raise KernelSetsError(
-                    f"the kernel's lock set times out after {timeout} s, the daemon's time "
-                    f"lock is {lock_seconds:g} s: give p2pwall-rules --lock-time the daemon's -t"
-                )
+            for name, _, options in sets(family, seconds):
+                found = self._ipset.info(name)
+                if found is None:
+                    raise KernelSetsError(
+                        f"no ipset {name}: apply 'p2pwall-rules --enforce kernel --sets ipset' "
+                        "(of this version) before starting with --enforce kernel --sets ipset"
+                    )
+                timeout = found[0].timeout
+                if "timeout" in options and timeout != seconds:
+                    raise KernelSetsError(
+                        f"the kernel's lock set {name} times out after {timeout} s, the daemon's "
+                        f"time lock is {lock_seconds:g} s: give p2pwall-rules --lock-time the "
+                        "daemon's -t"
+                    )
 
     def load(self, blocks: Iterable[tuple[Element, str]], allowed: Sequence[Network]) -> int:
         """Every set replaced, the shapes' sets of every block first (a block missing there

@@ -152,10 +152,12 @@ class IpsetSetsTests(SynchronousTestCase):
         with self.assertRaises(KernelSetsError) as caught:
             self.sets.check(60)
         self.assertIn("--lock-time", str(caught.exception))
-        del self.ipset.sets["p2pwall-locked6"]
-        with self.assertRaises(KernelSetsError) as caught:
-            self.sets.check(120)
-        self.assertIn("p2pwall-rules --enforce kernel --sets ipset", str(caught.exception))
+        for name in ("p2pwall-pc-lock-up6", "p2pwall-locked6"):
+            del self.ipset.sets[name]
+            with self.assertRaises(KernelSetsError) as caught:
+                self.sets.check(120)
+            self.assertIn(f"no ipset {name}: apply 'p2pwall-rules --enforce kernel --sets ipset'",
+                          str(caught.exception))  # fmt: skip
 
     def test_load_swaps_in_full_sets_and_leaves_nothing_behind(self) -> None:
         self.ipset.sets[name("peer", "block", 6)][1][Entry("2001:2::9")] = None
