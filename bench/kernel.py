@@ -100,6 +100,7 @@ class Sizes:
 
     peers: int = 100_000
     big_peers: int = 1_000_000
+    ipset_big_peers: int = 100_000  # ipset loads about 3,000 blocks a second here
     flow_packets: int = 4  # datagrams per small UDP flow
 
 
@@ -439,8 +440,8 @@ class KernelBench(NetBench):
 
     # -- the big table --------------------------------------------------------------
 
-    def big_table(self, store: Path, name: str) -> dict:
-        """Start daemon ``name`` (queue or one of ``MODES``) with ``store`` (``--big-peers``
+    def big_table(self, store: Path, count: int, name: str) -> dict:
+        """Start daemon ``name`` (queue or one of ``MODES``) with ``store`` (``count``
         peers): seconds until it logged ``loaded`` and until it read the queue; for a kernel
         enforcement, the kernel memory its sets take (``/proc/meminfo``: with the sets filled
         and the daemon stopped, less after its rules, sets included, were removed)."""
@@ -465,7 +466,7 @@ class KernelBench(NetBench):
             if kernel:
                 found = KERNEL_LOADED.search(gateway.read_log())
                 result["elements"] = int(found.group(1)) if found else None
-                result["probes"] = self.probe_sets()
+                result["probes"] = self.probe_sets(count)
                 stopped = meminfo(Path("/proc/meminfo").read_text())
                 gateway.remove_rules()
                 time.sleep(2)  # set elements are freed after an RCU grace period
@@ -513,11 +514,10 @@ class KernelBench(NetBench):
         time.sleep(IDLE_WINDOW)
         return self._cpu_figures(before, self._cpu_reading(pid), 0)["reader_share"]
 
-    def probe_sets(self) -> dict[str, int]:
+    def probe_sets(self, count: int) -> dict[str, int]:
         """SYNs from rogue that gw forwarded, PROBES to each of: a port of the first learned
         peer that it did not learn, the first and the last learned peer, that port again
         (rogue is now locked). Packets, not ``nft get element``, which reads the whole map."""
-        count = self.sizes.big_peers
         _, ports = peer_layout(count)
         first, first_port = learned_peer(0, count)
         last, last_port = learned_peer(count - 1, count)
@@ -582,24 +582,29 @@ def run_lab(
         listener.terminate()
         bench._finish(listener, 5)
         results["daemons"] = info
-        progress(f"big table: a store file of {sizes.big_peers:,} peers")
-        big = write_store(lab.logpath("bench-kernel-big.txt"), sizes.big_peers,
-                          GREEN_HOSTS["rogue"], time.time())  # fmt: skip
         results["big"] = {}
+        stores: dict[int, Path] = {}
         for name in ("queue", *modes):
             if name in info["skipped"]:
                 continue
+            count = sizes.ipset_big_peers if name == "ipset" else sizes.big_peers
+            if count not in stores:
+                progress(f"big table: a store file of {count:,} peers")
+                stores[count] = write_store(lab.logpath(f"bench-kernel-big-{count}.txt"), count,
+                                            GREEN_HOSTS["rogue"], time.time())  # fmt: skip
             try:
-                results["big"][name] = bench.big_table(big, name)
+                results["big"][name] = bench.big_table(stores[count], count, name)
             except LabError as error:
                 results["big"][name] = {"failed": refusal(str(error))}
                 progress(f"  {name}: {results['big'][name]['failed']}")
             else:
+                results["big"][name]["peers"] = count
                 progress(f"  {name}: ready in {results['big'][name]['ready_s']:.1f} s")
     return results
 
 
-QUICK = {"seconds": 1.5, "reps": 2, "connects": 600, "peers": 10_000, "big_peers": 100_000}
+QUICK = {"seconds": 1.5, "reps": 2, "connects": 600, "peers": 10_000, "big_peers": 100_000,
+         "ipset_big_peers": 10_000}  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -619,6 +624,8 @@ def parser() -> argparse.ArgumentParser:
     )
     found.add_argument("--ipset", action="store_true",
                        help="also kernel enforcement by ipset (slow to load)")  # fmt: skip
+    found.add_argument("--ipset-big-peers", type=int, default=100_000,
+                       help="peers in the store file ipset's daemon starts with")  # fmt: skip
     found.add_argument("--no-pin", action="store_true",
                        help="do not pin senders and daemons to separate CPUs")  # fmt: skip
     found.add_argument("--results", type=Path, help="also update this file (bench/RESULTS.md)")
@@ -638,7 +645,7 @@ def check(args: argparse.Namespace) -> str | None:
         return "--seconds must be in (0.5, 30] and --reps in 1..10"
     if not 1 <= args.flow_packets <= 1000 or args.connects < args.reps:
         return "--flow-packets must be in 1..1000 and --connects at least --reps"
-    for name in ("peers", "big_peers"):
+    for name in ("peers", "big_peers", "ipset_big_peers"):
         try:
             peer_layout(getattr(args, name))
         except ValueError as error:
@@ -653,7 +660,8 @@ def run(args: argparse.Namespace, command: str, progress: Callable[[str], None])
     started = time.monotonic()
     settings = Settings(seconds=args.seconds, reps=args.reps, connects=args.connects,
                         pin=not args.no_pin)  # fmt: skip
-    sizes = Sizes(peers=args.peers, big_peers=args.big_peers, flow_packets=args.flow_packets)
+    sizes = Sizes(peers=args.peers, big_peers=args.big_peers,
+                  ipset_big_peers=args.ipset_big_peers, flow_packets=args.flow_packets)  # fmt: skip
     facts = {"results": None, "small_flow_addrs": SMALL_FLOW_ADDRS}
     results = {"machine": machine(), "command": command, "settings": vars(args) | facts}
     modes = ("kernel", "ipset") if args.ipset else ("kernel",)

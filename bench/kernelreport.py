@@ -231,7 +231,8 @@ def _big_section(big: dict, s: dict) -> list[str]:
         kernel = "kernel_bytes" in row
         elements = row.get("elements")
         rows.append((
-            NAMES[key], fmt(row["loaded"]), row["loaded_s"], row["ready_s"],
+            NAMES[key], f"{fmt(row['loaded'])} of {fmt(row['peers'])}", row["loaded_s"],
+            row["ready_s"],
             row["rss"] / 2**20, percent(row["idle_share"]), fmt(elements) if kernel else "",
             row["kernel_bytes"] / 2**20 if kernel else "",
             ratio(row["kernel_bytes"], elements) if kernel and elements else "",
@@ -256,6 +257,16 @@ def _big_section(big: dict, s: dict) -> list[str]:
         ]
     return [
         f"### 4. {s['big_peers']:,} learned peers at start (store file)",
+        "",
+        *(
+            [
+                f"(Kernel enforcement by ipset: {s['ipset_big_peers']:,}, `--ipset-big-peers`; it "
+                "loads too slowly for a million.)",
+                "",
+            ]
+            if "ipset" in big
+            else []
+        ),
         "",
         table(headers, rows),
         "",

@@ -197,7 +197,7 @@ class ReportTests(SynchronousTestCase):
 
     def test_render(self) -> None:
         big = {"loaded": 1_000_000, "loaded_s": 6.0, "ready_s": 20.0, "rss": 2**30,
-               "idle_share": 0.5, "problems": []}  # fmt: skip
+               "idle_share": 0.5, "problems": [], "peers": 1_000_000}  # fmt: skip
         kernel = {"elements": 1_000_000, "kernel_bytes": 128_000_000,
                   "probes": {"not learned": 20, "first": 0, "last": 0, "again": 0},
                   "kernel_bytes_running": 130_000_000}  # fmt: skip
@@ -205,7 +205,8 @@ class ReportTests(SynchronousTestCase):
             "machine": {"nproc": "2", "cpu": "cpu", "kernel": "6", "python": "3", "commit": "c",
                         "date": "d", "load": "0"},
             "settings": {"connects": 200, "reps": 2, "seconds": 2.0, "peers": 100_000,
-                         "big_peers": 1_000_000, "flow_packets": 4, "small_flow_addrs": 4096},
+                         "big_peers": 1_000_000, "flow_packets": 4, "small_flow_addrs": 4096,
+                         "ipset_big_peers": 100_000},
             "summary": summarize(traffic()),
             "daemons": {"kernel_problems": ["x [a#critical] poll failed"],
                         "skipped": {"ipset": "ipset: command not found"}},
@@ -214,7 +215,8 @@ class ReportTests(SynchronousTestCase):
             "load_end": "1",
         }  # fmt: skip
         text = render(results, "python -m bench.kernel")
-        row = ("| kernel enforcement, nft sets (`--enforce kernel`, both) | 1,000,000 | 6.00 | "
+        row = ("| kernel enforcement, nft sets (`--enforce kernel`, both) | 1,000,000 of 1,000,000 "
+               "| 6.00 | "
                "20.00 | 1,024 | 50 % | 1,000,000 | 122.1 | 128.0 | 124.0 |")  # fmt: skip
         self.assertIn(row, text)
         self.assertIn("Left out: kernel enforcement, ipset (`--enforce kernel --sets ipset`, "
