@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lab.netlab import PEER_PORT, v6
 
+from .daemons import OwnArgvGateway
 from .kernelsets import kernel_drops, kernel_options
 from .test_poison import HELLO, ForgeryCase
 
@@ -222,14 +223,26 @@ class QueueEnforcementTests(Ipv6Runs, ForgeryCase):
 
     enforce = "queue"
 
-    def test_nft_rules_queue_ipv6_through_the_xtables_hand_off(self) -> None:
-        """The lab's nft hand-off (``Gateway(rules="nft-xt")``) queues IPv6 with ip6tables."""
-        gateway = self.gateway("-t", "3", "-L", "c", rules="nft-xt")
+    def short_kazaa_run(self, gateway) -> None:
+        """A short run to six IPv6 peers: forged pongs, no breakthrough, rogue identified."""
         report = self.ftclient(*[f"--peer=[{ip}]:{port}" for ip, port in self.lab.peers6[:6]],
                                "--scale", "0.2")  # fmt: skip
         self.assertEqual(report["breakthroughs"], [])
         self.assertGreater(report["pongs_received"], 0)
         self.assertIn(f"client {ROGUE} identified: FastTrack hello", gateway.read_log())
+
+    def test_nft_rules_queue_ipv6_through_the_xtables_hand_off(self) -> None:
+        """The lab's nft hand-off (``Gateway(rules="nft-xt")``) queues IPv6 with ip6tables."""
+        self.short_kazaa_run(self.gateway("-t", "3", "-L", "c", rules="nft-xt"))
+
+    def test_green_if_alone_covers_the_ipv6_prefix(self) -> None:
+        """``--green-if green0`` with no ``--green``: the interface's IPv6 prefix is green."""
+        gateway = OwnArgvGateway(self.lab, ["--green-if", self.lab.green_if, "-t", "3", "-L", "c"])
+        gateway.install_rules()
+        self.addCleanup(gateway.close)
+        gateway.start()
+        self.assertIn("green networks 198.18.1.0/24,2001:2:0:1::/64,fe80::/10;", gateway.read_log())
+        self.short_kazaa_run(gateway)
 
 
 class KernelEnforcementTests(Ipv6Runs, ForgeryCase):
