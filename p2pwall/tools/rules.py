@@ -77,7 +77,10 @@ table. Applying the printed commands twice changes nothing; --delete removes eve
 what older versions put into the filter table. A green host's flow starts (UDP, SYNs, download
 markers, tracker announces, probe replies) above --per-source-limit packets per second (burst:
 twice that) are dropped before they reach the queue, so one host cannot take it from the
-others. See docs/deploying.md."""
+others. With --enforce kernel --sets ipset, the chain that drops by p2pwall's ipset sets
+(p2pwall-kern) is inserted first into mangle FORWARD, where nft's table of kernel enforcement
+runs too (before iptables' mangle chains); it only drops, never accepts. See
+docs/deploying.md."""
 
 
 def shell_words(argv: list[str]) -> str:
