@@ -1,0 +1,117 @@
+"""Kernel enforcement by ipset (``--enforce kernel --sets ipset``) end to end: the real ipset
+sets and iptables chains in the lab's gateway, filled by the real daemon, dropping what the
+daemon never sees (the Kazaa-proof run is in test_fasttrack, the IPv6 runs in test_ipv6)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from lab import gateway as lab_gateway
+from lab.gateway import Gateway
+from lab.netlab import PEER_PORT, LabError
+
+from .kernelsets import ipset_drops, kernel_options
+from .support import LabCase
+from .test_kernel import RATE, STREAM, STREAM_PORT
+
+LOCK = 4.0
+CLIENT = "198.18.1.10"
+
+
+class IpsetEnforcementTests(LabCase):
+    peers = 4
+    peer_seconds = 120.0
+
+    def ipset_gateway(self, *options: str, lock: float = LOCK, rules: tuple[str, ...] = ()):
+        daemon, rule_options = kernel_options(lock, "ipset")
+        return self.gateway(*daemon, "-L", "c", *options, rule_options=[*rule_options, *rules])
+
+    def members(self, name: str) -> list[str]:
+        """One set's elements, as ``ipset list`` prints them in the gateway."""
+        done = self.lab.run("gw", ["ipset", "list", name], capture_output=True, text=True,
+                            env=lab_gateway.ENV)  # fmt: skip
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return sorted(line.split(" timeout")[0] for line in
+                      done.stdout.split("Members:\n")[1].splitlines() if line)  # fmt: skip
+
+    def kazaa(self) -> dict:
+        """A short Kazaa run against the first lab peer: a hello, then connects."""
+        ip, port = self.lab.peers[0]
+        return self.ftclient("--peer", f"{ip}:{port}", "--scale", "0.1")
+
+    def wait_for(self, check, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            self.assertLess(time.monotonic(), deadline, what)
+            time.sleep(0.2)
+
+    def test_the_daemon_will_not_start_without_the_sets(self) -> None:
+        daemon, _ = kernel_options(LOCK, "ipset")
+        gateway = Gateway(self.lab, daemon)  # queue rules only: no sets
+        gateway.install_rules()
+        self.addCleanup(gateway.close)
+        with self.assertRaises(LabError) as caught:
+            gateway.start(wait=10)
+        self.assertIn("apply 'p2pwall-rules --enforce kernel --sets ipset'", str(caught.exception))
+        self.assertNotIn("Traceback", str(caught.exception))
+
+    def test_the_kernel_alone_blocks_and_locks_while_the_daemon_is_stopped(self) -> None:
+        store = self.lab.workdir / "store"
+        gateway = self.ipset_gateway("-f", str(store))
+        self.assertEqual(self.kazaa()["breakthroughs"], [])
+        ip, _ = self.lab.peers[0]
+        learned = [f"{ip},{proto}:{PEER_PORT},{CLIENT}" for proto in ("tcp", "udp")]
+        self.assertEqual(self.members("p2pwall-ppc-lock4"), learned)
+        self.assertEqual(self.members("p2pwall-ppc4"), learned)
+        self.wait_for(lambda: self.web_ok("rogue", timeout=1), LOCK + 3, "lock never ended")
+        gateway.stop()
+        # No daemon now: the kernel still drops the client's SYN to the peer it learned, and
+        # locks the client for trying (SET --add-set; its web dies too); another host reaches
+        # the peer.
+        self.assertFalse(self.tcp_ok("rogue", ip, PEER_PORT, timeout=1))
+        self.assertEqual(self.members("p2pwall-locked4"), [CLIENT])
+        self.assertFalse(self.web_ok("rogue", timeout=1))
+        self.assertTrue(self.tcp_ok("user", ip, PEER_PORT))
+        self.assertGreater(ipset_drops(self.lab, "p2pwall-klock"), 0)
+        # A restart copies the store file's block into the kernel anew; a lock the kernel
+        # makes by itself (the client tries the peer again) reaches the daemon.
+        gateway.start()
+        self.assertIn("kernel sets loaded: 1 blocks", gateway.read_log())
+        self.assertFalse(self.tcp_ok("rogue", ip, PEER_PORT, timeout=1))
+        self.wait_for(
+            lambda: "locked by the kernel" in gateway.ctl("explain", CLIENT).stdout,
+            5,
+            "the kernel's lock never reached the daemon",
+        )
+        # accept-all empties the sets: the kernel drops nothing.
+        self.assertIn("OK accept-all 1", gateway.ctl("accept-all", "1").stdout)
+        self.wait_for(lambda: self.tcp_ok("rogue", ip, PEER_PORT, timeout=1), 5, "still dropped")
+        self.assertTrue(self.web_ok("rogue"))
+        self.assertEqual(self.members("p2pwall-ppc-lock4"), [])
+
+    def test_allowed_hosts_are_never_locked_or_blocked_by_the_kernel(self) -> None:
+        self.ipset_gateway("--allow", f"{CLIENT}/32")
+        self.assertTrue(self.kazaa()["breakthroughs"], "an allowed host is blocked by nothing")
+        ip, _ = self.lab.peers[0]
+        self.assertEqual(self.members("p2pwall-allowed4"), [CLIENT])
+        self.assertTrue(self.tcp_ok("rogue", ip, PEER_PORT))
+        self.assertTrue(self.web_ok("rogue"))
+        self.assertEqual(self.members("p2pwall-locked4"), [])
+
+    def test_lock_established_cuts_a_running_download(self) -> None:
+        """The "resume" case: a steady stream from outside to a host that becomes a locked
+        client 2 s into 8 s stops (the established flows' rules of p2pwall-kgreen/-kto)."""
+        self.ipset_gateway(lock=30, rules=("--lock-established",))
+        web = self.lab.addr("web")
+        sender = self.lab.spawn("pub", [sys.executable, "-c", STREAM, web, str(STREAM_PORT)],
+                                log="stream.log")  # fmt: skip
+        self.lab.wait_listening("pub", "tcp", web, STREAM_PORT, sender, "stream.log")
+        received = self.lab.spawn(
+            "rogue", ["sh", "-c", f"timeout 8 nc {web} {STREAM_PORT} | wc -c"], log="received.log"
+        )
+        time.sleep(2)
+        self.assertEqual(self.kazaa()["breakthroughs"], [])
+        received.wait(20)
+        self.assertLess(int(self.lab.read_log("received.log").strip() or 0), RATE * 5)
+        self.assertGreater(ipset_drops(self.lab, "p2pwall-kto"), 0)
