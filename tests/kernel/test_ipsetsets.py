@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
+from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.errors import KernelSetsError
 from p2pwall.kernel import ipsetrules
 from p2pwall.kernel.elements import FAMILIES, Element, Lock
-from p2pwall.kernel.ipset import Entry, IpsetSets, SetInfo, adt, entries, network_entries
+from p2pwall.kernel.ipset import (
+    Entry,
+    IpsetSets,
+    PyrouteIpset,
+    SetInfo,
+    adt,
+    entries,
+    network_entries,
+)
 
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
 ITEM = Element(4, "peer_port_client", ("198.19.0.1", 1214, "198.18.1.10"))
@@ -250,3 +260,13 @@ class IpsetSetsTests(SynchronousTestCase):
         self.ipset.refuse = 1
         with self.assertRaises(KernelSetsError):
             self.sets.apply([(ITEM, "lock")], [], [], [], [])
+
+
+class PyrouteIpsetTests(SynchronousTestCase):
+    def test_without_pyroute2_a_one_line_error(self) -> None:
+        missing = mock.patch.dict(sys.modules, {"pyroute2.ipset": None})
+        with missing, self.assertRaises(KernelSetsError) as caught:
+            PyrouteIpset()
+        self.assertEqual(str(caught.exception).splitlines(), [
+            "--sets ipset needs pyroute2 (pip install pyroute2; scripts/install-deps.sh)",
+        ])  # fmt: skip
