@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,11 +82,6 @@ MODES = {
 RELOAD_TIMEOUT = 120.0
 IDLE_WINDOW = 5.0  # seconds the big table's daemon is watched at rest
 SETTLE = 0.5  # seconds after the kernel daemon's reload before a measurement starts
-
-SCENARIOS = ("none", "conntrack", "queue", *MODES)
-FLOOD_SCENARIOS = SCENARIOS
-ORDINARY_SCENARIOS = ("conntrack", "queue", *MODES)
-CONNECT_SCENARIOS = ORDINARY_SCENARIOS
 # /proc/meminfo fields that hold kernel memory an nft set can take (kB).
 MEMINFO_FIELDS = ("Slab", "SUnreclaim", "VmallocUsed", "Percpu")
 # ctnetlink (linux/netfilter/nfnetlink_conntrack.h): delete, without a tuple, flushes.
@@ -138,6 +133,12 @@ def write_store(path: Path, count: int, client: str, seen: float) -> Path:
         for peer, port in learned_peers(count):
             handle.write(format_block(StoredBlock(peer, port, owner, ORIGIN, seen, None)) + "\n")
     return path
+
+
+def scenario_keys(modes: Sequence[str], skipped: Iterable[str]) -> list[str]:
+    """The scenarios a run takes turns with: the gateways without p2pwall, queue enforcement,
+    then the kernel enforcements asked for (``MODES``) that started."""
+    return [key for key in ("none", "conntrack", "queue", *modes) if key not in skipped]
 
 
 def flush_conntrack() -> None:
@@ -228,7 +229,7 @@ class KernelBench(NetBench):
 
     @contextlib.contextmanager
     def scenario(self, key: str) -> Iterator[tuple[int, int] | None]:
-        """``key``'s rules in gw (``SCENARIOS``); yields the PID of the daemon that enforces
+        """``key``'s rules in gw (``scenario_keys``); yields the PID of the daemon that enforces
         and its queue (or None)."""
         if key in ("none", "conntrack"):
             with super().scenario(key):
@@ -384,13 +385,14 @@ class KernelBench(NetBench):
     def measure(self, keys: Sequence[str]) -> dict:
         """Every measurement of the traffic phase for the scenarios ``keys``, run by run."""
         s = self.s
-        flood: dict[str, list[dict]] = {key: [] for key in FLOOD_SCENARIOS if key in keys}
-        small: dict[str, list[dict]] = {key: [] for key in ORDINARY_SCENARIOS if key in keys}
-        bulk: dict[str, list[float]] = {key: [] for key in ORDINARY_SCENARIOS if key in keys}
-        connect_keys = [key for key in CONNECT_SCENARIOS if key in keys]
-        samples: dict[str, list[float]] = {key: [] for key in connect_keys}
-        rates: dict[str, list[float]] = {key: [] for key in connect_keys}
-        failures = dict.fromkeys(connect_keys, 0)
+        # The flood runs everywhere; ordinary traffic is compared with conntrack alone.
+        ordinary = [key for key in keys if key != "none"]
+        flood: dict[str, list[dict]] = {key: [] for key in keys}
+        small: dict[str, list[dict]] = {key: [] for key in ordinary}
+        bulk: dict[str, list[float]] = {key: [] for key in ordinary}
+        samples: dict[str, list[float]] = {key: [] for key in ordinary}
+        rates: dict[str, list[float]] = {key: [] for key in ordinary}
+        failures = dict.fromkeys(ordinary, 0)
         reloads: dict[str, list[float]] = {}
         for rep in range(s.reps):
             for key in keys:
@@ -417,7 +419,7 @@ class KernelBench(NetBench):
             "bulk": bulk,
             "connect": {
                 key: {"samples": samples[key], "failures": failures[key], "rates": rates[key]}
-                for key in connect_keys
+                for key in ordinary
             },
             "reload_seconds": reloads,
         }
@@ -577,7 +579,7 @@ def run_lab(
                              str(CONNECT_PORT), "900"]), log=listener_log)  # fmt: skip
         bench._wait_log(listener_log, "ready", listener)
         with bench.daemons(store) as info:
-            keys = [key for key in SCENARIOS if key not in info["skipped"]]
+            keys = scenario_keys(modes, info["skipped"])
             results["traffic"] = bench.measure(keys)
         listener.terminate()
         bench._finish(listener, 5)

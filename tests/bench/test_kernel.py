@@ -23,6 +23,7 @@ from bench.kernel import (
     meminfo,
     parser,
     peer_layout,
+    scenario_keys,
     write_store,
 )
 from bench.kernelreport import added, render, run_ratio, summarize, targets
@@ -62,6 +63,13 @@ class LayoutTests(SynchronousTestCase):
         self.assertEqual(peers[MAX_PEER_ADDRS], (first.packed, PEER_PORT + 1))
         last = ipaddress.IPv4Address(peers[-1][0])
         self.assertLess(last, ipaddress.IPv4Address("198.19.255.0"))  # the gw-pub link's /24
+
+
+class ScenarioTests(SynchronousTestCase):
+    def test_only_the_modes_asked_for_and_started(self) -> None:
+        self.assertEqual(scenario_keys(("kernel",), {}), ["none", "conntrack", "queue", "kernel"])
+        self.assertEqual(scenario_keys(("kernel", "ipset"), {"kernel": "refused"}),
+                         ["none", "conntrack", "queue", "ipset"])  # fmt: skip
 
 
 class StoreTests(SynchronousTestCase):
