@@ -13,6 +13,15 @@ from lab.netlab import PEER_PORT, LabError
 
 from .kernelsets import ipset_drops, kernel_options
 from .support import LabCase
+from .test_firewall import (
+    CLOSED_OUTSIDE,
+    IPTABLES_FIREWALL,
+    MSS,
+    MSS_CLAMP,
+    WEB,
+    WEB_ADDR,
+    AdminFirewallCase,
+)
 from .test_kernel import RATE, STREAM, STREAM_PORT
 
 LOCK = 4.0
@@ -115,3 +124,28 @@ class IpsetEnforcementTests(LabCase):
         received.wait(20)
         self.assertLess(int(self.lab.read_log("received.log").strip() or 0), RATE * 5)
         self.assertGreater(ipset_drops(self.lab, "p2pwall-kto"), 0)
+
+
+class IpsetAdminFirewallTests(AdminFirewallCase):
+    def test_a_syn_passes_our_chain_to_the_admins_mangle_and_filter_rules(self) -> None:
+        """Our chain is first in mangle FORWARD but never accepts: a SYN it lets through (not
+        queued with kernel enforcement) still gets the admin's MSS clamp and filter rules."""
+        self.gw_shell(IPTABLES_FIREWALL + MSS_CLAMP + "\n")
+        seen = ["INPUT", "-d", WEB_ADDR, "-p", "tcp", "--dport", "80", "--syn", "-m", "tcpmss",
+                "--mss", str(MSS)]  # fmt: skip
+        self.lab.run("pub", ["iptables", "-A", *seen], check=True)
+        daemon, rules = kernel_options(LOCK, "ipset")
+        gateway = self.gateway(*daemon, rule_options=rules)
+        forward = self.gw_shell("iptables -t mangle -S FORWARD\n").splitlines()
+        self.assertEqual(forward[1], "-A FORWARD -j p2pwall-kern")
+        self.assertIn("TCPMSS", forward[2])
+        self.assertEqual(forward[-1], "-A FORWARD -j p2pwall-fwd")
+        reached = self.reach([WEB, *CLOSED_OUTSIDE])
+        self.assertEqual(reached, {WEB: True, **dict.fromkeys(CLOSED_OUTSIDE, False)})
+        self.assertEqual(gateway.stats()["accept_tcp"], "0", "no SYN was queued")
+        counted = self.lab.run("pub", ["iptables", "-L", "INPUT", "-v", "-x", "-n"],
+                               capture_output=True, text=True).stdout  # fmt: skip
+        clamped = [
+            line.split()[0] for line in counted.splitlines() if f"tcpmss match {MSS}" in line
+        ]
+        self.assertEqual(clamped, ["1"], "the SYN arrived with the admin's MSS")
