@@ -26,6 +26,13 @@ from .test_kernel import RATE, STREAM, STREAM_PORT
 
 LOCK = 4.0
 CLIENT = "198.18.1.10"
+# One datagram from a port no flow used yet: a new UDP flow.
+NEW_FLOW = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40001))
+s.sendto(b"new flow", (sys.argv[1], int(sys.argv[2])))
+"""
 
 
 class IpsetEnforcementTests(LabCase):
@@ -107,6 +114,21 @@ class IpsetEnforcementTests(LabCase):
         self.assertTrue(self.tcp_ok("rogue", ip, PEER_PORT))
         self.assertTrue(self.web_ok("rogue"))
         self.assertEqual(self.members("p2pwall-locked4"), [])
+
+    def test_with_no_udp_block_a_new_udp_flow_to_a_learned_peer_goes_on_to_the_queue(self) -> None:
+        """-n: the action chain's RETURN (nft's accept) lets UDP to a learned peer leave our
+        chains for the queue rules, where the daemon sees it; the try restarts the lock."""
+        gateway = self.ipset_gateway("-n")
+        self.kazaa()
+        ip, port = self.lab.peers[0]
+        self.assertEqual(len(self.members("p2pwall-ppc-lock-up4")), 2)
+        before = int(gateway.stats()["accept_udp"])
+        self.assertEqual(self.lab.run("rogue", [sys.executable, "-c", NEW_FLOW, ip, str(port)])
+                         .returncode, 0)  # fmt: skip
+        self.wait_for(lambda: f"src={CLIENT}:40001" in self.lab.read_log("ftpeers.log"), 3,
+                      "the datagram never reached the peer")  # fmt: skip
+        self.assertEqual(int(gateway.stats()["accept_udp"]), before + 1, "the daemon saw it")
+        self.assertEqual(self.members("p2pwall-locked4"), [CLIENT])
 
     def test_lock_established_cuts_a_running_download(self) -> None:
         """The "resume" case: a steady stream from outside to a host that becomes a locked
