@@ -6,8 +6,9 @@ a learned peer meets the set of that peer's shape (``elements.SHAPES``) and goes
 action's chain, which drops it and, for a locking origin, (re)starts the sender's lock in the
 dynamic ``locked`` set (``locked_flows`` too for a lock that covers UDP, BitTorrent's). A
 locked client's new TCP connections, and new UDP flows (DNS excepted) where its lock covers
-them, are dropped, as are new flows from outside to it (peers that know it from the swarm);
-with ``lock_established`` its established flows too. Allowed networks skip it all. The daemon
+them, are dropped (but ``SAMPLE_RATE`` a second of the UDP, which goes on to the daemon), as
+are new flows from outside to it (peers that know it from the swarm); with
+``lock_established`` its established flows too. Allowed networks skip it all. The daemon
 fills the sets (``nftsets``); they hold nothing of the admin's, and dropping is all they do.
 
 A lock is bound to the MAC address that sent the evidence, as the daemon's own locks are
@@ -29,6 +30,11 @@ LOCKED_FLOWS = "locked_flows"
 IP = "_ip"
 LOCK_SETS = (LOCKED, LOCKED_FLOWS)
 ALLOWED = "allowed"
+# A locked BitTorrent client's new UDP flows go on to the queue up to this many a second (the
+# rest the kernel drops): the daemon still reads its DHT queries, which give its DHT port for
+# the probe and restart its lock, as the queue's engine does before it drops them.
+SAMPLED = "sampled"
+SAMPLE_RATE = 10
 # The most clients the dynamic lock sets hold (the daemon's --max-clients default).
 LOCK_SET_SIZE = 65536
 DNS_PORT = 53
@@ -59,6 +65,8 @@ def declarations(lock_seconds: int) -> list[str]:
                 lines.append(f"  set {name}{suffix}{family} {{ type {key}; size {LOCK_SET_SIZE}; "
                              f"flags dynamic,timeout; timeout {lock_seconds}s; }}")  # fmt: skip
         lines.append(f"  set {ALLOWED}{family} {{ type {kind}; flags interval; }}")
+        lines.append(f"  set {SAMPLED}{family} {{ type {kind}; size {LOCK_SET_SIZE}; "
+                     "flags dynamic,timeout; timeout 60s; }")  # fmt: skip
         for shape in SHAPES.values():
             _, key_type = _key(family, _SHAPE_KEYS[shape])
             lines.append(f"  map {shape}{family} {{ type {key_type} : verdict; }}")
@@ -101,14 +109,19 @@ def action_chain(action: str) -> list[str]:
     return [*rules, "counter drop"]
 
 
-def _locked_senders(family: int, tcp: str, udp: str) -> list[str]:
-    """Drop what a locked sender sends: ``tcp``/``udp`` say which packets of each protocol."""
+def _locked_senders(family: int, tcp: str, udp: str, sample: bool = False) -> list[str]:
+    """Drop what a locked sender sends: ``tcp``/``udp`` say which packets of each protocol.
+    ``sample``: ``SAMPLE_RATE`` of the UDP a second per sender goes on to the queue."""
     rules = []
+    match = _KEYS[family][0]
+    over = (f"update @{SAMPLED}{family} {{ {match} saddr limit rate over {SAMPLE_RATE}/second }} "
+            if sample else "")  # fmt: skip
     for suffix, link in _LINKS:
         only = f"{link} " if suffix else ""
         key = _sender(family, suffix)
+        flows = f"{only}{key} @{LOCKED_FLOWS}{suffix}{family}"
         rules += [f"{only}{key} @{LOCKED}{suffix}{family} {tcp} counter drop",
-                  f"{only}{key} @{LOCKED_FLOWS}{suffix}{family} {udp} counter drop"]  # fmt: skip
+                  f"{flows} {udp} {over}counter drop"]  # fmt: skip
     return rules
 
 
@@ -129,12 +142,16 @@ def chains(green: str, lock_established: bool) -> list[tuple[str, str | None, li
             new_from_green.append(f"{expr} vmap @{shape}{family}")
     for family in FAMILIES:
         match = _KEYS[family][0]
-        new_from_green += _locked_senders(family, "meta l4proto tcp", f"udp dport != {DNS_PORT}")
+        new_from_green += _locked_senders(
+            family, "meta l4proto tcp", f"udp dport != {DNS_PORT}", sample=True
+        )
         # Peers that know a locked BitTorrent client connect to it; they get nowhere either.
         to_green.append(f"ct state new {match} daddr @{LOCKED_FLOWS}{IP}{family} counter drop")
         if lock_established:
             from_green += _locked_senders(
-                family, f"tcp dport != {DNS_PORT}", f"udp dport != {DNS_PORT}"
+                family,
+                f"ct state != new tcp dport != {DNS_PORT}",
+                f"ct state != new udp dport != {DNS_PORT}",
             )
             to_green += [
                 f"{match} daddr @{LOCKED}{IP}{family} tcp sport != {DNS_PORT} counter drop",

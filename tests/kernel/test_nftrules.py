@@ -34,9 +34,13 @@ class NftRulesTests(SynchronousTestCase):
     def test_only_new_flows_are_matched_unless_established_are_locked(self) -> None:
         self.assertEqual(chain("from_green"), ["ct state new jump new_from_green"])
         established = chain("from_green", lock_established=True)
-        self.assertIn("ip saddr . ether saddr @locked4 tcp dport != 53 counter drop", established)
         self.assertIn(
-            "meta iiftype != ether ip6 saddr @locked_flows_ip6 udp dport != 53 counter drop",
+            "ip saddr . ether saddr @locked4 ct state != new tcp dport != 53 counter drop",
+            established,
+        )
+        self.assertIn(
+            "meta iiftype != ether ip6 saddr @locked_flows_ip6 ct state != new udp dport != 53 "
+            "counter drop",
             established,
         )
         # Coming in, only the daemon's checked locks, by bare address.
@@ -66,7 +70,11 @@ class NftRulesTests(SynchronousTestCase):
 
     def test_locked_clients_keep_dns(self) -> None:
         rules = chain("new_from_green")
-        self.assertIn("ip saddr . ether saddr @locked_flows4 udp dport != 53 counter drop", rules)
+        self.assertIn(
+            "ip saddr . ether saddr @locked_flows4 udp dport != 53 update @sampled4 "
+            "{ ip saddr limit rate over 10/second } counter drop",
+            rules,
+        )
         self.assertIn("ip saddr . ether saddr @locked4 meta l4proto tcp counter drop", rules)
         self.assertIn(
             "meta iiftype != ether ip saddr @locked_ip4 meta l4proto tcp counter drop", rules
