@@ -26,7 +26,7 @@ class GreenInterfaceTests(LabCase):
     def test_green_if_alone_blocks_the_kazaa_client(self) -> None:
         gateway = self.gateway("--green-if", self.lab.green_if, "-t", str(TIME_LOCK), "-L", "c")
         log = gateway.read_log()
-        self.assertIn("green networks 198.18.1.0/24,fe80::/10;", log)
+        self.assertIn("green networks 198.18.1.0/24,2001:2:0:1::/64,fe80::/10;", log)
         self.assertIn("green interfaces green0 (--green-if)", log)
         self.assertNotIn("WARNING", log)
         report = self.kazaa()
