@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from .support import LabCase
@@ -26,9 +25,7 @@ class DnsTrainingTests(LabCase):
             "chat.example.test": OPENNAP,
         })  # fmt: skip
         for ip in (WINMX, OPENNAP):
-            server = [sys.executable, "-m", "http.server", "--bind", ip, str(PORT)]
-            proc = self.lab.spawn("pub", server, log=f"listener-{ip}.log")
-            self.lab.wait_listening("pub", "tcp", ip, PORT, proc, f"listener-{ip}.log")
+            self.listen_http(ip, PORT)
 
     def dig(self, name: str) -> str:
         done = self.lab.run("user", ["dig", "+short", "+time=2", "+tries=1", "@198.19.0.53", name],
