@@ -390,7 +390,7 @@ class KernelBench(NetBench):
         flood: dict[str, list[dict]] = {key: [] for key in keys}
         small: dict[str, list[dict]] = {key: [] for key in ordinary}
         bulk: dict[str, list[float]] = {key: [] for key in ordinary}
-        samples: dict[str, list[float]] = {key: [] for key in ordinary}
+        blocks: dict[str, list[list[float]]] = {key: [] for key in ordinary}
         rates: dict[str, list[float]] = {key: [] for key in ordinary}
         failures = dict.fromkeys(ordinary, 0)
         reloads: dict[str, list[float]] = {}
@@ -400,10 +400,10 @@ class KernelBench(NetBench):
                 with self.scenario(key) as daemon:
                     if key in MODES:
                         reloads.setdefault(key, []).append(self.reload_seconds)
-                    if key in samples:
+                    if key in blocks:
                         block = s.connects // s.reps + (rep < s.connects % s.reps)
                         got, failed, rate = self.connect_run(block)
-                        samples[key] += got
+                        blocks[key].append(got)
                         failures[key] += failed
                         rates[key].append(rate)
                     if key in bulk:
@@ -418,7 +418,7 @@ class KernelBench(NetBench):
             "small": small,
             "bulk": bulk,
             "connect": {
-                key: {"samples": samples[key], "failures": failures[key], "rates": rates[key]}
+                key: {"blocks": blocks[key], "failures": failures[key], "rates": rates[key]}
                 for key in ordinary
             },
             "reload_seconds": reloads,

@@ -25,9 +25,16 @@ NEAR_IDLE = 0.05
 PROBES = 20  # SYNs to each peer the big table's sets are checked with
 
 
-def added(samples: Sequence[float], reference: Sequence[float], pct: float) -> float:
-    """The ``pct`` percentile of ``samples`` less that of ``reference`` (µs added)."""
-    return percentile(samples, pct) - percentile(reference, pct)
+def added(
+    blocks: Sequence[Sequence[float]], reference: Sequence[Sequence[float]], pct: float
+) -> float:
+    """µs added: the median, over blocks run next to each other in time, of the ``pct``
+    percentile of a block of ``blocks`` less that of its ``reference`` block (a pairing
+    that cancels the machine's slower drifts, as the per-run ratios do)."""
+    if len(blocks) != len(reference):
+        return math.nan
+    return median(percentile(block, pct) - percentile(ref, pct)
+                  for block, ref in zip(blocks, reference, strict=True))  # fmt: skip
 
 
 def rates(runs: Sequence[dict]) -> dict[str, dict]:
@@ -46,17 +53,17 @@ def summarize(traffic: dict) -> dict:
         "connect": {},
         "reload_seconds": {key: median(runs) for key, runs in traffic["reload_seconds"].items()},
     }
-    base = traffic["connect"].get("conntrack", {}).get("samples", [])
+    base = traffic["connect"].get("conntrack", {}).get("blocks", [])
     for key, got in traffic["connect"].items():
-        samples = got["samples"]
+        samples = [sample for block in got["blocks"] for sample in block]
         out["connect"][key] = {
             "n": len(samples),
             "failures": got["failures"],
             "p50": percentile(samples, 50),
             "p99": percentile(samples, 99),
             "max": max(samples, default=math.nan),
-            "added_p50": added(samples, base, 50),
-            "added_p99": added(samples, base, 99),
+            "added_p50": added(got["blocks"], base, 50),
+            "added_p99": added(got["blocks"], base, 99),
             **rates([{"rate": rate} for rate in got["rates"]]),
         }
     return out
@@ -123,8 +130,9 @@ def _connect_section(summary: dict, s: dict) -> list[str]:
         "",
         table(headers, rows),
         "",
-        "Added: the scenario's percentile less the conntrack-only gateway's, over the same "
-        "run. `traffic connect`: non-blocking connect, poll until connected, RST-close.",
+        "The percentiles are of all the scenario's connects. Added: the median over the "
+        "blocks of a block's percentile less that of the conntrack-only block of the same "
+        "round. `traffic connect`: non-blocking connect, poll until connected, RST-close.",
         "",
     ]
 

@@ -99,12 +99,14 @@ class ArithmeticTests(SynchronousTestCase):
         after = {name: value + grown[name] for name, value in before.items()}
         self.assertEqual(kernel_bytes(before, after), 1524)
 
-    def test_added_percentiles(self) -> None:
+    def test_added_percentiles_pair_blocks(self) -> None:
+        """A busier second round slows both scenarios; the pairs still say +3, +3, +9."""
         base = [float(v) for v in range(1, 101)]
-        slower = [v + 3 for v in base]
-        self.assertAlmostEqual(added(slower, base, 50), 3.0)
-        self.assertAlmostEqual(added(slower, base, 99), 3.0)
-        self.assertTrue(math.isnan(added(slower, [], 50)))
+        rounds = [base, [v + 50 for v in base], base]
+        slower = [[v + 3 for v in base], [v + 53 for v in base], [v + 9 for v in base]]
+        self.assertAlmostEqual(added(slower, rounds, 50), 3.0)
+        self.assertAlmostEqual(added(slower, rounds, 99), 3.0)
+        self.assertTrue(math.isnan(added(slower, rounds[:2], 50)))
 
     def test_run_ratio_pairs_runs(self) -> None:
         flood = {
@@ -173,7 +175,7 @@ def traffic(modes: tuple[str, ...] = ("kernel",)) -> dict:
         "bulk": {key: [10.0, 12.0] for key in ordinary},
         "connect": {
             key: {
-                "samples": [v + delay[key] for v in base],
+                "blocks": [[v + delay[key] for v in base]] * 2,
                 "failures": 0,
                 "rates": [20_000.0, 19_000.0],
             }
