@@ -51,6 +51,8 @@ class GreenNetworks:
 # Link-local addresses (fe80::/10) are on every IPv6 interface, the outside one too: they never
 # make an interface green, and with --green-if they stay green (never a peer across a gateway).
 LINK_LOCAL = ipaddress.ip_network("fe80::/10")
+# One IPv6 host owns a /64: what counts per host (rate limits) counts per /64.
+IPV6_SOURCE_BITS = 64
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,26 @@ A block for one client on every port (``peer_client``) would want ``hash:net,net
 kernels need not have (``CONFIG_IP_SET_HASH_NETNET``; the lab's has not): it is a
 ``hash:ip,port,ip`` holding the port range 0-65535 of both protocols instead, which the kernel
 expands (about 4.5 MB per IPv4 block; only the control port's ``block PEER for CLIENT`` makes
-them). MAC-bound locks would want ``hash:ip,mac``, as rare: the lock sets hold addresses.
+them).
+
+MAC-bound locks would want ``hash:ip,mac``, as rare, so the kernel does not lock by itself here:
+a lock from the packet path would lock the source address of a forgery. A locking block's chain
+hands the daemon up to ``TRY_RATE`` of a sender's tries a second (a queue without bypass: while
+no daemon reads it they are dropped), and drops the rest; the daemon locks the sender only when
+its MAC owns the address, as in the queue's enforcement, and writes the lock into the sets. A
+locked BitTorrent client's new UDP flows go on to the queue rules at the same rate per sender
+(the daemon reads its DHT queries, as with nft sets); the rest are dropped.
 """
 
 from __future__ import annotations
 
+from ..networks import IPV6_SOURCE_BITS
 from .elements import ACTIONS, SHAPES
-from .nftrules import ALLOWED, DNS_PORT, LOCK_SET_SIZE, LOCKED, LOCKED_FLOWS
+from .nftrules import ALLOWED, DNS_PORT, LOCK_SET_SIZE, LOCKED, LOCKED_FLOWS, SAMPLE_RATE
+
+# What a sender's tries at locking peers, and a locked sender's new UDP flows, pass to the
+# daemon a second (the rest the kernel drops).
+TRY_RATE = SAMPLE_RATE
 
 PREFIX = "p2pwall-"
 # Chain names hold at most 28 characters, set names 31: short codes for shapes and actions.
@@ -116,27 +129,29 @@ def _match(name: str, dimensions: str, negate: bool = False) -> list[str]:
     return ["-m", "set", *(["!"] if negate else []), "--match-set", name, dimensions]
 
 
-def _restart(name: str, lock_seconds: int) -> list[str]:
-    """(Re)start the sender's lock in set ``name``."""
-    return ["-j", "SET", "--add-set", name, "src", "--exist", "--timeout", str(lock_seconds)]
+def _per_sender(limit: str, name: str, family: int) -> list[str]:
+    """``limit`` (``--hashlimit-upto`` or ``-above``) ``TRY_RATE`` a second for each sender."""
+    mask = ["--hashlimit-srcmask", str(IPV6_SOURCE_BITS)] if family == 6 else []
+    name = f"{PREFIX}{name}{family}"
+    return ["-m", "hashlimit", limit, f"{TRY_RATE}/sec", "--hashlimit-burst", str(TRY_RATE),
+            "--hashlimit-mode", "srcip", *mask, "--hashlimit-name", name]  # fmt: skip
 
 
-def action_rules(action: str, family: int, lock_seconds: int) -> list[list[str]]:
-    """The rules of one action's chain, as ``nftrules.action_chain``."""
+def action_rules(action: str, family: int, queue: int) -> list[list[str]]:
+    """The rules of one action's chain: ``nftrules.action_chain``'s, but a lock comes from the
+    daemon, which checks the sender's MAC: its tries go to ``queue``, sampled."""
     rules = []
-    if action.startswith("lock"):
-        locked, flows = lock_set(LOCKED, family), lock_set(LOCKED_FLOWS, family)
-        rules.append(_restart(locked, lock_seconds))
-        # A client whose lock covers UDP keeps that, whatever peer it tries.
-        only_members = [] if action.startswith("lock_flows") else _match(flows, "src")
-        rules.append([*only_members, *_restart(flows, lock_seconds)])
     if action.endswith("_udp_passes"):
+        # The queue rules hand the daemon UDP flow starts anyway: it locks from those.
         rules.append(["-p", "udp", "-j", "RETURN"])
+    if action.startswith("lock"):
+        rules.append([*_per_sender("--hashlimit-upto", "try", family),
+                      "-j", "NFQUEUE", "--queue-num", str(queue)])  # fmt: skip
     return [*rules, ["-j", "DROP"]]
 
 
 def chains(
-    green_ifs: tuple[str, ...], family: int, lock_seconds: int, lock_established: bool
+    green_ifs: tuple[str, ...], family: int, queue: int, lock_established: bool
 ) -> dict[str, list[list[str]]]:
     """The rules (what follows ``-A CHAIN``) of each of our chains for one family."""
     allowed = allowed_set(family)
@@ -163,8 +178,9 @@ def chains(
     new_from_green.append(["-g", CHAIN_LOCKED])
     locked_senders = [
         ["-p", "tcp", *_match(locked, "src"), "-j", "DROP"],
-        ["-p", "udp", "!", "--dport", dns, *_match(flows, "src"), "-j", "DROP"],
-    ]
+        ["-p", "udp", "!", "--dport", dns, *_match(flows, "src"),
+         *_per_sender("--hashlimit-above", "flows", family), "-j", "DROP"],
+    ]  # fmt: skip
     # Peers that know a locked BitTorrent client connect to it; they get nowhere either.
     to_green = [[*new, *_match(flows, "dst"), "-j", "DROP"]]
     if lock_established:
@@ -179,7 +195,7 @@ def chains(
     found = {CHAIN_KERNEL: kernel, CHAIN_GREEN: from_green, CHAIN_NEW: new_from_green,
              CHAIN_LOCKED: locked_senders, CHAIN_TO_GREEN: to_green}  # fmt: skip
     for action in ACTIONS:
-        found[action_chain_name(action)] = action_rules(action, family, lock_seconds)
+        found[action_chain_name(action)] = action_rules(action, family, queue)
     return found
 
 

@@ -25,6 +25,7 @@ from ..fragments import FORWARD, INPUT, IptablesContext, NftContext, Rules, word
 from ..kernel import ipsetrules, nftrules
 from ..kernel.backends import SET_KINDS
 from ..kernel.elements import FAMILIES
+from ..networks import IPV6_SOURCE_BITS
 from ..registry import REGISTRY
 from ..spoof import SPOOF_MARK
 from ..version import VersionOption
@@ -53,7 +54,6 @@ NFT_OPENED_BY_SENDER = "ct direction original"
 REPLY = ("-m", "conntrack", "--ctstate", "ESTABLISHED", "--ctdir", "REPLY")
 NFT_REPLY = "ct state established ct direction reply"
 HASHLIMIT_NAME = "p2pwall"
-IPV6_SOURCE_BITS = 64  # one IPv6 host owns a /64: the limit counts per /64
 DEFAULT_PER_SOURCE_LIMIT = 1000
 DEFAULT_LOCK_SECONDS = 120
 ENFORCE_MODES = ("queue", "kernel")
@@ -232,7 +232,7 @@ class RuleSet:
     def ipset_chains(self, command: str) -> dict[str, list[list[str]]]:
         """The chains of kernel enforcement by ipset for ``command``'s family."""
         family = ipsetrules.family_of_command(command)
-        return ipsetrules.chains(self.green_ifs, family, self.lock_seconds, self.lock_established)
+        return ipsetrules.chains(self.green_ifs, family, self.queue, self.lock_established)
 
     def iptables_delete(self, command: str = "iptables") -> list[str]:
         """Shell lines that remove every jump (however many) and chain of ours, old or new."""

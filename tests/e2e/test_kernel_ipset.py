@@ -23,6 +23,7 @@ from .test_firewall import (
     AdminFirewallCase,
 )
 from .test_kernel import RATE, STREAM, STREAM_PORT
+from .test_poison import HELLO, ForgeryCase
 
 LOCK = 4.0
 CLIENT = "198.18.1.10"
@@ -72,7 +73,9 @@ class IpsetEnforcementTests(LabCase):
         self.assertIn("apply 'p2pwall-rules --enforce kernel --sets ipset'", str(caught.exception))
         self.assertNotIn("Traceback", str(caught.exception))
 
-    def test_the_kernel_alone_blocks_and_locks_while_the_daemon_is_stopped(self) -> None:
+    def test_the_kernel_alone_blocks_while_the_daemon_is_stopped_and_locks_come_from_it(
+        self,
+    ) -> None:
         store = self.lab.workdir / "store"
         gateway = self.ipset_gateway("-f", str(store))
         self.assertEqual(self.kazaa()["breakthroughs"], [])
@@ -82,24 +85,22 @@ class IpsetEnforcementTests(LabCase):
         self.assertEqual(self.members("p2pwall-ppc4"), learned)
         self.wait_for(lambda: self.web_ok("rogue", timeout=1), LOCK + 3, "lock never ended")
         gateway.stop()
-        # No daemon now: the kernel still drops the client's SYN to the peer it learned, and
-        # locks the client for trying (SET --add-set; its web dies too); another host reaches
-        # the peer.
+        # No daemon now: the kernel still drops the client's SYN to the peer it learned (the
+        # sampled try goes to a queue without bypass, the rest is dropped); it locks nobody
+        # by itself (no MAC to bind a lock to), and another host reaches the peer.
         self.assertFalse(self.tcp_ok("rogue", ip, PEER_PORT, timeout=1))
-        self.assertEqual(self.members("p2pwall-locked4"), [CLIENT])
-        self.assertFalse(self.web_ok("rogue", timeout=1))
+        self.assertEqual(self.members("p2pwall-locked4"), [])
+        self.assertTrue(self.web_ok("rogue"))
         self.assertTrue(self.tcp_ok("user", ip, PEER_PORT))
         self.assertGreater(ipset_drops(self.lab, "p2pwall-klock"), 0)
-        # A restart copies the store file's block into the kernel anew; a lock the kernel
-        # makes by itself (the client tries the peer again) reaches the daemon.
+        # A restart copies the store file's block into the kernel anew; the next try reaches
+        # the daemon, which checks the MAC, locks the client and writes the lock.
         gateway.start()
         self.assertIn("kernel sets loaded: 1 blocks", gateway.read_log())
         self.assertFalse(self.tcp_ok("rogue", ip, PEER_PORT, timeout=1))
-        self.wait_for(
-            lambda: "locked by the kernel" in gateway.ctl("explain", CLIENT).stdout,
-            5,
-            "the kernel's lock never reached the daemon",
-        )
+        self.wait_for(lambda: self.members("p2pwall-locked4") == [CLIENT], 3, "not locked")
+        self.assertIn("locked", gateway.ctl("explain", CLIENT).stdout)
+        self.assertFalse(self.web_ok("rogue", timeout=1))
         # accept-all empties the sets: the kernel drops nothing.
         self.assertIn("OK accept-all 1", gateway.ctl("accept-all", "1").stdout)
         self.wait_for(lambda: self.tcp_ok("rogue", ip, PEER_PORT, timeout=1), 5, "still dropped")
@@ -171,3 +172,33 @@ class IpsetAdminFirewallTests(AdminFirewallCase):
             line.split()[0] for line in counted.splitlines() if f"tcpmss match {MSS}" in line
         ]
         self.assertEqual(clamped, ["1"], "the SYN arrived with the admin's MSS")
+
+
+class IpsetForgeryTests(ForgeryCase):
+    peers = 2
+
+    def test_a_syn_forged_with_the_users_address_locks_nobody(self) -> None:
+        """ipset cannot bind a lock to a MAC: the kernel hands the try to the daemon, whose
+        neighbour check finds the forgery."""
+        from scapy.layers.inet import IP, TCP
+
+        daemon, rule_options = kernel_options(3, "ipset")
+        gateway = self.gateway(*daemon, "-L", "cp", rule_options=rule_options)
+        peer = self.lab.peers[0][0]
+        for host in ("rogue", "user"):  # the gateway learns their MACs
+            self.assertTrue(self.web_ok(host))
+        for host in ("rogue", "user"):  # two hosts reveal the peer: blocked for every host
+            self.send_udp(host, 1214, peer, PEER_PORT, HELLO)
+        self.assertTrue(self.wait_for(gateway, "blocked for every host"))
+        user = self.lab.addr("user")
+        deadline = time.monotonic() + 8
+        while not self.web_ok("user", timeout=1):
+            self.assertLess(time.monotonic(), deadline, "the user's own lock never ended")
+        forged = self.forged_from_rogue(
+            IP(src=user, dst=peer) / TCP(sport=40000, dport=PEER_PORT, flags="S")
+        )
+        self.send_frames("rogue", *[forged] * 3)
+        time.sleep(0.5)
+        for _ in range(3):
+            self.assertTrue(self.web_ok("user"), "the forgery locked the user")
+        self.assertGreaterEqual(int(gateway.stats()["forged_source"]), 1)

@@ -10,7 +10,7 @@ from p2pwall.kernel.elements import ACTIONS, SHAPES
 
 
 def chains(lock_established: bool = False, family: int = 4) -> dict[str, list[str]]:
-    found = ipsetrules.chains(("g0", "g1"), family, 90, lock_established)
+    found = ipsetrules.chains(("g0", "g1"), family, 7, lock_established)
     return {name: [" ".join(rule) for rule in rules] for name, rules in found.items()}
 
 
@@ -64,7 +64,10 @@ class IpsetRulesTests(SynchronousTestCase):
                       rules)  # fmt: skip
         self.assertEqual(chains(family=6)[ipsetrules.CHAIN_LOCKED], [
             "-p tcp -m set --match-set p2pwall-locked6 src -j DROP",
-            "-p udp ! --dport 53 -m set --match-set p2pwall-locked_flows6 src -j DROP",
+            # What is under the rate goes on to the queue rules: the daemon reads the DHT.
+            "-p udp ! --dport 53 -m set --match-set p2pwall-locked_flows6 src -m hashlimit "
+            "--hashlimit-above 10/sec --hashlimit-burst 10 --hashlimit-mode srcip "
+            "--hashlimit-srcmask 64 --hashlimit-name p2pwall-flows6 -j DROP",
         ])  # fmt: skip
 
     def test_only_new_flows_unless_established_are_locked(self) -> None:
@@ -83,23 +86,18 @@ class IpsetRulesTests(SynchronousTestCase):
             "-p udp ! --sport 53 -m set --match-set p2pwall-locked_flows4 dst -j DROP",
         ])  # fmt: skip
 
-    def test_action_chains_restart_locks_as_nfts_do(self) -> None:
+    def test_tries_at_locking_peers_go_to_the_daemon_sampled(self) -> None:
+        """Without MAC-bound sets the kernel locks nobody: the daemon gets a sender's tries
+        (10 a second, no bypass) and locks it when its MAC owns the address."""
         found = chains()
-        restart = "--exist --timeout 90"
+        sample = ("-m hashlimit --hashlimit-upto 10/sec --hashlimit-burst 10 --hashlimit-mode "
+                  "srcip --hashlimit-name p2pwall-try4 -j NFQUEUE --queue-num 7")  # fmt: skip
         self.assertEqual(found["p2pwall-kblock"], ["-j DROP"])
         self.assertEqual(found["p2pwall-kblock-up"], ["-p udp -j RETURN", "-j DROP"])
-        self.assertEqual(found["p2pwall-klock"], [
-            f"-j SET --add-set p2pwall-locked4 src {restart}",
-            # A FastTrack peer keeps a BitTorrent client's UDP lock running, never starts one.
-            "-m set --match-set p2pwall-locked_flows4 src -j SET --add-set "
-            f"p2pwall-locked_flows4 src {restart}",
-            "-j DROP",
-        ])  # fmt: skip
-        self.assertEqual(found["p2pwall-kflows-up"], [
-            f"-j SET --add-set p2pwall-locked4 src {restart}",
-            f"-j SET --add-set p2pwall-locked_flows4 src {restart}",
-            "-p udp -j RETURN", "-j DROP",
-        ])  # fmt: skip
+        self.assertEqual(found["p2pwall-klock"], [sample, "-j DROP"])
+        self.assertEqual(found["p2pwall-kflows-up"], ["-p udp -j RETURN", sample, "-j DROP"])
+        rules = [rule for rules in found.values() for rule in rules]
+        self.assertFalse([rule for rule in rules if "--add-set" in rule or "bypass" in rule])
 
     def test_every_action_has_its_chain_and_nothing_accepts(self) -> None:
         found = chains(lock_established=True)
