@@ -211,6 +211,7 @@ class KernelSync:
                 # goes into the sets traffic coming in is matched against.
                 self._journals[1].note(addr)
 
+
 def _off(engine: Engine) -> bool:
     """Whether the kernel must drop nothing: accept-all, or a dry run (turned on from the
     control port) that only logs."""
