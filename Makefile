@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bt-matrix bt-report deps clean need-root
+.PHONY: demo test test-slow lint bench bt-matrix bt-report deps clean need-root
 
 deps:
 	bash scripts/install-deps.sh
@@ -16,6 +16,10 @@ demo: need-root deps
 
 test: deps lint
 	$(BIN)/python -m twisted.trial tests
+
+# make test and the variants it leaves out (kernel enforcement by ipset beside nft sets).
+test-slow: deps lint
+	P2PWALL_SLOW=1 $(BIN)/python -m twisted.trial tests
 
 lint: deps
 	$(BIN)/ruff check p2pwall tests lab bench twisted setup.py

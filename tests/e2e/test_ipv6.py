@@ -258,3 +258,4 @@ class KernelIpsetEnforcementTests(Ipv6Runs, ForgeryCase):
 
     enforce = "kernel"
     sets = "ipset"
+    slow = True

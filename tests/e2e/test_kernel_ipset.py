@@ -37,8 +37,12 @@ s.sendto(b"new flow", (sys.argv[1], int(sys.argv[2])))
 
 
 class IpsetEnforcementTests(LabCase):
+    """What test_kernel proves for nft sets, with ipset (every make test keeps the forgery and
+    the admin's firewall below, and the Kazaa-proof run on iptables-legacy)."""
+
     peers = 4
     peer_seconds = 120.0
+    slow = True
 
     def ipset_gateway(self, *options: str, lock: float = LOCK, rules: tuple[str, ...] = ()):
         daemon, rule_options = kernel_options(lock, "ipset")
