@@ -95,7 +95,6 @@ class Sizes:
 
     peers: int = 100_000
     big_peers: int = 1_000_000
-    ipset_big_peers: int = 100_000  # ipset loads about 3,000 blocks a second here
     flow_packets: int = 4  # datagrams per small UDP flow
 
 
@@ -585,17 +584,15 @@ def run_lab(
         bench._finish(listener, 5)
         results["daemons"] = info
         results["big"] = {}
-        stores: dict[int, Path] = {}
+        count = sizes.big_peers
+        progress(f"big table: a store file of {count:,} peers")
+        big = write_store(lab.logpath("bench-kernel-big.txt"), count, GREEN_HOSTS["rogue"],
+                          time.time())  # fmt: skip
         for name in ("queue", *modes):
             if name in info["skipped"]:
                 continue
-            count = sizes.ipset_big_peers if name == "ipset" else sizes.big_peers
-            if count not in stores:
-                progress(f"big table: a store file of {count:,} peers")
-                stores[count] = write_store(lab.logpath(f"bench-kernel-big-{count}.txt"), count,
-                                            GREEN_HOSTS["rogue"], time.time())  # fmt: skip
             try:
-                results["big"][name] = bench.big_table(stores[count], count, name)
+                results["big"][name] = bench.big_table(big, count, name)
             except LabError as error:
                 results["big"][name] = {"failed": refusal(str(error))}
                 progress(f"  {name}: {results['big'][name]['failed']}")
@@ -605,8 +602,7 @@ def run_lab(
     return results
 
 
-QUICK = {"seconds": 1.5, "reps": 2, "connects": 600, "peers": 10_000, "big_peers": 100_000,
-         "ipset_big_peers": 10_000}  # fmt: skip
+QUICK = {"seconds": 1.5, "reps": 2, "connects": 600, "peers": 10_000, "big_peers": 100_000}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -622,12 +618,11 @@ def parser() -> argparse.ArgumentParser:
     found.add_argument(
         "--quick",
         action="store_true",
-        help=f"a short run: {', '.join(f'{k} {v:,}' for k, v in QUICK.items())}",
+        help="a short run, whatever else is given: "
+        + ", ".join(f"{name} {value:,}" for name, value in QUICK.items()),
     )
     found.add_argument("--ipset", action="store_true",
-                       help="also kernel enforcement by ipset (slow to load)")  # fmt: skip
-    found.add_argument("--ipset-big-peers", type=int, default=100_000,
-                       help="peers in the store file ipset's daemon starts with")  # fmt: skip
+                       help="also kernel enforcement by ipset (--sets ipset)")  # fmt: skip
     found.add_argument("--no-pin", action="store_true",
                        help="do not pin senders and daemons to separate CPUs")  # fmt: skip
     found.add_argument("--results", type=Path, help="also update this file (bench/RESULTS.md)")
@@ -647,7 +642,7 @@ def check(args: argparse.Namespace) -> str | None:
         return "--seconds must be in (0.5, 30] and --reps in 1..10"
     if not 1 <= args.flow_packets <= 1000 or args.connects < args.reps:
         return "--flow-packets must be in 1..1000 and --connects at least --reps"
-    for name in ("peers", "big_peers", "ipset_big_peers"):
+    for name in ("peers", "big_peers"):
         try:
             peer_layout(getattr(args, name))
         except ValueError as error:
@@ -662,8 +657,7 @@ def run(args: argparse.Namespace, command: str, progress: Callable[[str], None])
     started = time.monotonic()
     settings = Settings(seconds=args.seconds, reps=args.reps, connects=args.connects,
                         pin=not args.no_pin)  # fmt: skip
-    sizes = Sizes(peers=args.peers, big_peers=args.big_peers,
-                  ipset_big_peers=args.ipset_big_peers, flow_packets=args.flow_packets)  # fmt: skip
+    sizes = Sizes(peers=args.peers, big_peers=args.big_peers, flow_packets=args.flow_packets)
     facts = {"results": None, "small_flow_addrs": SMALL_FLOW_ADDRS}
     results = {"machine": machine(), "command": command, "settings": vars(args) | facts}
     modes = ("kernel", "ipset") if args.ipset else ("kernel",)

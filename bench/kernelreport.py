@@ -257,24 +257,16 @@ def _big_section(big: dict, s: dict) -> list[str]:
     ]
     if checked:
         checked = [
-            "The sets checked with packets (the learned peers' must all be dropped, the other "
-            "port's forwarded until rogue tried a learned peer, then dropped: rogue is locked):",
+            "The sets checked with packets: the learned peers' must all be dropped, the "
+            "unlearned port's forwarded at first; once rogue tried a learned peer the nft sets "
+            "lock it by themselves (dropped), while with ipset the daemon does the locking (so, "
+            "with it stopped, they pass):",
             "",
             *[f"* {line}" for line in checked],
             "",
         ]
     return [
         f"### 4. {s['big_peers']:,} learned peers at start (store file)",
-        "",
-        *(
-            [
-                f"(Kernel enforcement by ipset: {s['ipset_big_peers']:,}, `--ipset-big-peers`; it "
-                "loads too slowly for a million.)",
-                "",
-            ]
-            if "ipset" in big
-            else []
-        ),
         "",
         table(headers, rows),
         "",
