@@ -171,19 +171,35 @@ class KernelSync:
         self._copy()
 
     def _copy(self) -> None:
-        """``load``, or mark the sets stale for the next poll when the kernel refuses."""
+        """``load``, or mark the sets stale for the next poll when the kernel refuses (said
+        once, in one line, until a copy succeeds)."""
         try:
             self.load()
         except KernelSetsError as error:
-            self._stale = True
-            log.error("kernel sets: {error}; retrying in {s:g} s", error=error, s=POLL_INTERVAL)
+            self._failed(error)
+
+    def _failed(self, error: KernelSetsError) -> None:
+        if not self._stale:
+            log.error("kernel sets: {error}; retrying every {s:g} s", error=error, s=POLL_INTERVAL)
+        self._stale = True
 
     def poll(self) -> None:
         """Follow accept-all, the allowed networks and the kernel's own locks; retry a
-        failed copy. Driven by a timer."""
+        failed copy. Driven by a timer. The sets gone (rules removed while the daemon runs)
+        is one line, not a traceback a poll."""
+        try:
+            self._poll()
+        except KernelSetsError as error:
+            self._failed(error)
+
+    def _poll(self) -> None:
         engine = self.engine
         if self._stale:
-            self._resync("the last copy failed")
+            try:
+                self.load()
+            except KernelSetsError:
+                return
+            log.info("kernel sets: written again")
             return
         if _off(engine) != self._cleared:
             self._copy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pwall.detectors.bittorrent import BitTorrentDetector
@@ -178,6 +179,20 @@ class SyncTests(SynchronousTestCase):
         self.clock.advance(0)
         self.sync.poll()
         self.assertEqual(len(self.sets.blocks), 2)
+
+    def test_sets_gone_while_running_are_one_line_until_they_are_back(self) -> None:
+        self.sync.start()
+        self.engine.learn(PEER, 1214, CLIENT, "fasttrack-udp")
+        self.clock.advance(0)
+        self.sets.refuse = 3
+        with capturedLogs() as logged:
+            for _ in range(3):
+                self.sync.poll()
+            self.sync.poll()
+        texts = [formatEvent(event) for event in logged]
+        self.assertEqual(len([t for t in texts if "retrying" in t]), 1, texts)
+        self.assertIn("kernel sets: written again", texts)
+        self.assertEqual(self.sets.blocks, {PPC: "lock"})
 
     def test_an_overflowing_journal_becomes_a_whole_copy(self) -> None:
         self.engine.blocks.cap = JOURNAL_CAP + 10
