@@ -29,7 +29,22 @@ while time.monotonic() - start < 10:
 """
 
 
-class KernelEnforcementTests(LabCase):
+class KernelLabCase(LabCase):
+    """What the kernel-enforcement runs share, nft sets or ipset."""
+
+    def kazaa(self) -> dict:
+        """A short Kazaa run against the first lab peer: a hello, then connects."""
+        ip, port = self.lab.peers[0]
+        return self.ftclient("--peer", f"{ip}:{port}", "--scale", "0.1")
+
+    def wait_for(self, check, seconds: float, what: str) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            self.assertLess(time.monotonic(), deadline, what)
+            time.sleep(0.2)
+
+
+class KernelEnforcementTests(KernelLabCase):
     peers = 4
     peer_seconds = 120.0
 
@@ -38,17 +53,6 @@ class KernelEnforcementTests(LabCase):
     ) -> Gateway:
         daemon, rules = kernel_options(lock)
         return self.gateway(*daemon, "-L", "c", *options, rule_options=[*rules, *rule_options])
-
-    def kazaa(self, scale: str = "0.1") -> dict:
-        """A short Kazaa run against the first lab peer: a hello, then connects."""
-        ip, port = self.lab.peers[0]
-        return self.ftclient("--peer", f"{ip}:{port}", "--scale", scale)
-
-    def wait_for(self, check, seconds: float, what: str) -> None:
-        deadline = time.monotonic() + seconds
-        while not check():
-            self.assertLess(time.monotonic(), deadline, what)
-            time.sleep(0.2)
 
     def test_the_daemon_will_not_start_without_the_kernels_sets(self) -> None:
         daemon, _ = kernel_options(LOCK)

@@ -12,7 +12,6 @@ from lab.gateway import Gateway
 from lab.netlab import PEER_PORT, LabError
 
 from .kernelsets import ipset_drops, kernel_options
-from .support import LabCase
 from .test_firewall import (
     CLOSED_OUTSIDE,
     IPTABLES_FIREWALL,
@@ -22,7 +21,7 @@ from .test_firewall import (
     WEB_ADDR,
     AdminFirewallCase,
 )
-from .test_kernel import RATE, STREAM, STREAM_PORT
+from .test_kernel import RATE, STREAM, STREAM_PORT, KernelLabCase
 from .test_poison import HELLO, ForgeryCase
 
 LOCK = 4.0
@@ -36,7 +35,7 @@ s.sendto(b"new flow", (sys.argv[1], int(sys.argv[2])))
 """
 
 
-class IpsetEnforcementTests(LabCase):
+class IpsetEnforcementTests(KernelLabCase):
     """What test_kernel proves for nft sets, with ipset (every make test keeps the forgery and
     the admin's firewall below, and the Kazaa-proof run on iptables-legacy)."""
 
@@ -55,17 +54,6 @@ class IpsetEnforcementTests(LabCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         return sorted(line.split(" timeout")[0] for line in
                       done.stdout.split("Members:\n")[1].splitlines() if line)  # fmt: skip
-
-    def kazaa(self) -> dict:
-        """A short Kazaa run against the first lab peer: a hello, then connects."""
-        ip, port = self.lab.peers[0]
-        return self.ftclient("--peer", f"{ip}:{port}", "--scale", "0.1")
-
-    def wait_for(self, check, seconds: float, what: str) -> None:
-        deadline = time.monotonic() + seconds
-        while not check():
-            self.assertLess(time.monotonic(), deadline, what)
-            time.sleep(0.2)
 
     def test_the_daemon_will_not_start_without_the_sets(self) -> None:
         daemon, _ = kernel_options(LOCK, "ipset")
